@@ -1,0 +1,166 @@
+"""Random number stream: draws random.randint(0, 100) every second and streams it live.
+
+    python random_stream.py            # then open http://localhost:5000
+    python random_stream.py --help     # interval, range, seed, storage, scale-out
+
+One background task (the ticker) draws each reading, stores it, then broadcasts it
+over Socket.IO to every dashboard. The parts live in the `stream` package.
+"""
+
+if __name__ == "__main__":
+    # eventlet and gevent must patch the standard library before Flask imports it.
+    import sys
+
+    from stream.server import prepare_async_mode
+
+    prepare_async_mode(sys.argv[1:])
+
+import logging
+import os
+import threading
+import time
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from stream import config, web
+from stream.config import ConfigError, Settings
+from stream.history import History, StoreError
+from stream.live import Live, origin_policy
+from stream.metrics import Metrics
+from stream.stats import Stats
+from stream.store import SqliteStore
+from stream.ticker import Ticker
+
+log = logging.getLogger("random_stream")
+
+
+class Stream:
+    """One random number stream: its ticker, history, statistics and live clients."""
+
+    def __init__(self, settings: Settings, socketio: SocketIO, store) -> None:
+        self.settings = settings
+        self.socketio = socketio
+        self.store = store
+        self.history = History(store, ring_size=settings.history)
+        self.stats = load_stats(store, settings)
+        stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
+        self.live = Live(socketio, self.history, stream_info, settings.history)
+        self.metrics = Metrics(self)
+        self.ticker = Ticker(
+            self.history, self.stats, self.broadcast,
+            interval=settings.interval, lo=settings.min, hi=settings.max, seed=settings.seed,
+            sleep=socketio.sleep,
+        )
+        self.started_at: float | None = None
+        self._start_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the ticker; a second call does nothing (one ticker per stream)."""
+        with self._start_lock:
+            if self.started_at is None:
+                self.started_at = time.time()
+                self.socketio.start_background_task(self.ticker.run)
+
+    def broadcast(self, reading) -> None:
+        with self.metrics.broadcast_seconds.time():
+            self.live.broadcast(reading)
+
+    def stop(self) -> None:
+        self.ticker.stop()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def tick_age(self, now: float) -> float | None:
+        last = self.ticker.last_tick_at or self.started_at
+        return None if last is None else round(now - last, 3)
+
+    def problems(self, now: float) -> list[str]:
+        """What is wrong, for /healthz; empty when all is well."""
+        found = []
+        age = self.tick_age(now)
+        if age is None or not self.ticker.running:
+            found.append("ticker is not running")
+        elif age > 3 * self.settings.interval + 1:
+            found.append(f"last tick was {age:.1f}s ago (interval {self.settings.interval}s)")
+        if self.history.store_error:
+            found.append(f"store: {self.history.store_error}")
+        return found
+
+
+def load_stats(store, settings: Settings) -> Stats:
+    """The stats saved with the last reading, or fresh ones; refuses a changed range."""
+    state = store.stats_state()
+    if state is None:
+        return Stats(settings.min, settings.max)
+    if (state["lo"], state["hi"]) != (settings.min, settings.max):
+        raise ConfigError(
+            f"the stored stream draws from [{state['lo']}, {state['hi']}], not "
+            f"[{settings.min}, {settings.max}]: pass matching --min/--max or another --db"
+        )
+    return Stats.from_state(state)
+
+
+def open_store(app: Flask, settings: Settings):
+    """SQLite in the instance folder unless --db says otherwise."""
+    path = settings.db
+    if path is None:
+        os.makedirs(app.instance_path, exist_ok=True)
+        path = os.path.join(app.instance_path, "random_stream.sqlite3")
+    elif path != ":memory:":
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise ConfigError(f"--db {path}: folder {parent} does not exist")
+    return SqliteStore(path, retention=settings.retention)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Create the app and its stream; the ticker starts when the server does."""
+    settings = settings or Settings()
+    app = Flask(
+        "random_stream", root_path=os.path.dirname(os.path.abspath(__file__)),
+        instance_relative_config=True,
+    )
+    app.config.from_mapping(JSON_SORT_KEYS=False)
+    socketio = SocketIO(
+        app,
+        async_mode=settings.async_mode,
+        cors_allowed_origins=origin_policy(settings.cors_origins),
+        always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
+        max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
+        ping_interval=25,
+        ping_timeout=20,
+        logger=False,
+        engineio_logger=False,
+    )
+    app.extensions["random_stream"] = Stream(settings, socketio, open_store(app, settings))
+    web.init_app(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stream.server import bind, fail, raise_fd_limit, serve
+
+    try:
+        settings = config.load(argv)
+    except ConfigError as exc:
+        fail(str(exc))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.async_mode == "eventlet":
+        log.info("eventlet is deprecated upstream; --async-mode gevent is the maintained alternative")
+    raise_fd_limit(settings.max_connections + 256)
+    try:
+        sock = bind(settings.host, settings.port)
+        try:
+            app = create_app(settings)
+        except BaseException:
+            sock.close()
+            raise
+    except (ConfigError, StoreError) as exc:
+        fail(str(exc))
+    serve(app, sock)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The parts of the random number stream: ticker, history, stats, live events, web."""

@@ -1,0 +1,136 @@
+"""Settings: one dataclass, built from flags and RANDOM_STREAM_* environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+ASYNC_MODES = ("eventlet", "gevent", "threading")
+ENV_PREFIX = "RANDOM_STREAM_"
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the flag and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    interval: float = 1.0
+    min: int = 0
+    max: int = 100
+    seed: int | None = None
+    history: int = 900  # readings a new client gets: 15 minutes at 1 Hz
+    retention: int = 1_000_000  # readings kept in the store (about 11 days at 1 Hz)
+    db: str | None = None  # None: instance/random_stream.sqlite3; ":memory:": no persistence
+    message_queue: str | None = None
+    cors_origins: tuple[str, ...] = field(default=())
+    async_mode: str = "eventlet"
+    max_connections: int = 10_000
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def validate(s: Settings) -> None:
+    """Raise ConfigError for the first invalid setting."""
+    if not s.host:
+        raise ConfigError("--host must not be empty")
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535 (got {s.port})")
+    if not 0.01 <= s.interval <= 3600 or s.interval != s.interval:
+        raise ConfigError(f"--interval must be between 0.01 and 3600 seconds (got {s.interval})")
+    if s.min > s.max:
+        raise ConfigError(f"--min must not exceed --max (got min={s.min}, max={s.max})")
+    if s.max - s.min > 10_000:
+        raise ConfigError(f"--max minus --min must be at most 10000 (got {s.max - s.min})")
+    if not 1 <= s.history <= 100_000:
+        raise ConfigError(f"--history must be between 1 and 100000 readings (got {s.history})")
+    if not s.history <= s.retention <= 100_000_000:
+        raise ConfigError(
+            f"--retention must be between --history ({s.history}) and 100000000 (got {s.retention})"
+        )
+    if s.message_queue is not None and urlparse(s.message_queue).scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            f"--message-queue must be a redis:// or rediss:// URL (got {s.message_queue!r})"
+        )
+    for origin in s.cors_origins:
+        parts = urlparse(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
+            raise ConfigError(
+                f"--cors-origins takes origins like https://example.com (got {origin!r})"
+            )
+    if s.async_mode not in ASYNC_MODES:
+        raise ConfigError(f"--async-mode must be one of {', '.join(ASYNC_MODES)} (got {s.async_mode!r})")
+    if not 1 <= s.max_connections <= 1_000_000:
+        raise ConfigError(
+            f"--max-connections must be between 1 and 1000000 (got {s.max_connections})"
+        )
+    if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR (got {s.log_level!r})")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line instead of usage + message
+        raise ConfigError(message)
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="random_stream.py", description="Stream random numbers to a live dashboard.")
+    add = p.add_argument
+    add("--host", help="address to listen on (default 127.0.0.1)")
+    add("--port", help="port to listen on (default 5000)")
+    add("--interval", help="seconds between readings (default 1.0)")
+    add("--min", help="smallest value drawn (default 0)")
+    add("--max", help="largest value drawn (default 100)")
+    add("--seed", help="seed for a reproducible stream (default: random)")
+    add("--history", help="readings sent to a new client (default 900)")
+    add("--retention", help="readings kept in the store (default 1000000)")
+    add("--db", help="SQLite path, or :memory: for no persistence (default instance/random_stream.sqlite3)")
+    add("--message-queue", help="redis://HOST:PORT/DB to share one stream between processes")
+    add("--cors-origins", help="comma-separated origins allowed besides the page's own")
+    add("--async-mode", help="eventlet (default), gevent or threading")
+    add("--max-connections", help="concurrent connections per process (default 10000)")
+    add("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    return p
+
+
+_CONVERTERS = {
+    "port": int, "interval": float, "min": int, "max": int, "seed": int,
+    "history": int, "retention": int, "max_connections": int,
+}
+
+
+def _convert(name: str, raw: str, source: str):
+    if name == "cors_origins":
+        return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    if name == "log_level":
+        return raw.upper()
+    if name in ("db", "message_queue") and raw == "":
+        return None
+    convert = _CONVERTERS.get(name)
+    if convert is None:
+        return raw
+    try:
+        return convert(raw)
+    except ValueError:
+        kind = "a number" if convert is float else "a whole number"
+        raise ConfigError(f"{source} must be {kind} (got {raw!r})") from None
+
+
+def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from flags, then RANDOM_STREAM_* variables, then defaults; flags win."""
+    environ = os.environ if environ is None else environ
+    args = vars(_parser().parse_args(argv))
+    values = {}
+    for name, flag_value in args.items():
+        env_name = ENV_PREFIX + name.upper()
+        if flag_value is not None:
+            values[name] = _convert(name, flag_value, "--" + name.replace("_", "-"))
+        elif env_name in environ:
+            values[name] = _convert(name, environ[env_name], env_name)
+    return Settings(**values)

@@ -1,0 +1,55 @@
+"""Prometheus metrics, read from the stream's own counters at scrape time (nothing per tick)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self, stream) -> None:
+        self.registry = CollectorRegistry()
+        self.broadcast_seconds = Histogram(
+            "random_stream_broadcast_seconds", "Time to hand one reading to every client",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.registry.register(_StreamCollector(stream))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StreamCollector:
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def collect(self):
+        s = self.stream
+        yield CounterMetricFamily("random_stream_ticks", "Readings drawn", value=s.ticker.ticks)
+        yield CounterMetricFamily(
+            "random_stream_tick_failures", "Ticks that raised", value=s.ticker.failures
+        )
+        yield GaugeMetricFamily(
+            "random_stream_tick_lag_seconds", "How late the last tick woke", value=s.ticker.tick_lag
+        )
+        yield GaugeMetricFamily("random_stream_last_seq", "Newest seq", value=s.history.last_seq)
+        yield GaugeMetricFamily(
+            "random_stream_connected_clients", "Socket.IO clients connected", value=s.live.clients
+        )
+        yield CounterMetricFamily("random_stream_connects", "Client connects", value=s.live.connects)
+        yield CounterMetricFamily(
+            "random_stream_disconnects", "Client disconnects", value=s.live.disconnects
+        )
+        yield CounterMetricFamily("random_stream_resumes", "Resume requests served", value=s.live.resumes)
+        rejected = CounterMetricFamily(
+            "random_stream_rejected_inputs", "Client input refused", labels=["reason"]
+        )
+        for reason, count in sorted(s.live.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield CounterMetricFamily(
+            "random_stream_store_errors", "Store writes that failed", value=s.history.store_errors
+        )

@@ -1,0 +1,152 @@
+"""HTTP routes: the page, the JSON/CSV API, health and metrics."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .metrics import CONTENT_TYPE
+
+bp = Blueprint("web", __name__)
+
+MAX_LIMIT = 10_000
+CSV_CHUNK = 5_000
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def stream():
+    return current_app.extensions["random_stream"]
+
+
+def int_arg(name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16 or not lo <= int(raw) <= hi:
+        raise BadRequest(f"{name} must be a whole number from {lo} to {hi}")
+    return int(raw)
+
+
+def check_args(allowed: set[str]) -> None:
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown query parameter: {unknown[0]}")
+
+
+@bp.errorhandler(BadRequest)
+def bad_request(exc: BadRequest):
+    return jsonify(error=str(exc)), 400
+
+
+@bp.get("/")
+def index():
+    return render_template("index.html", settings=stream().settings)
+
+
+@bp.get("/api/latest")
+def latest():
+    check_args(set())
+    reading = stream().history.latest_reading()
+    if reading is None:
+        return jsonify(error="no reading yet"), 404
+    return jsonify(reading.to_dict())
+
+
+@bp.get("/api/history")
+def history():
+    check_args({"after", "limit"})
+    limit = int_arg("limit", stream().settings.history, 1, MAX_LIMIT)
+    after = int_arg("after", None, 0, 2**53)
+    h = stream().history
+    readings = h.latest(limit) if after is None else h.after(after, limit)
+    return jsonify(readings=[r.to_dict() for r in readings])
+
+
+@bp.get("/api/history.csv")
+def history_csv():
+    check_args({"after", "limit"})
+    after = int_arg("after", 0, 0, 2**53)
+    limit = int_arg("limit", stream().settings.retention, 1, stream().settings.retention)
+    h = stream().history
+
+    def rows():
+        yield "seq,value,ts\n"
+        seq, left = after, limit
+        while left > 0:
+            chunk = h.after(seq, min(CSV_CHUNK, left))
+            if not chunk:
+                return
+            yield "".join(f"{r.seq},{r.value},{r.ts:.6f}\n" for r in chunk)
+            seq, left = chunk[-1].seq, left - len(chunk)
+
+    return Response(
+        rows(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="random_stream.csv"'},
+    )
+
+
+@bp.get("/api/stats")
+def stats():
+    check_args(set())
+    return jsonify(stream().stats.to_dict())
+
+
+@bp.get("/healthz")
+def healthz():
+    s = stream()
+    problems = s.problems(time.time())
+    body = {
+        "status": "ok" if not problems else "unhealthy",
+        "last_seq": s.history.last_seq,
+        "last_tick_age": s.tick_age(time.time()),
+        "clients": s.live.clients,
+        "problems": problems,
+    }
+    return jsonify(body), 200 if not problems else 503
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(stream().metrics.exposition(), content_type=CONTENT_TYPE)
+
+
+def add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def api_error(exc: Exception):
+    """JSON errors under /api (and health/metrics); plain text elsewhere; never a traceback."""
+    if isinstance(exc, HTTPException):
+        code, message = exc.code or 500, exc.description
+    else:
+        current_app.logger.error("request failed: %s %s", request.method, request.path, exc_info=exc)
+        code, message = 500, "internal server error"
+    if request.path.startswith(("/api/", "/healthz", "/metrics")):
+        return jsonify(error=message), code
+    return Response(f"{code}: {message}\n", status=code, mimetype="text/plain")
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)
+    app.after_request(add_security_headers)
+    app.register_error_handler(HTTPException, api_error)
+    app.register_error_handler(Exception, api_error)

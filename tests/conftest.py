@@ -1,0 +1,146 @@
+"""Fixtures: an app for in-process tests, and real server processes on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from random_stream import create_app  # noqa: E402
+from stream.config import Settings  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict | str]:
+    """Status and body (JSON decoded when it is JSON) of a GET, 4xx/5xx included."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, raw, kind = response.status, response.read(), response.headers.get_content_type()
+    except urllib.error.HTTPError as exc:
+        status, raw, kind = exc.code, exc.read(), exc.headers.get_content_type()
+    text = raw.decode()
+    return status, json.loads(text) if kind == "application/json" else text
+
+
+class ServerProcess:
+    """`python random_stream.py` on 127.0.0.1 and a free port, as a user would run it."""
+
+    def __init__(self, args: tuple[str, ...], db: str | None, log_path: Path, env: dict | None):
+        self.args = list(args)
+        self.db = db
+        self.port = free_port()
+        self.log_path = log_path
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        db = ["--db", self.db] if self.db is not None else []
+        return [sys.executable, str(ROOT / "random_stream.py"), "--host", "127.0.0.1",
+                "--port", str(self.port), *db, *self.args]
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        """Start (or start again, same port and db) and wait until it answers HTTP."""
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                http_get(self.url + "/healthz", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def get(self, path: str) -> tuple[int, dict | str]:
+        return http_get(self.url + path)
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Start real servers: server_factory("--interval", "0.2", db=path or None)."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, db: str | None = ":memory:", env: dict | None = None,
+              launch: bool = True) -> ServerProcess:
+        server = ServerProcess(args, db, tmp_path / f"server-{len(started)}.log", env)
+        started.append(server)
+        return server.start() if launch else server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(db=":memory:", async_mode="threading", interval=0.1, history=50)
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["random_stream"].close()
+
+
+@pytest.fixture
+def stream(app):
+    return app.extensions["random_stream"]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def socket_client(app, client):
+    socketio = app.extensions["socketio"]
+    return socketio.test_client(app, flask_test_client=client)
