@@ -1,0 +1,511 @@
+// The dashboard: wires the socket, the reading buffer and the stats to the
+// page, and draws at most once per animation frame. Knows events and
+// readings, not the wire format.
+
+import { drawHistogram, drawLineChart } from "./chart.js";
+import {
+  formatAgo, formatCount, formatFixed, formatIn, formatInterval, formatPValue,
+} from "./format.js";
+import { socketUrl } from "./packet.js";
+import { ReadingBuffer, asReading } from "./readings.js";
+import { connect } from "./socket.js";
+import { StreamStats } from "./stats.js";
+
+const WINDOWS = [60, 300, 900];
+const OFFLINE_AFTER_MS = 30000; // "reconnecting" turns "offline" after this long
+const STATS_REFRESH_MS = 5 * 60000; // re-sync with the server now and then anyway
+const STATS_RETRY_MS = 5000;
+const ANNOUNCE_EVERY_MS = 60000; // the screen-reader readout speaks at most this often
+const MAX_RESUMES_PER_CONNECTION = 10;
+const WINDOW_KEY = "random-stream.window";
+
+const $ = (id) => document.getElementById(id);
+
+const el = {
+  root: $("dashboard"),
+  status: $("connection-status"),
+  detail: $("connection-detail"),
+  lastUpdate: $("last-update"),
+  value: $("current-value"),
+  seq: $("current-seq"),
+  range: $("stream-range"),
+  interval: $("stream-interval"),
+  notice: $("notice"),
+  chart: $("line-chart"),
+  chartSummary: $("chart-summary"),
+  histogram: $("histogram"),
+  pause: $("pause-button"),
+  pauseNote: $("pause-note"),
+  stats: $("stats"),
+  statsNote: $("stats-note"),
+  announcer: $("announcer"),
+};
+
+function readConfig(data) {
+  const number = (text, fallback) => (Number.isFinite(Number(text)) && text !== "" ? Number(text) : fallback);
+  const lo = number(data.min, 0);
+  const hi = number(data.max, 100);
+  const interval = number(data.interval, 1);
+  const history = number(data.history, 900);
+  return { lo, hi, interval: interval > 0 ? interval : 1, history, statsUrl: data.statsUrl || "/api/stats" };
+}
+
+const config = readConfig(el.root.dataset);
+// Enough for the widest window at this interval, never below what the server
+// sends on connect, never unbounded however small the interval.
+const capacity = Math.min(50000, Math.max(config.history, Math.ceil(900 / config.interval) + 60));
+
+const state = {
+  buffer: new ReadingBuffer(capacity),
+  stats: null, // StreamStats: the server's snapshot plus the readings since
+  statsError: null,
+  windowSeconds: savedWindow(),
+  connection: "offline", // live | reconnecting | offline
+  everLive: false,
+  lostAt: null, // Date.now() when the connection went away
+  nextTryAt: null,
+  lastUpdateMs: null, // when the newest reading arrived (client clock)
+  clockOffset: 0, // server ts minus client clock, seconds
+  resumeFrom: null, // the last seq held when the connection went away
+  asked: new Set(), // resume requests sent on this connection
+  paused: null, // {seq, toTs, stats} while the view is frozen
+  lastAnnounced: { at: 0, seq: null },
+};
+
+// ---- socket ---------------------------------------------------------------
+
+const socket = connect(socketUrl(window.location));
+
+socket.on("connect", () => {
+  state.everLive = true;
+  state.lostAt = null;
+  state.nextTryAt = null;
+  state.asked = new Set();
+  setConnection("live");
+  if (state.resumeFrom !== null) {
+    askResume(state.resumeFrom);
+  }
+  fetchStats();
+});
+
+socket.on("disconnect", () => {
+  state.resumeFrom = state.buffer.lastSeq;
+  state.lostAt = Date.now();
+});
+
+socket.on("reconnect_attempt", ({ delay }) => {
+  state.lostAt ??= Date.now();
+  state.nextTryAt = Date.now() + delay;
+  setConnection(lostState());
+});
+
+socket.on("connect_error", (data) => {
+  showNotice(`The server refused the connection: ${data?.message ?? "no reason given"}`);
+});
+
+socket.on("error", (data) => {
+  showNotice(`The server reported: ${data?.message ?? "an error"}`);
+});
+
+socket.on("history", (data) => {
+  if (data?.stream) {
+    applyStream(data.stream);
+  }
+  const readings = Array.isArray(data?.readings) ? data.readings.map(asReading).filter(Boolean) : [];
+  if (readings.some((r) => state.buffer.conflicts(r))) {
+    startOver();
+  }
+  ingest(readings, false);
+  fillHoles();
+});
+
+socket.on("random_number", (data) => {
+  const reading = asReading(data);
+  if (reading === null) {
+    return;
+  }
+  if (state.buffer.conflicts(reading)) {
+    startOver();
+  }
+  ingest([reading], true);
+});
+
+function lostState() {
+  if (!navigator.onLine || !state.everLive) {
+    return "offline";
+  }
+  return Date.now() - (state.lostAt ?? Date.now()) >= OFFLINE_AFTER_MS ? "offline" : "reconnecting";
+}
+
+function askResume(after) {
+  if (state.asked.has(after) || state.asked.size >= MAX_RESUMES_PER_CONNECTION) {
+    return;
+  }
+  state.asked.add(after);
+  socket.emit("resume", { after });
+}
+
+/** Ask for the newest hole in what we hold; readings that never come stay a gap. */
+function fillHoles() {
+  if (!socket.connected) {
+    return;
+  }
+  const gaps = state.buffer.gaps();
+  for (let i = gaps.length - 1; i >= 0; i -= 1) {
+    if (!state.asked.has(gaps[i].after)) {
+      askResume(gaps[i].after);
+      return;
+    }
+  }
+}
+
+/** The server's stream differs from what we hold (a fresh server without the old data). */
+function startOver() {
+  state.buffer.clear();
+  state.stats = null;
+  state.resumeFrom = null;
+  if (state.paused) {
+    togglePause();
+  }
+  fetchStats();
+}
+
+function applyStream(stream) {
+  const lo = Number.isInteger(stream.min) ? stream.min : config.lo;
+  const hi = Number.isInteger(stream.max) ? stream.max : config.hi;
+  const interval = Number.isFinite(stream.interval) && stream.interval > 0 ? stream.interval : config.interval;
+  if (lo !== config.lo || hi !== config.hi) {
+    config.lo = lo;
+    config.hi = hi;
+    el.range.textContent = `${lo}–${hi}`;
+    state.stats = null;
+    fetchStats();
+  }
+  if (interval !== config.interval) {
+    config.interval = interval;
+    el.interval.textContent = formatInterval(interval);
+  }
+}
+
+function ingest(readings, live) {
+  const newestBefore = state.buffer.lastSeq;
+  if (state.buffer.merge(readings) === 0) {
+    return;
+  }
+  const newest = state.buffer.last;
+  if (newestBefore === null || newest.seq > newestBefore) {
+    const now = Date.now();
+    if (live) {
+      state.lastUpdateMs = now;
+      state.clockOffset = newest.ts - now / 1000;
+    } else {
+      state.lastUpdateMs = Math.min(now, newest.ts * 1000);
+    }
+  }
+  if (state.stats && !state.stats.catchUp(state.buffer.after(state.stats.throughSeq ?? -Infinity))) {
+    fetchStats(STATS_RETRY_MS);
+  }
+  scheduleRender();
+}
+
+// ---- statistics from the server --------------------------------------------
+
+let statsTimer = null;
+let statsInFlight = false;
+
+/** Fetch /api/stats after `delay` ms (0: now); one request at a time. */
+function fetchStats(delay = 0) {
+  if (statsTimer !== null) {
+    if (delay > 0) {
+      return;
+    }
+    clearTimeout(statsTimer);
+  }
+  statsTimer = setTimeout(loadStats, delay);
+}
+
+async function loadStats() {
+  statsTimer = null;
+  if (statsInFlight) {
+    fetchStats(STATS_RETRY_MS);
+    return;
+  }
+  statsInFlight = true;
+  try {
+    const response = await fetch(config.statsUrl, { cache: "no-store", headers: { Accept: "application/json" } });
+    if (!response.ok) {
+      throw new Error(`HTTP ${response.status}`);
+    }
+    const stats = StreamStats.fromServer(await response.json());
+    if (stats === null) {
+      throw new Error("unexpected answer");
+    }
+    const complete = stats.catchUp(state.buffer.after(stats.throughSeq ?? -Infinity));
+    state.stats = stats;
+    state.statsError = null;
+    fetchStats(complete ? STATS_REFRESH_MS : STATS_RETRY_MS);
+  } catch (err) {
+    state.statsError = err.message;
+    fetchStats(socket.connected ? STATS_RETRY_MS : STATS_REFRESH_MS);
+  } finally {
+    statsInFlight = false;
+    scheduleRender();
+  }
+}
+
+// ---- controls ---------------------------------------------------------------
+
+function savedWindow() {
+  try {
+    const saved = Number(window.localStorage.getItem(WINDOW_KEY));
+    return WINDOWS.includes(saved) ? saved : 300;
+  } catch {
+    return 300;
+  }
+}
+
+for (const input of document.querySelectorAll('input[name="window"]')) {
+  input.checked = Number(input.value) === state.windowSeconds;
+  input.addEventListener("change", () => {
+    if (!input.checked) {
+      return;
+    }
+    state.windowSeconds = Number(input.value);
+    try {
+      window.localStorage.setItem(WINDOW_KEY, String(state.windowSeconds));
+    } catch {
+      // private mode: the choice lasts for this page only
+    }
+    scheduleRender();
+  });
+}
+
+function togglePause() {
+  if (state.paused) {
+    state.paused = null;
+  } else {
+    const newest = state.buffer.last;
+    state.paused = {
+      seq: newest?.seq ?? null,
+      toTs: chartEnd(),
+      stats: state.stats?.clone() ?? null,
+    };
+  }
+  const paused = state.paused !== null;
+  el.pause.setAttribute("aria-pressed", String(paused));
+  el.pause.textContent = paused ? "Resume" : "Pause";
+  el.root.dataset.paused = String(paused);
+  scheduleRender();
+}
+
+el.pause.addEventListener("click", togglePause);
+
+// ---- rendering ---------------------------------------------------------------
+
+let frameRequested = false;
+
+function scheduleRender() {
+  if (frameRequested || document.hidden) {
+    return; // hidden tabs draw nothing; "visibilitychange" catches up
+  }
+  frameRequested = true;
+  requestAnimationFrame(() => {
+    frameRequested = false;
+    render();
+  });
+}
+
+function chartEnd() {
+  const newest = state.buffer.last;
+  const serverNow = Date.now() / 1000 + state.clockOffset;
+  return newest ? Math.max(newest.ts, serverNow) : serverNow;
+}
+
+function render() {
+  const paused = state.paused;
+  const untilSeq = paused?.seq ?? null;
+  const newest = paused ? (untilSeq === null ? null : state.buffer.get(untilSeq)) : state.buffer.last;
+  renderCurrent(newest);
+  renderChart(paused ? paused.toTs : chartEnd(), untilSeq);
+  renderStats(paused ? paused.stats : state.stats);
+  renderPauseNote();
+  renderClock();
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) {
+    node.textContent = text;
+  }
+}
+
+function renderCurrent(newest) {
+  setText(el.value, newest ? String(newest.value) : "–");
+  el.value.dataset.seq = newest ? String(newest.seq) : "";
+  setText(el.seq, newest ? String(newest.seq) : "–");
+}
+
+function renderChart(toTs, untilSeq) {
+  const fromTs = toTs - state.windowSeconds;
+  const readings = state.buffer.window(fromTs, untilSeq);
+  drawLineChart(el.chart, { readings, fromTs, toTs, lo: config.lo, hi: config.hi });
+
+  const gaps = state.buffer.gaps();
+  const missing = gaps.reduce((sum, gap) => sum + gap.missing, 0);
+  const data = el.chart.dataset;
+  data.firstSeq = String(state.buffer.first?.seq ?? "");
+  data.lastSeq = String(state.buffer.lastSeq ?? "");
+  data.held = String(state.buffer.size);
+  data.missing = String(missing);
+
+  const shownGaps = readings.length ? gaps.filter((g) => g.after >= readings[0].seq && g.before <= readings[readings.length - 1].seq) : [];
+  const label = WINDOWS.includes(state.windowSeconds) ? formatInterval(state.windowSeconds) : "";
+  let text = `Last ${label}: ${formatCount(readings.length)} readings`;
+  if (readings.length) {
+    text += ` (seq ${readings[0].seq}–${readings[readings.length - 1].seq})`;
+    const values = readings.map((r) => r.value);
+    text += `, lowest ${Math.min(...values)}, highest ${Math.max(...values)}`;
+  }
+  if (shownGaps.length) {
+    const lost = shownGaps.reduce((sum, gap) => sum + gap.missing, 0);
+    text += `; ${shownGaps.length === 1 ? "1 gap" : `${shownGaps.length} gaps`} (${formatCount(lost)} missing readings, shaded)`;
+  }
+  setText(el.chartSummary, `${text}.`);
+  el.chart.setAttribute("aria-label", `Line chart. ${text}.`);
+}
+
+const STAT_FIELDS = [
+  ["stat-count", "count", (v) => formatCount(v)],
+  ["stat-min", "min", (v) => formatCount(v)],
+  ["stat-max", "max", (v) => formatCount(v)],
+  ["stat-mean", "mean", (v) => formatFixed(v, 2)],
+  ["stat-stddev", "stddev", (v) => formatFixed(v, 2)],
+  ["stat-chi-square", "chiSquare", (v) => formatFixed(v, 1)],
+  ["stat-p-value", "pValue", (v) => formatPValue(v)],
+];
+
+let drawnHistogram = null;
+
+function renderStats(stats) {
+  const summary = stats ? stats.summary() : null;
+  for (const [id, key, format] of STAT_FIELDS) {
+    const node = $(id);
+    const value = summary ? summary[key] : null;
+    setText(node, format(value));
+    node.dataset.value = value === null || value === undefined ? "" : String(value);
+  }
+  el.stats.dataset.throughSeq = String(stats?.throughSeq ?? "");
+  let note;
+  if (stats) {
+    note = `Through seq ${stats.throughSeq ?? "–"}; ${stats.hi - stats.lo + 1} possible values, so ${stats.hi - stats.lo} degrees of freedom.`;
+  } else if (state.statsError) {
+    note = `Statistics are unavailable right now (${state.statsError}); trying again.`;
+  } else {
+    note = "Fetching statistics…";
+  }
+  setText(el.statsNote, note);
+  const histogram = stats ? stats.histogram : new Array(config.hi - config.lo + 1).fill(0);
+  const lo = stats ? stats.lo : config.lo;
+  const key = `${lo}:${stats?.count ?? 0}:${stats?.throughSeq}:${el.histogram.clientWidth}x${el.histogram.clientHeight}:${themeVersion}`;
+  if (key !== drawnHistogram) {
+    drawnHistogram = key;
+    drawHistogram(el.histogram, { histogram, lo });
+  }
+}
+
+function renderPauseNote() {
+  const paused = state.paused;
+  el.pauseNote.hidden = paused === null;
+  if (paused) {
+    const waiting = state.buffer.lastSeq === null || paused.seq === null ? state.buffer.size : state.buffer.lastSeq - paused.seq;
+    setText(el.pauseNote, `Paused: the view is frozen at seq ${paused.seq ?? "–"}. ${formatCount(waiting)} newer readings are kept meanwhile; press Resume to catch up.`);
+  }
+}
+
+/** Texts that age with the clock: how long ago, when the next try is. */
+function renderClock() {
+  const now = Date.now();
+  if (state.lastUpdateMs === null) {
+    setText(el.lastUpdate, "no readings yet");
+    el.lastUpdate.dataset.stale = String(state.connection !== "live");
+  } else {
+    const age = (now - state.lastUpdateMs) / 1000;
+    const stale = age > Math.max(5, 3 * config.interval);
+    setText(el.lastUpdate, `updated ${formatAgo(age)}${stale ? " — no new readings" : ""}`);
+    el.lastUpdate.dataset.stale = String(stale);
+  }
+  if (state.connection !== "live") {
+    setConnection(lostState());
+  }
+  let detail;
+  if (state.connection === "live") {
+    detail = "";
+  } else if (state.nextTryAt === null) {
+    detail = "connecting…";
+  } else if (!navigator.onLine) {
+    detail = `no network · next try in ${formatIn((state.nextTryAt - now) / 1000)}`;
+  } else {
+    const since = state.lostAt === null ? "" : `lost ${formatAgo((now - state.lostAt) / 1000)} · `;
+    detail = now >= state.nextTryAt ? `${since}trying now…` : `${since}next try in ${formatIn((state.nextTryAt - now) / 1000)}`;
+  }
+  setText(el.detail, detail);
+  announce(now);
+}
+
+function setConnection(name) {
+  state.connection = name;
+  el.status.dataset.state = name;
+  setText(el.status, name);
+  document.documentElement.dataset.connection = name;
+}
+
+/** A polite spoken readout of the value, once a minute at most. */
+function announce(now) {
+  const newest = state.buffer.last;
+  if (!newest || state.paused || state.connection !== "live") {
+    return;
+  }
+  if (now - state.lastAnnounced.at < ANNOUNCE_EVERY_MS || newest.seq === state.lastAnnounced.seq) {
+    return;
+  }
+  state.lastAnnounced = { at: now, seq: newest.seq };
+  el.announcer.textContent = `Latest value ${newest.value}.`;
+}
+
+let noticeTimer = null;
+
+function showNotice(text) {
+  el.notice.textContent = text;
+  el.notice.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => {
+    el.notice.hidden = true;
+  }, 15000);
+}
+
+// ---- the page around us --------------------------------------------------------
+
+let themeVersion = 0;
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) {
+    socket.retryNow();
+    scheduleRender();
+  }
+});
+
+window.addEventListener("online", () => socket.retryNow());
+window.addEventListener("offline", () => scheduleRender());
+
+window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  themeVersion += 1;
+  scheduleRender();
+});
+
+new ResizeObserver(() => scheduleRender()).observe(el.chart);
+new ResizeObserver(() => scheduleRender()).observe(el.histogram);
+
+// The clock texts and the chart's "now" edge move even when no reading comes.
+setInterval(scheduleRender, 1000);
+
+el.interval.textContent = formatInterval(config.interval);
+scheduleRender();
