@@ -1,0 +1,545 @@
+"""Load generator: N real Socket.IO v5 / Engine.IO v4 clients over WebSocket.
+
+Each client opens ``ws://HOST:PORT/socket.io/?EIO=4&transport=websocket``, answers
+the Engine.IO open packet ``0{...}`` with ``40``, waits for ``40{...}``, answers
+pings ``2`` with ``3`` and records every ``42["random_number", {...}]``:
+latency = arrival time - reading.ts, per-client seq gaps and duplicates.
+
+Three client implementations share the bookkeeping (``--client``):
+  raw         a minimal RFC 6455 client on ``asyncio.Protocol`` (default, cheapest)
+  websockets  the ``websockets`` package
+  aiohttp     ``aiohttp.ClientSession.ws_connect``
+``bench/client_cost.py`` measures what each costs per message.
+
+Standalone::
+
+    python bench/loadgen.py --port 5000 --clients 1000 --duration 20
+
+Driven by ``bench/run.py`` (``--control``): prints JSON lines on stdout
+(``ramped``, ``window_end``, ``result``) and waits for ``start`` on stdin after
+the ramp, so the runner can sample the server between phases.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import struct
+import sys
+import time
+from array import array
+
+try:  # orjson parses a reading in ~1 us, json in ~5 us: it matters at 10,000 messages a tick
+    from orjson import loads
+except ImportError:
+    from json import loads
+
+OPEN, CLOSE, PING, PONG, MESSAGE = "0", "1", "2", "3", "4"  # Engine.IO v4 packet types
+SIO_CONNECT, SIO_EVENT = "0", "2"  # Socket.IO v5 packet types
+WS_PATH = "/socket.io/?EIO=4&transport=websocket"
+
+
+def raise_fd_limit() -> int:
+    """Raise RLIMIT_NOFILE to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pin_to_cpus(cpus: set[int] | None) -> None:
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus & os.sched_getaffinity(0) or os.sched_getaffinity(0))
+
+
+class Recorder:
+    """What all clients of this process saw; the window is set by ``start``."""
+
+    def __init__(self) -> None:
+        self.window_start = float("inf")
+        self.window_end = float("inf")
+        self.latencies = array("d")
+        self.seq_ts: dict[int, float] = {}  # seq -> ts for readings drawn in the window
+        self.first_arrival: dict[int, float] = {}  # seq -> earliest arrival in this process
+        self.last_arrival: dict[int, float] = {}  # seq -> latest arrival in this process
+        self.messages = 0  # in-window readings received (first copy only)
+        self.duplicates = 0
+        self.gaps = 0  # seqs skipped between consecutive readings of one client
+        self.out_of_window = 0
+        self.other_events: dict[str, int] = {}
+        self.disconnects = 0
+
+
+class Client:
+    """Engine.IO/Socket.IO state of one connection; ``send`` writes one text frame."""
+
+    __slots__ = ("rec", "send", "connected", "last_seq", "closed", "ready")
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+        self.send = None
+        self.connected = False
+        self.closed = False
+        self.last_seq = -1
+        self.ready: asyncio.Future | None = None
+
+    def on_text(self, text: str, now: float) -> None:
+        kind = text[0]
+        if kind == MESSAGE:
+            if text[1] == SIO_EVENT:
+                self.on_event(text, now)
+            elif text[1] == SIO_CONNECT:
+                self.connected = True
+                if self.ready is not None and not self.ready.done():
+                    self.ready.set_result(True)
+            elif text[1] == "4":  # CONNECT_ERROR
+                if self.ready is not None and not self.ready.done():
+                    self.ready.set_exception(ConnectionError("connect_error " + text[2:200]))
+        elif kind == PING:
+            self.send(PONG)
+        elif kind == OPEN:
+            self.send(MESSAGE + SIO_CONNECT)
+
+    def on_event(self, text: str, now: float) -> None:
+        name, *args = loads(text[2:])
+        rec = self.rec
+        if name != "random_number":
+            rec.other_events[name] = rec.other_events.get(name, 0) + 1
+            if name == "history":
+                readings = args[0].get("readings") if args and isinstance(args[0], dict) else None
+                if readings:
+                    self.last_seq = max(self.last_seq, readings[-1]["seq"])
+            return
+        reading = args[0]
+        seq = reading["seq"]
+        last = self.last_seq
+        if seq <= last:
+            rec.duplicates += 1
+            return
+        if last >= 0 and seq != last + 1:
+            rec.gaps += seq - last - 1
+        self.last_seq = seq
+        ts = reading["ts"]
+        if rec.window_start <= ts <= rec.window_end:
+            rec.messages += 1
+            rec.latencies.append(now - ts)
+            if seq not in rec.seq_ts:
+                rec.seq_ts[seq] = ts
+                rec.first_arrival[seq] = now
+            rec.last_arrival[seq] = now
+        else:
+            rec.out_of_window += 1
+
+    def on_close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.connected:
+                self.rec.disconnects += 1
+            self.connected = False
+            if self.ready is not None and not self.ready.done():
+                self.ready.set_exception(ConnectionError("closed before Socket.IO connect"))
+
+
+# ---------------------------------------------------------------- raw client
+class RawWebSocket(asyncio.Protocol):
+    """Just enough RFC 6455 for a Socket.IO client: text frames, ping, close."""
+
+    def __init__(self, client: Client, host: str, port: int) -> None:
+        self.client = client
+        self.host = host
+        self.port = port
+        self.transport: asyncio.Transport | None = None
+        self.handshaking = True
+        self.buf = b""
+        self.fragments: list[bytes] = []
+        self.handshake_error: str | None = None
+        client.send = self.send_text
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                f"GET {WS_PATH} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        n = len(payload)
+        if n < 126:
+            header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+        self.transport.write(header + mask + masked)
+
+    def send_text(self, text: str) -> None:
+        self.send_frame(0x1, text.encode())
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        if self.handshaking:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            status = data[: data.find(b"\r\n")]
+            if b" 101 " not in status + b" ":
+                self.handshake_error = status.decode("latin-1")[:120]
+                self.transport.close()
+                return
+            self.handshaking = False
+            data = data[end + 4 :]
+        pos = 0
+        size = len(data)
+        client = self.client
+        while size - pos >= 2:
+            b0 = data[pos]
+            n = data[pos + 1] & 0x7F
+            hdr = 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                hdr = 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                hdr = 10
+            if size - pos < hdr + n:
+                break
+            payload = data[pos + hdr : pos + hdr + n]
+            pos += hdr + n
+            opcode = b0 & 0x0F
+            if not b0 & 0x80:  # fragment of a longer message
+                self.fragments.append(payload)
+                continue
+            if opcode == 0x0:
+                self.fragments.append(payload)
+                payload = b"".join(self.fragments)
+                self.fragments = []
+                opcode = 0x1
+            if opcode == 0x1:
+                client.on_text(payload.decode(), now)
+            elif opcode == 0x9:
+                self.send_frame(0xA, payload)
+            elif opcode == 0x8:
+                self.send_frame(0x8, payload[:2])
+                self.transport.close()
+                return
+        if pos < size:
+            self.buf = data[pos:]
+
+    def connection_lost(self, exc) -> None:
+        self.client.on_close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def run_raw(client: Client, host: str, port: int, timeout: float) -> RawWebSocket:
+    loop = asyncio.get_running_loop()
+    _, proto = await asyncio.wait_for(
+        loop.create_connection(lambda: RawWebSocket(client, host, port), host, port), timeout
+    )
+    return proto
+
+
+# ------------------------------------------------ library clients (for comparison)
+class LibraryConnection:
+    def __init__(self, task: asyncio.Task) -> None:
+        self.task = task
+
+    def close(self) -> None:
+        self.task.cancel()
+
+
+async def run_websockets(client: Client, host: str, port: int, timeout: float):
+    import websockets
+
+    ws = await asyncio.wait_for(
+        websockets.connect(
+            f"ws://{host}:{port}{WS_PATH}",
+            compression=None,
+            ping_interval=None,
+            max_queue=None,
+            open_timeout=timeout,
+        ),
+        timeout,
+    )
+
+    def send(text: str) -> None:
+        asyncio.ensure_future(ws.send(text))
+
+    client.send = send
+
+    async def reader() -> None:
+        try:
+            async for message in ws:
+                client.on_text(message, time.time())
+        except Exception:
+            pass
+        finally:
+            client.on_close()
+            await ws.close()
+
+    return LibraryConnection(asyncio.ensure_future(reader()))
+
+
+_aiohttp_session = None
+
+
+async def run_aiohttp(client: Client, host: str, port: int, timeout: float):
+    import aiohttp
+
+    global _aiohttp_session
+    if _aiohttp_session is None:
+        _aiohttp_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=True)
+        )
+    ws = await _aiohttp_session.ws_connect(
+        f"ws://{host}:{port}{WS_PATH}", autoping=True, compress=0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout)
+    )
+
+    def send(text: str) -> None:
+        asyncio.ensure_future(ws.send_str(text))
+
+    client.send = send
+
+    async def reader() -> None:
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    client.on_text(msg.data, time.time())
+        except Exception:
+            pass
+        finally:
+            client.on_close()
+            await ws.close()
+
+    return LibraryConnection(asyncio.ensure_future(reader()))
+
+
+OPENERS = {"raw": run_raw, "websockets": run_websockets, "aiohttp": run_aiohttp}
+
+
+# ------------------------------------------------------------------- driver
+class LoadGenerator:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rec = Recorder()
+        self.clients: list[Client] = []
+        self.conns: list = []
+        self.errors: dict[str, int] = {}
+
+    async def open_one(self, sem: asyncio.Semaphore) -> None:
+        args = self.args
+        client = Client(self.rec)
+        client.ready = asyncio.get_running_loop().create_future()
+        async with sem:
+            conn = None
+            try:
+                conn = await OPENERS[args.client](client, args.host, args.port, args.connect_timeout)
+                await asyncio.wait_for(asyncio.shield(client.ready), args.connect_timeout)
+            except Exception as exc:  # every failure is counted, none stops the ramp
+                if conn is not None:
+                    conn.close()
+                reason = getattr(conn, "handshake_error", None) or type(exc).__name__
+                self.errors[reason] = self.errors.get(reason, 0) + 1
+                if client.ready.done():
+                    client.ready.exception()  # retrieved, so asyncio does not log it
+                else:
+                    client.ready.cancel()
+                return
+        self.clients.append(client)
+        self.conns.append(conn)
+
+    async def ramp(self) -> dict:
+        args = self.args
+        t0 = time.monotonic()
+        cpu0 = time.process_time()
+        sem = asyncio.Semaphore(args.concurrency)
+        deadline = t0 + args.ramp_timeout
+        for start in range(0, args.clients, args.batch):
+            if time.monotonic() > deadline:
+                self.errors["ramp_timeout"] = self.errors.get("ramp_timeout", 0) + args.clients - start
+                break
+            n = min(args.batch, args.clients - start)
+            before = len(self.clients)
+            await asyncio.gather(*(self.open_one(sem) for _ in range(n)))
+            if len(self.clients) == before and start + n < args.clients:
+                # A whole batch failed: the server takes no more (e.g. a full pool).
+                # Count the rest as failed rather than wait out their timeouts.
+                self.errors["not_tried_after_failed_batch"] = args.clients - start - n
+                break
+        return {
+            "event": "ramped",
+            "requested": args.clients,
+            "connected": sum(c.connected for c in self.clients),
+            "failed": sum(self.errors.values()),
+            "errors": self.errors,
+            "ramp_s": round(time.monotonic() - t0, 3),
+            "ramp_cpu_s": round(time.process_time() - cpu0, 3),
+        }
+
+    async def measure(self, window_start: float, window_end: float, grace: float, emit) -> dict:
+        """Record readings with ts in [window_start, window_end]; report after ``grace``."""
+        rec = self.rec
+        rec.window_start, rec.window_end = window_start, window_end
+        await asyncio.sleep(max(0.0, window_start - time.time()))
+        alive_at_start = sum(c.connected for c in self.clients)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(max(0.0, window_end - time.time()))
+        cpu1, wall1 = time.process_time(), time.monotonic()
+        emit({"event": "window_end"})
+        await asyncio.sleep(grace)
+        if self.args.samples_out:
+            with open(self.args.samples_out, "wb") as f:
+                rec.latencies.tofile(f)
+        return {
+            "event": "result",
+            "clients": alive_at_start,
+            "alive_at_end": sum(c.connected for c in self.clients),
+            "window": [rec.window_start, rec.window_end],
+            "messages": rec.messages,
+            "duplicates": rec.duplicates,
+            "gaps": rec.gaps,
+            "disconnects": rec.disconnects,
+            "other_events": rec.other_events,
+            "seq_ts": rec.seq_ts,
+            "first_arrival": rec.first_arrival,
+            "last_arrival": rec.last_arrival,
+            "gen_cpu_s": cpu1 - cpu0,
+            "gen_wall_s": wall1 - wall0,
+            "samples_out": self.args.samples_out,
+        }
+
+    def close_all(self) -> None:
+        for conn in self.conns:
+            conn.close()
+
+
+def emit_line(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def read_command() -> str:
+    loop = asyncio.get_running_loop()
+    return (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    gen = LoadGenerator(args)
+    try:
+        ramped = await gen.ramp()
+        if args.control:
+            emit_line(ramped)
+            while True:
+                command = await read_command()
+                if not command or command == "quit":
+                    return
+                if command.startswith("start"):
+                    _, window_start, window_end, grace = command.split()
+                    result = await gen.measure(float(window_start), float(window_end), float(grace), emit_line)
+                    emit_line(result)
+                    return
+        else:
+            print(f"ramp: {json.dumps(ramped)}", file=sys.stderr)
+            now = time.time()
+            result = await gen.measure(now, now + args.duration, args.grace, lambda _: None)
+            print_summary(ramped, result)
+    finally:
+        gen.close_all()
+        await asyncio.sleep(0.2)
+        if _aiohttp_session is not None:
+            await _aiohttp_session.close()
+
+
+def percentile(sorted_values, q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def print_summary(ramped: dict, result: dict) -> None:
+    lat = sorted(result.pop("_latencies", None) or [])
+    if not lat and result.get("samples_out"):
+        a = array("d")
+        with open(result["samples_out"], "rb") as f:
+            a.frombytes(f.read())
+        lat = sorted(a)
+    seqs = len(result["seq_ts"])
+    missed = result["clients"] * seqs - result["messages"]
+    print(
+        f"clients {ramped['connected']}/{ramped['requested']} failed {ramped['failed']} "
+        f"readings {seqs} messages {result['messages']} missed {missed} dup {result['duplicates']}\n"
+        f"latency ms p50 {percentile(lat, 50) * 1e3:.1f} p99 {percentile(lat, 99) * 1e3:.1f} "
+        f"max {(lat[-1] if lat else float('nan')) * 1e3:.1f}\n"
+        f"generator cpu {100 * result['gen_cpu_s'] / result['gen_wall_s']:.0f}% "
+        f"({1e6 * result['gen_cpu_s'] / max(1, result['messages']):.1f} us/message)"
+    )
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--batch", type=int, default=500, help="connections opened per ramp step")
+    p.add_argument("--concurrency", type=int, default=250, help="connects in flight at once")
+    p.add_argument("--connect-timeout", type=float, default=10.0)
+    p.add_argument("--ramp-timeout", type=float, default=180.0, help="give up ramping after this")
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--grace", type=float, default=3.0, help="wait for late readings after the window")
+    p.add_argument("--client", choices=sorted(OPENERS), default="raw")
+    p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--cpus", default="", help="pin to these CPUs, e.g. 1")
+    p.add_argument("--samples-out", default="", help="write latencies (float64 seconds) here")
+    p.add_argument("--control", action="store_true", help="driven by bench/run.py over stdin/stdout")
+    args = p.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        p.error("--host must be a loopback address")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    raise_fd_limit()
+    pin_to_cpus({int(c) for c in args.cpus.split(",") if c} or None)
+    if not args.samples_out and not args.control:
+        import tempfile
+
+        args.samples_out = tempfile.mktemp(prefix="loadgen-", suffix=".f64")
+    run = asyncio.run
+    if not args.no_uvloop:
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:
+            pass
+    try:
+        run(main_async(args))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
