@@ -1,0 +1,88 @@
+"""Socket.IO handlers, in process: snapshot on connect, resume, errors for that client only."""
+
+import pytest
+
+
+def events(client, name):
+    return [e["args"][0] for e in client.get_received() if e["name"] == name]
+
+
+def tick(stream, n):
+    return [stream.ticker.tick() for _ in range(n)]
+
+
+def test_connect_sends_history_oldest_first_with_the_stream(stream, app):
+    drawn = tick(stream, 5)
+    client = app.extensions["socketio"].test_client(app)
+    (history,) = events(client, "history")
+    assert history["readings"] == [r.to_dict() for r in drawn]
+    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.1}
+
+
+def test_history_is_capped_at_the_history_setting(stream, app):
+    tick(stream, 80)  # settings.history is 50
+    client = app.extensions["socketio"].test_client(app)
+    (history,) = events(client, "history")
+    assert [r["seq"] for r in history["readings"]] == list(range(31, 81))
+
+
+def test_every_client_gets_each_reading(stream, app):
+    socketio = app.extensions["socketio"]
+    a, b = socketio.test_client(app), socketio.test_client(app)
+    a.get_received(), b.get_received()
+    reading = stream.ticker.tick()
+    assert events(a, "random_number") == events(b, "random_number") == [reading.to_dict()]
+
+
+def test_resume_sends_what_came_after(stream, socket_client):
+    tick(stream, 10)
+    socket_client.get_received()
+    socket_client.emit("resume", {"after": 7})
+    (history,) = events(socket_client, "history")
+    assert [r["seq"] for r in history["readings"]] == [8, 9, 10]
+
+
+def test_resume_after_a_long_absence_sends_the_newest_readings(stream, socket_client):
+    tick(stream, 120)
+    socket_client.get_received()
+    socket_client.emit("resume", {"after": 3})
+    (history,) = events(socket_client, "history")
+    assert [r["seq"] for r in history["readings"]] == list(range(71, 121))
+
+
+@pytest.mark.parametrize("payload", [
+    None, "7", 7, [7], {}, {"after": "7"}, {"after": -1}, {"after": 1.5}, {"after": True},
+    {"after": None}, {"after": 2**60}, {"after": 1, "extra": 2}, {"seq": 1},
+])
+def test_malformed_resume_gets_an_error_for_that_client_only(stream, app, payload):
+    socketio = app.extensions["socketio"]
+    bad, bystander = socketio.test_client(app), socketio.test_client(app)
+    tick(stream, 3)
+    bad.get_received(), bystander.get_received()
+    before = (stream.history.last_seq, stream.stats.count)
+    bad.emit("resume", payload)
+    received = bad.get_received()
+    assert [e["name"] for e in received] == ["error"]
+    assert "resume" in received[0]["args"][0]["message"]
+    assert bystander.get_received() == []
+    assert bad.is_connected()
+    assert (stream.history.last_seq, stream.stats.count) == before
+
+
+def test_unknown_events_are_ignored(stream, socket_client):
+    socket_client.get_received()
+    socket_client.emit("random_number", {"seq": 999, "value": 5, "ts": 0})
+    socket_client.emit("set_interval", 0.001)
+    assert socket_client.get_received() == []
+    assert stream.history.last_seq == 0
+    assert socket_client.is_connected()
+
+
+def test_connected_clients_are_counted(app, stream):
+    socketio = app.extensions["socketio"]
+    a, b = socketio.test_client(app), socketio.test_client(app)
+    assert stream.live.clients == 2
+    a.disconnect()
+    assert stream.live.clients == 1
+    b.disconnect()
+    assert (stream.live.connects, stream.live.disconnects) == (2, 2)

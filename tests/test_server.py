@@ -1,0 +1,185 @@
+"""A real server process and real Socket.IO clients over the wire."""
+
+import sqlite3
+import threading
+import time
+
+import pytest
+import socketio
+
+from conftest import http_get
+
+
+class Viewer:
+    """A python-socketio client that records what it receives."""
+
+    def __init__(self, url: str):
+        self.client = socketio.Client(reconnection=False)
+        self.histories: list[dict] = []
+        self.numbers: list[dict] = []
+        self.errors: list[dict] = []
+        self.changed = threading.Condition()
+        for name, bucket in (("history", self.histories), ("random_number", self.numbers),
+                             ("error", self.errors)):
+            self.client.on(name, self._recorder(bucket))
+        self.client.connect(url, transports=["websocket"], wait_timeout=10)
+
+    def _recorder(self, bucket):
+        def record(data):
+            with self.changed:
+                bucket.append(data)
+                self.changed.notify_all()
+        return record
+
+    def wait_for(self, predicate, timeout=15.0):
+        with self.changed:
+            assert self.changed.wait_for(predicate, timeout), "timed out waiting"
+
+    def close(self):
+        self.client.disconnect()
+
+
+@pytest.fixture
+def viewers():
+    opened = []
+
+    def open_viewer(url):
+        viewer = Viewer(url)
+        opened.append(viewer)
+        return viewer
+
+    yield open_viewer
+    for viewer in opened:
+        viewer.close()
+
+
+def seqs(readings):
+    return [r["seq"] for r in readings]
+
+
+def test_history_then_a_reading_every_interval(server_factory, viewers):
+    server = server_factory("--interval", "0.2")
+    time.sleep(0.5)
+    viewer = viewers(server.url)
+    viewer.wait_for(lambda: len(viewer.numbers) >= 10)
+    (history,) = viewer.histories
+    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.2}
+    assert history["readings"], "history is sent on connect"
+    # Live readings continue the history with consecutive seqs and in-range values.
+    numbers = viewer.numbers[:10]
+    assert seqs(numbers) == list(range(numbers[0]["seq"], numbers[0]["seq"] + 10))
+    assert numbers[0]["seq"] <= history["readings"][-1]["seq"] + 1
+    assert all(0 <= r["value"] <= 100 and isinstance(r["value"], int) for r in numbers)
+    assert all(b["ts"] > a["ts"] for a, b in zip(numbers, numbers[1:]))
+
+
+def test_everyone_sees_the_same_stream(server_factory, viewers):
+    server = server_factory("--interval", "0.2")
+    a, b = viewers(server.url), viewers(server.url)
+    a.wait_for(lambda: len(a.numbers) >= 6)
+    b.wait_for(lambda: len(b.numbers) >= 6)
+    common = set(seqs(a.numbers)) & set(seqs(b.numbers))
+    assert len(common) >= 4
+    by_seq = {r["seq"]: r for r in b.numbers}
+    assert all(by_seq[r["seq"]] == r for r in a.numbers if r["seq"] in common)
+
+
+def test_range_and_seed_flags(server_factory, viewers):
+    server = server_factory("--interval", "0.1", "--min", "5", "--max", "7", "--seed", "3")
+    viewer = viewers(server.url)
+    viewer.wait_for(lambda: len(viewer.numbers) >= 20)
+    assert {r["value"] for r in viewer.numbers} <= {5, 6, 7}
+    status, stats = server.get("/api/stats")
+    assert stats["range"] == {"min": 5, "max": 7} and len(stats["histogram"]) == 3
+
+
+def test_resume_fills_the_gap_after_a_reconnect(server_factory, viewers):
+    server = server_factory("--interval", "0.1")
+    first = viewers(server.url)
+    first.wait_for(lambda: len(first.numbers) >= 3)
+    last_seen = first.numbers[-1]["seq"]
+    first.close()
+    time.sleep(1.0)  # about ten readings happen while nobody watches
+    again = viewers(server.url)
+    again.client.emit("resume", {"after": last_seen})
+    again.wait_for(lambda: len(again.histories) >= 2 and again.numbers)
+    resumed = again.histories[1]["readings"]
+    assert resumed[0]["seq"] == last_seen + 1
+    assert seqs(resumed) == list(range(last_seen + 1, last_seen + 1 + len(resumed)))
+    assert len(resumed) >= 8
+    # Together with the live readings there is no hole.
+    newest = resumed[-1]["seq"]
+    live = [s for s in seqs(again.numbers) if s > newest]
+    assert not live or live[0] == newest + 1
+
+
+def test_malformed_resume_gets_an_error_and_the_stream_goes_on(server_factory, viewers):
+    server = server_factory("--interval", "0.1")
+    viewer = viewers(server.url)
+    viewer.client.emit("resume", {"after": "yesterday"})
+    viewer.wait_for(lambda: viewer.errors)
+    assert "resume" in viewer.errors[0]["message"]
+    count = len(viewer.numbers)
+    viewer.wait_for(lambda: len(viewer.numbers) >= count + 3)
+    assert viewer.client.connected
+
+
+def test_a_restart_continues_seq_and_keeps_history(server_factory, viewers, tmp_path):
+    db = str(tmp_path / "stream.sqlite3")
+    server = server_factory("--interval", "0.1", db=db)
+    viewer = viewers(server.url)
+    viewer.wait_for(lambda: len(viewer.numbers) >= 5)
+    viewer.close()
+    assert server.stop() == 0
+    last = last_stored_seq(server.db)
+    assert last >= viewer.numbers[-1]["seq"]
+    server.start()
+    status, latest = server.get("/api/latest")
+    assert status == 200 and latest["seq"] >= last
+    again = viewers(server.url)
+    again.wait_for(lambda: again.numbers)
+    history = seqs(again.histories[0]["readings"])
+    assert history == list(range(history[0], history[-1] + 1)), "no seq reused or skipped"
+    assert again.numbers[0]["seq"] > last
+    _, stats = server.get("/api/stats")
+    assert stats["since_seq"] == 1 and stats["count"] > last, "stats carry over the restart"
+
+
+def last_stored_seq(db_path):
+    """The newest seq in the SQLite file a stopped server left behind."""
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT MAX(seq) FROM readings").fetchone()[0]
+
+
+def test_sigterm_stops_cleanly_with_clients_connected(server_factory, viewers):
+    server = server_factory("--interval", "0.2")
+    viewer = viewers(server.url)
+    viewer.wait_for(lambda: viewer.numbers)
+    assert server.stop() == 0
+    log = server.log()
+    assert "stopping: 1 client(s) connected" in log and "stopped" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("mode", ["gevent", "threading"])
+def test_other_async_modes_serve_the_same_stream(server_factory, viewers, mode):
+    server = server_factory("--interval", "0.2", "--async-mode", mode)
+    viewer = viewers(server.url)
+    viewer.wait_for(lambda: len(viewer.numbers) >= 3)
+    assert viewer.histories and seqs(viewer.numbers) == list(
+        range(viewer.numbers[0]["seq"], viewer.numbers[0]["seq"] + len(viewer.numbers)))
+    assert f"async mode {mode}" in server.log()
+    assert server.stop() == 0
+
+
+def test_logs_are_quiet(server_factory, viewers):
+    server = server_factory("--interval", "0.05")
+    viewer = viewers(server.url)
+    viewer.wait_for(lambda: len(viewer.numbers) >= 20)
+    for _ in range(5):
+        http_get(server.url + "/api/latest")
+    viewer.close()
+    server.stop()
+    lines = server.log().strip().splitlines()
+    # start, ticker started, stopping, ticker stopped, stopped: nothing per reading or request
+    assert len(lines) <= 6, lines
