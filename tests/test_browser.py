@@ -1,0 +1,322 @@
+"""The dashboard in Debian's Chromium (Playwright) against real server processes.
+
+The page is read only through its DOM: #current-value (text, data-seq),
+#connection-status, the chart's data-first-seq / data-last-seq / data-held /
+data-missing, and the statistics' data-value attributes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from stream.stats import chi_square_p_value
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+WAIT = 30_000  # ms: generous, the tests never time the stream
+
+# Everything the tests read from the page, in one synchronous look.
+READ_STATE = """() => {
+  const byId = (id) => document.getElementById(id);
+  const chart = byId("line-chart").dataset;
+  const stat = (name) => byId("stat-" + name).dataset.value;
+  return {
+    value: byId("current-value").textContent.trim(),
+    seq: byId("current-value").dataset.seq,
+    status: byId("connection-status").textContent.trim(),
+    state: byId("connection-status").dataset.state,
+    first: chart.firstSeq, last: chart.lastSeq, held: chart.held, missing: chart.missing,
+    through: byId("stats").dataset.throughSeq,
+    stats: {
+      count: stat("count"), min: stat("min"), max: stat("max"), mean: stat("mean"),
+      stddev: stat("stddev"), chi_square: stat("chi-square"), p_value: stat("p-value"),
+    },
+    summary: byId("chart-summary").textContent,
+    pressed: byId("pause-button").getAttribute("aria-pressed"),
+    pauseNote: byId("pause-note").hidden ? null : byId("pause-note").textContent,
+  };
+}"""
+
+
+def _need_browser(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (browser tests must run in CI)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        _need_browser(f"{CHROMIUM} is missing: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need_browser("playwright is not installed: pip install -r tests/requirements.txt")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Dashboard:
+    """One page on one server, with everything it logged and requested."""
+
+    def __init__(self, browser, server, **context_options):
+        self.server = server
+        self.origin = server.url
+        self.context = browser.new_context(**context_options)
+        self.console_errors: list[str] = []
+        self.foreign: list[str] = []
+        self.websockets: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT)
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.console_errors.append(f"uncaught: {e}"))
+        self.page.on("websocket", lambda ws: self.websockets.append(ws.url))
+
+    def _route(self, route):
+        url = route.request.url
+        if same_origin(url, self.origin):
+            route.continue_()
+        else:
+            self.foreign.append(url)
+            route.abort()
+
+    def open(self) -> Dashboard:
+        self.page.goto(self.origin + "/")
+        return self
+
+    def state(self) -> dict:
+        return self.page.evaluate(READ_STATE)
+
+    def wait_for(self, js_condition: str, arg=None, timeout: float = WAIT):
+        self.page.wait_for_function(js_condition, arg=arg, timeout=timeout, polling=100)
+
+    def wait_seq_at_least(self, seq: int):
+        self.wait_for("(s) => Number(document.getElementById('current-value').dataset.seq) >= s", seq)
+
+    def assert_clean(self, allow=()):
+        errors = [e for e in self.console_errors if not any(a in e for a in allow)]
+        assert errors == [], errors
+        assert self.foreign == [], self.foreign
+        host = urlsplit(self.origin).netloc
+        assert self.websockets, "the page never opened its WebSocket"
+        for url in self.websockets:
+            assert url == f"ws://{host}/socket.io/?EIO=4&transport=websocket", url
+
+
+def same_origin(url: str, origin: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return True
+    return f"{parts.scheme}://{parts.netloc}" == origin
+
+
+@pytest.fixture
+def dashboard(browser):
+    opened: list[Dashboard] = []
+
+    def open_page(server, **context_options) -> Dashboard:
+        options = {"viewport": {"width": 1280, "height": 800}, **context_options}
+        board = Dashboard(browser, server, **options)
+        opened.append(board)
+        return board.open()
+
+    yield open_page
+    for board in opened:
+        board.context.close()
+
+
+def wait_server_seq(server, seq: int, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = server.get("/api/latest")
+        if status == 200 and body["seq"] >= seq:
+            return body["seq"]
+        time.sleep(0.05)
+    raise AssertionError(f"server did not reach seq {seq}")
+
+
+def held_without_holes(state: dict) -> bool:
+    first, last, held = int(state["first"]), int(state["last"]), int(state["held"])
+    return state["missing"] == "0" and held == last - first + 1
+
+
+def test_history_at_once_then_a_new_number_every_interval(server_factory, dashboard):
+    server = server_factory("--interval", "0.2")
+    before = wait_server_seq(server, 15)
+    board = dashboard(server)
+
+    # The snapshot on connect fills the page before the next tick matters.
+    board.wait_for("(n) => Number(document.getElementById('line-chart').dataset.held) >= n", before)
+    state = board.state()
+    assert int(state["first"]) == 1
+    assert held_without_holes(state)
+    assert state["status"] == "live" and state["state"] == "live"
+
+    seen = {state["seq"]}
+    for _ in range(4):
+        board.wait_seq_at_least(int(state["seq"]) + 1)
+        state = board.state()
+        seen.add(state["seq"])
+        value = int(state["value"])
+        assert 0 <= value <= 100
+        _, body = server.get(f"/api/history?after={int(state['seq']) - 1}&limit=1")
+        assert body["readings"][0]["value"] == value, "the page shows the server's reading"
+    assert len(seen) == 5
+    assert "readings" in state["summary"]
+    board.assert_clean()
+
+
+def test_chart_and_statistics_agree_with_api_stats(server_factory, dashboard, tmp_path):
+    server = server_factory("--interval", "0.2", "--min", "1", "--max", "6", db=str(tmp_path / "s.db"))
+    wait_server_seq(server, 10)
+    board = dashboard(server)
+    board.wait_for("() => document.getElementById('stats').dataset.throughSeq !== ''")
+    chart_before = board.page.evaluate("() => document.getElementById('line-chart').toDataURL()")
+    start = int(board.state()["through"])
+    board.wait_for("(s) => Number(document.getElementById('stats').dataset.throughSeq) >= s", start + 5)
+    chart_after = board.page.evaluate("() => document.getElementById('line-chart').toDataURL()")
+    assert chart_before != chart_after, "the chart is redrawn as readings come"
+
+    # The page's numbers hold through seq P; the server's may be a little ahead.
+    for _ in range(5):
+        page = board.state()
+        expected = stats_through(server, int(page["through"]))
+        if expected is not None:
+            break
+    else:
+        pytest.fail("could not line the server's stats up with the page's")
+    shown = page["stats"]
+    assert int(shown["count"]) == expected["count"] > 0
+    assert int(shown["min"]) == expected["min"]
+    assert int(shown["max"]) == expected["max"]
+    for key in ("mean", "stddev", "chi_square", "p_value"):
+        assert math.isclose(float(shown[key]), expected[key], rel_tol=1e-9, abs_tol=1e-12), key
+    board.assert_clean()
+
+
+def stats_through(server, seq: int) -> dict | None:
+    """/api/stats as it was at `seq`: the newer readings taken out of its histogram."""
+    _, now = server.get("/api/stats")
+    through = now["since_seq"] + now["count"] - 1
+    if through < seq:
+        return None
+    _, newer = server.get(f"/api/history?after={seq}&limit=1000")
+    extra = [r for r in newer["readings"] if r["seq"] <= through]
+    if len(extra) != through - seq:
+        return None
+    lo = now["range"]["min"]
+    histogram = list(now["histogram"])
+    for r in extra:
+        histogram[r["value"] - lo] -= 1
+    count = sum(histogram)
+    values = [lo + i for i, n in enumerate(histogram) if n]
+    mean = sum((lo + i) * n for i, n in enumerate(histogram)) / count
+    variance = sum(n * (lo + i - mean) ** 2 for i, n in enumerate(histogram)) / count
+    expect = count / len(histogram)
+    chi = sum((n - expect) ** 2 for n in histogram) / expect
+    if not extra:  # nothing to take out: the server's own numbers must match exactly
+        mean, variance, chi = now["mean"], now["stddev"] ** 2, now["chi_square"]
+    return {
+        "count": count, "min": min(values), "max": max(values), "mean": mean,
+        "stddev": math.sqrt(variance), "chi_square": chi,
+        "p_value": chi_square_p_value(chi, len(histogram) - 1),
+    }
+
+
+def test_survives_server_restart_without_missing_readings(server_factory, dashboard, tmp_path):
+    server = server_factory("--interval", "0.2", db=str(tmp_path / "stream.db"))
+    wait_server_seq(server, 5)
+    board = dashboard(server)
+    board.wait_seq_at_least(8)
+    seq_before_stop = int(board.state()["seq"])
+
+    assert server.stop() == 0
+    board.wait_for("() => document.getElementById('connection-status').textContent === 'reconnecting'")
+    state = board.state()
+    assert state["state"] == "reconnecting"
+    time.sleep(2)  # a few failed attempts: the backoff grows
+
+    server.start()
+    restarted_at = wait_server_seq(server, seq_before_stop + 10)
+    board.wait_for("() => document.getElementById('connection-status').textContent === 'live'")
+    board.wait_seq_at_least(restarted_at + 5)
+    state = board.state()
+    assert int(state["first"]) <= seq_before_stop < restarted_at < int(state["last"])
+    assert held_without_holes(state), state
+    # While the server was away the browser logs its failed connection attempts.
+    board.assert_clean(allow=("ERR_CONNECTION_REFUSED", "WebSocket connection to", "Failed to load resource"))
+
+
+def test_pause_freezes_the_view_and_resume_catches_up(server_factory, dashboard):
+    server = server_factory("--interval", "0.2")
+    board = dashboard(server)
+    board.wait_seq_at_least(3)
+
+    board.page.click("#pause-button")
+    frozen = board.state()
+    assert frozen["pressed"] == "true"
+    assert frozen["pauseNote"] and "Paused" in frozen["pauseNote"]
+    wait_server_seq(server, int(frozen["seq"]) + 8)
+    board.wait_for("(s) => Number(document.getElementById('line-chart').dataset.lastSeq) >= s",
+                   int(frozen["seq"]) + 8)
+    still = board.state()
+    assert (still["seq"], still["value"], still["through"]) == (frozen["seq"], frozen["value"], frozen["through"])
+    assert still["summary"] == frozen["summary"]
+
+    # Resume with the keyboard.
+    board.page.focus("#pause-button")
+    board.page.keyboard.press("Enter")
+    board.wait_seq_at_least(int(still["last"]))
+    resumed = board.state()
+    assert resumed["pressed"] == "false" and resumed["pauseNote"] is None
+    assert held_without_holes(resumed)
+    board.assert_clean()
+
+
+def test_window_choice_works_from_the_keyboard(server_factory, dashboard):
+    server = server_factory("--interval", "0.2")
+    board = dashboard(server)
+    board.wait_seq_at_least(2)
+    assert board.page.is_checked("#window-300")
+    board.page.focus("#window-300")
+    board.page.keyboard.press("ArrowRight")
+    assert board.page.is_checked("#window-900")
+    board.wait_for("() => document.getElementById('chart-summary').textContent.startsWith('Last 15 min')")
+    board.page.keyboard.press("ArrowLeft")
+    board.page.keyboard.press("ArrowLeft")
+    board.wait_for("() => document.getElementById('chart-summary').textContent.startsWith('Last 1 min')")
+    board.assert_clean()
+
+
+def test_dark_mode_reduced_motion_and_phone_width(server_factory, dashboard):
+    server = server_factory("--interval", "0.2")
+    board = dashboard(server, color_scheme="dark", reduced_motion="reduce",
+                      viewport={"width": 390, "height": 844}, device_scale_factor=3)
+    board.wait_seq_at_least(2)
+    looks = board.page.evaluate("""() => {
+      const bg = getComputedStyle(document.documentElement).backgroundColor;
+      const dot = getComputedStyle(document.querySelector('.status-dot')).animationName;
+      const chart = document.getElementById('line-chart');
+      return {bg, dot, scroll: document.documentElement.scrollWidth,
+              canvas: chart.width, css: chart.clientWidth};
+    }""")
+    r, g, b = (int(c) for c in looks["bg"][looks["bg"].index("(") + 1:-1].split(",")[:3])
+    assert r + g + b < 120, f"dark background expected, got {looks['bg']}"
+    assert looks["dot"] == "none", "no pulsing with prefers-reduced-motion"
+    assert looks["scroll"] <= 390, "no sideways scrolling on a phone"
+    assert looks["canvas"] == looks["css"] * 3, "the canvas is drawn at device pixels"
+    board.assert_clean()
