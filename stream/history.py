@@ -90,6 +90,12 @@ class History:
     def latest_reading(self) -> Reading | None:
         return self.ring.last()
 
+    def follow(self, readings: list[Reading]) -> None:
+        """Readings already stored by the stream's leader (scale-out): keep them, no write."""
+        self.ring.extend(readings)
+        if readings:
+            self._last_seq = max(self._last_seq, readings[-1].seq)
+
     def append(self, reading: Reading, stats_state: dict) -> None:
         """Keep the reading; a failing store is reported, not fatal."""
         self._last_seq = reading.seq
