@@ -1,0 +1,361 @@
+"""Scale-out: several real server processes share one stream through a real Redis.
+
+Each test starts its own redis-server on a free port, so it can stop and restart it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import socketio
+
+from conftest import ROOT, free_port
+
+INTERVAL = 0.2
+
+pytestmark = pytest.mark.redis
+
+if shutil.which("redis-server") is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("redis-server is not on PATH; CI must run the scale-out tests")
+    pytest.skip("redis-server is not on PATH (tests/run installs it)", allow_module_level=True)
+
+import redis  # noqa: E402
+
+from stream.history import Reading  # noqa: E402
+from stream.lease import Lease  # noqa: E402
+from stream.redis_store import Fenced, Keys, RedisStore, connect  # noqa: E402
+
+
+class RedisServer:
+    """`redis-server` on 127.0.0.1 and a free port, without persistence."""
+
+    def __init__(self, log_path):
+        self.port = free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--daemonize", "no"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start:\n{self.log_path.read_text()}")
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis.log").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def cluster(redis_server, server_factory):
+    """cluster(n): n server processes on their own ports, one stream through Redis."""
+
+    def start(n: int, *args: str):
+        return [server_factory("--interval", str(INTERVAL), "--message-queue", redis_server.url,
+                               *args, db=None) for _ in range(n)]
+
+    return start
+
+
+class Viewer:
+    """A python-socketio client over WebSocket that records what it receives."""
+
+    def __init__(self, url: str):
+        self.client = socketio.Client(reconnection=False)
+        self.histories: list[dict] = []
+        self.numbers: list[dict] = []
+        self.errors: list[dict] = []
+        self.changed = threading.Condition()
+        for name, bucket in (("history", self.histories), ("random_number", self.numbers),
+                             ("error", self.errors)):
+            self.client.on(name, self._recorder(bucket))
+        self.client.connect(url, transports=["websocket"], wait_timeout=10)
+
+    def _recorder(self, bucket):
+        def record(data):
+            with self.changed:
+                bucket.append(data)
+                self.changed.notify_all()
+        return record
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> None:
+        with self.changed:
+            assert self.changed.wait_for(predicate, timeout), "timed out waiting"
+
+    def readings(self) -> list[tuple[int, int]]:
+        with self.changed:
+            return [(r["seq"], r["value"]) for r in self.numbers]
+
+    def last_seq(self) -> int:
+        with self.changed:
+            return self.numbers[-1]["seq"] if self.numbers else 0
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+@pytest.fixture
+def viewers():
+    opened: list[Viewer] = []
+
+    def open_viewer(url: str) -> Viewer:
+        opened.append(Viewer(url))
+        return opened[-1]
+
+    yield open_viewer
+    for viewer in opened:
+        viewer.close()
+
+
+def pairs(readings: list[dict]) -> list[tuple[int, int]]:
+    return [(r["seq"], r["value"]) for r in readings]
+
+
+def strictly_increasing(seqs: list[int]) -> bool:
+    return all(a < b for a, b in zip(seqs, seqs[1:]))
+
+
+def ticks(server) -> float:
+    """random_stream_ticks_total from /metrics: readings this process drew."""
+    status, text = server.get("/metrics")
+    match = re.search(r"^random_stream_ticks_total (\S+)$", text, re.M)
+    return float(match.group(1))
+
+
+def leader_of(servers) -> int:
+    """Index of the process that draws (the only one whose tick count grows)."""
+    before = [ticks(s) for s in servers]
+    time.sleep(4 * INTERVAL)
+    grew = [i for i, s in enumerate(servers) if ticks(s) > before[i]]
+    assert len(grew) == 1, f"exactly one process should tick, these did: {grew}"
+    return grew[0]
+
+
+def wait_until(predicate, timeout: float = 20.0, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+# --- the lease and the fenced store, against Redis directly ---------------------------------
+
+
+def test_one_lease_holder_and_a_fenced_store(redis_server):
+    client = connect(redis_server.url)
+    keys = Keys.with_prefix("test:")
+    a = RedisStore(client, Lease(client, keys.lease, keys.seq, ttl=0.3), 100, keys, "test")
+    b = RedisStore(client, Lease(client, keys.lease, keys.seq, ttl=0.3), 100, keys, "test")
+    state = {"lo": 0, "hi": 1}
+
+    assert a.lease.claim(0) == (True, 0)
+    assert b.lease.claim(0) == (False, 0)
+    a.append(Reading(1, 1, 1.0), state)
+    with pytest.raises(Fenced):
+        b.append(Reading(2, 0, 2.0), state)  # not the holder: nothing stored
+    with pytest.raises(Fenced):
+        a.append(Reading(1, 0, 2.0), state)  # a seq is never reused, even by the holder
+
+    time.sleep(0.5)  # a stops renewing; its lease expires
+    assert b.lease.claim(0) == (True, 1)
+    b.append(Reading(2, 0, 2.0), state)
+    with pytest.raises(Fenced):
+        a.append(Reading(3, 1, 3.0), state)  # deposed: can neither write nor reuse seq 2
+    assert a.lease.claim(2) == (False, 2)
+    assert b.lease.release() and not a.lease.release()
+    assert a.lease.claim(2).leading
+
+    assert [tuple(r) for r in a.after(0, 10)] == [(1, 1, 1.0), (2, 0, 2.0)]
+    assert a.last_seq() == 2 and a.head() == (2, state)
+
+
+def test_the_seq_high_water_mark_survives_a_redis_that_lost_its_data(redis_server):
+    client = connect(redis_server.url)
+    keys = Keys.with_prefix("test:")
+    lease = Lease(client, keys.lease, keys.seq, ttl=1)
+    client.flushdb()  # as after a restart without persistence
+    assert lease.claim(41) == (True, 41)  # the holder's own knowledge is merged in
+    store = RedisStore(client, lease, 100, keys, "test")
+    with pytest.raises(Fenced):
+        store.append(Reading(41, 0, 1.0), {"lo": 0, "hi": 1})
+    store.append(Reading(42, 0, 1.0), {"lo": 0, "hi": 1})
+
+
+# --- real server processes -------------------------------------------------------------------
+
+
+def test_clients_on_two_processes_receive_the_same_stream(cluster, viewers):
+    first, second = cluster(2)
+    one, two = viewers(first.url), viewers(second.url)
+    one.wait_for(lambda: len(one.numbers) >= 12)
+    two.wait_for(lambda: len(two.numbers) >= 12)
+    a, b = dict(one.readings()), dict(two.readings())
+    common = sorted(set(a) & set(b))
+    assert len(common) >= 10
+    assert [a[s] for s in common] == [b[s] for s in common]
+    for viewer in (one, two):
+        seqs = [s for s, _ in viewer.readings()]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # once each, no gap
+        assert viewer.histories[0]["readings"], "a snapshot on connect"
+
+    leader_of([first, second])  # exactly one of them draws
+    # history, the API and the statistics agree whichever process is asked
+    wait_until(lambda: first.get("/api/stats")[1] == second.get("/api/stats")[1])
+    h1, h2 = (dict(pairs(s.get("/api/history?limit=50")[1]["readings"])) for s in (first, second))
+    both = set(h1) & set(h2)
+    assert len(both) >= 15 and all(h1[s] == h2[s] for s in both)
+    assert all(h1[s] == a[s] for s in set(h1) & set(a))
+    for server in (first, second):
+        status, body = server.get("/healthz")
+        assert status == 200, body
+    assert first.stop() == 0 and second.stop() == 0
+    for server in (first, second):
+        assert "Traceback" not in server.log()
+
+
+def test_killing_the_ticking_process_hands_over_and_seq_goes_on(cluster, viewers):
+    servers = cluster(3)
+    watchers = [viewers(s.url) for s in servers]
+    for w in watchers:
+        w.wait_for(lambda w=w: len(w.numbers) >= 5)
+    leader = leader_of(servers)
+    servers[leader].proc.send_signal(signal.SIGKILL)
+    servers[leader].proc.wait(10)
+    survivors = [w for i, w in enumerate(watchers) if i != leader]
+    before = {id(w): w.last_seq() for w in survivors}
+    for w in survivors:
+        w.wait_for(lambda w=w: w.last_seq() >= before[id(w)] + 10)
+
+    new_leader = leader_of([s for i, s in enumerate(servers) if i != leader])
+    assert new_leader in (0, 1)
+    for w in survivors:
+        seqs = [s for s, _ in w.readings()]
+        assert strictly_increasing(seqs), seqs
+    for server in (s for i, s in enumerate(servers) if i != leader):
+        # The stored stream has no duplicate and no hole: the gap is in time only.
+        stored = [r["seq"] for r in server.get("/api/history?limit=200")[1]["readings"]]
+        assert stored == list(range(stored[0], stored[0] + len(stored)))
+    first, second = (dict(w.readings()) for w in survivors)
+    common = set(first) & set(second)
+    assert common and all(first[s] == second[s] for s in common)
+
+    # failover time: the last reading before the kill to the first after it (for the report)
+    with survivors[0].changed:
+        stamps = [r["ts"] for r in survivors[0].numbers]
+    gap = max(b - a for a, b in zip(stamps, stamps[1:]))
+    print(f"\nfailover: longest gap between readings {gap:.2f}s (interval {INTERVAL}s)")
+    taken = [s for i, s in enumerate(servers) if i != leader][new_leader]
+    assert "leading:" in taken.log()
+
+
+def test_a_client_resumes_without_loss_on_another_process(cluster, viewers):
+    first, second = cluster(2)
+    away = viewers(first.url)
+    away.wait_for(lambda: len(away.numbers) >= 5)
+    away.close()
+    last = away.last_seq()
+    time.sleep(6 * INTERVAL)  # readings go by while it is away
+
+    back = viewers(second.url)
+    back.wait_for(lambda: back.histories)
+    back.client.emit("resume", {"after": last})
+    back.wait_for(lambda: len(back.histories) >= 2)
+    resumed = [r["seq"] for r in back.histories[1]["readings"]]
+    assert resumed[0] == last + 1 and resumed == list(range(last + 1, last + 1 + len(resumed)))
+    assert len(resumed) >= 5
+    back.wait_for(lambda: back.numbers and back.last_seq() > resumed[-1])
+    live = [s for s, _ in back.readings()]
+    assert sorted(set(resumed) | set(live)) == list(range(last + 1, max(live) + 1))
+
+
+def test_redis_stopped_and_restarted_mid_run_is_survived(cluster, viewers, redis_server):
+    servers = cluster(2)
+    watchers = [viewers(s.url) for s in servers]
+    for w in watchers:
+        w.wait_for(lambda w=w: len(w.numbers) >= 5)
+
+    redis_server.kill()
+    for server in servers:
+        status, body = wait_until(lambda s=server: (lambda r: r[0] == 503 and r)(s.get("/healthz")))
+        assert any("redis" in p for p in body["problems"]), body
+        assert server.get("/")[0] == 200  # pages are still served
+        assert server.get("/api/latest")[0] == 200
+    before = max(w.last_seq() for w in watchers)
+    time.sleep(5 * INTERVAL)
+
+    redis_server.start()  # same port, empty: no persistence
+    for server in servers:
+        wait_until(lambda s=server: s.get("/healthz")[0] == 200, timeout=30)
+    for w in watchers:
+        w.wait_for(lambda w=w: w.last_seq() >= before + 5, timeout=30)
+        seqs = [s for s, _ in w.readings()]
+        assert strictly_increasing(seqs), seqs
+    for server in servers:
+        # seq went on from where it was, although Redis came back empty
+        stored = [r["seq"] for r in server.get(f"/api/history?after={before - 3}&limit=100")[1]["readings"]]
+        assert stored[0] == before - 2 and stored == list(range(before - 2, before - 2 + len(stored)))
+    for server in servers:
+        log = server.log()
+        assert log.count("redis lost") == 1 and log.count("redis back") == 1, log
+        assert "Traceback" not in log
+    leader_of(servers)
+
+
+def test_unreachable_redis_at_start_is_one_line_and_a_failure(tmp_path):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "random_stream.py"), "--port", str(free_port()),
+         "--message-queue", url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot reach Redis" in lines[0] and "127.0.0.1" in lines[0]
+
+
+def test_db_with_message_queue_is_refused(redis_server):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "random_stream.py"), "--port", str(free_port()),
+         "--message-queue", redis_server.url, "--db", ":memory:"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "--db" in result.stderr
