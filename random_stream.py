@@ -23,7 +23,7 @@ import time
 from flask import Flask
 from flask_socketio import SocketIO
 
-from stream import config, web
+from stream import config, scaleout, web
 from stream.config import ConfigError, Settings
 from stream.history import History, StoreError
 from stream.live import Live, origin_policy
@@ -103,7 +103,9 @@ def load_stats(store, settings: Settings) -> Stats:
 
 
 def open_store(app: Flask, settings: Settings):
-    """SQLite in the instance folder unless --db says otherwise."""
+    """SQLite in the instance folder unless --db says otherwise; Redis when scaled out."""
+    if settings.message_queue:
+        return scaleout.open_store(settings)
     path = settings.db
     if path is None:
         os.makedirs(app.instance_path, exist_ok=True)
@@ -133,8 +135,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         ping_timeout=20,
         logger=False,
         engineio_logger=False,
+        **scaleout.socketio_options(settings),  # the Redis message queue, if any
     )
-    app.extensions["random_stream"] = Stream(settings, socketio, open_store(app, settings))
+    stream = app.extensions["random_stream"] = Stream(settings, socketio, open_store(app, settings))
+    if settings.message_queue:
+        scaleout.attach(stream)  # one ticker per cluster: the lease holder draws
     web.init_app(app)
     return app
 
