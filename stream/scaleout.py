@@ -46,8 +46,9 @@ class RedisLink:
             log.warning("redis lost (%s): %s", self.where, exc)
         self.troubles[part] = str(exc) or type(exc).__name__
 
-    def fine(self, part: str) -> None:
-        if self.troubles.pop(part, None) is not None and not self.troubles:
+    def fine(self, *parts: str) -> None:
+        cleared = [self.troubles.pop(part, None) is not None for part in parts]
+        if any(cleared) and not self.troubles:
             log.info("redis back (%s)", self.where)
 
     @property
@@ -179,9 +180,9 @@ class SharedTicker(Ticker):
             self._role(claim.leading)
             if claim.leading:
                 reading = self.draw(claim.top)
-            self.link.fine("store")
+            self.link.fine("store", "publish")  # Redis answers: a failed publish is over too
         except Fenced as exc:
-            self.link.fine("store")
+            self.link.fine("store", "publish")
             self._role(False, str(exc))
         except (StoreError, redis.RedisError, OSError) as exc:
             self.history.store_errors += 1
