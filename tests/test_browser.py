@@ -7,6 +7,7 @@ data-missing, and the statistics' data-value attributes.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -320,3 +321,95 @@ def test_dark_mode_reduced_motion_and_phone_width(server_factory, dashboard):
     assert looks["scroll"] <= 390, "no sideways scrolling on a phone"
     assert looks["canvas"] == looks["css"] * 3, "the canvas is drawn at device pixels"
     board.assert_clean()
+
+
+def random_number_seq(message) -> int | None:
+    """The seq of a `random_number` frame from the server, else None."""
+    if isinstance(message, str) and message.startswith('42["random_number"'):
+        return json.loads(message[2:])[1]["seq"]
+    return None
+
+
+def drop_frames(board: Dashboard, drop) -> list[str]:
+    """Pass the page's WebSocket through, leaving out server frames for which drop(frame) is true."""
+    sent_by_page: list[str] = []
+
+    def handler(ws):
+        server = ws.connect_to_server()
+        server.on_message(lambda message: None if drop(message) else ws.send(message))
+
+        def to_server(message):
+            sent_by_page.append(message)
+            server.send(message)
+
+        ws.on_message(to_server)
+
+    board.page.route_web_socket("**/socket.io/**", handler)
+    return sent_by_page
+
+
+class DropLiveReadings:
+    """Drops the 6th to 10th `random_number` frame the page would get; remembers their seqs."""
+
+    def __init__(self):
+        self.seen = 0
+        self.lost: list[int] = []
+
+    def __call__(self, message) -> bool:
+        seq = random_number_seq(message)
+        if seq is None:
+            return False
+        self.seen += 1
+        if 6 <= self.seen <= 10:
+            self.lost.append(seq)
+            return True
+        return False
+
+
+def test_missed_events_are_fetched_with_resume(server_factory, browser):
+    server = server_factory("--interval", "0.2")
+    board = Dashboard(browser, server, viewport={"width": 1280, "height": 800})
+    drop = DropLiveReadings()
+    try:
+        sent = drop_frames(board, drop)
+        board.open()
+        board.wait_for("() => Number(document.getElementById('current-value').dataset.seq) > 0")
+        board.wait_for("(s) => Number(document.getElementById('current-value').dataset.seq) >= s",
+                       int(board.state()["seq"]) + 15)
+        assert len(drop.lost) == 5
+        board.wait_for("() => document.getElementById('line-chart').dataset.missing === '0'")
+        assert held_without_holes(board.state())
+        assert f'42["resume",{{"after":{drop.lost[0] - 1}}}]' in sent
+        board.assert_clean()
+    finally:
+        board.context.close()
+
+
+def test_readings_that_cannot_be_recovered_stay_a_gap(server_factory, browser):
+    server = server_factory("--interval", "0.2")
+    drop_live = DropLiveReadings()
+    histories = []
+
+    def drop(message):
+        if isinstance(message, str) and message.startswith('42["history"'):
+            histories.append(message)
+            return len(histories) > 1  # the snapshot passes, resume replies do not
+        return drop_live(message)
+
+    board = Dashboard(browser, server, viewport={"width": 1280, "height": 800})
+    try:
+        drop_frames(board, drop)
+        board.open()
+        board.wait_for("() => Number(document.getElementById('current-value').dataset.seq) > 0")
+        board.wait_for("(s) => Number(document.getElementById('current-value').dataset.seq) >= s",
+                       int(board.state()["seq"]) + 15)
+        assert len(drop_live.lost) == 5
+        state = board.state()
+        assert state["missing"] == "5", state
+        assert "1 gap (5 missing readings" in state["summary"]
+        # The statistics come from the server, which did count the lost readings.
+        board.wait_for("(s) => Number(document.getElementById('stats').dataset.throughSeq) > s",
+                       drop_live.lost[-1])
+        board.assert_clean()
+    finally:
+        board.context.close()

@@ -16,7 +16,7 @@ const OFFLINE_AFTER_MS = 30000; // "reconnecting" turns "offline" after this lon
 const STATS_REFRESH_MS = 5 * 60000; // re-sync with the server now and then anyway
 const STATS_RETRY_MS = 5000;
 const ANNOUNCE_EVERY_MS = 60000; // the screen-reader readout speaks at most this often
-const MAX_RESUMES_PER_CONNECTION = 10;
+const REMEMBERED_RESUMES = 10; // resume requests not repeated on one connection
 const WINDOW_KEY = "random-stream.window";
 
 const $ = (id) => document.getElementById(id);
@@ -38,6 +38,7 @@ const el = {
   pauseNote: $("pause-note"),
   stats: $("stats"),
   statsNote: $("stats-note"),
+  verdict: $("stat-verdict"),
   announcer: $("announcer"),
 };
 
@@ -127,7 +128,11 @@ socket.on("random_number", (data) => {
   if (state.buffer.conflicts(reading)) {
     startOver();
   }
+  const previous = state.buffer.lastSeq;
   ingest([reading], true);
+  if (previous !== null && reading.seq > previous + 1) {
+    askResume(previous); // readings went missing on the way: ask for them
+  }
 });
 
 function lostState() {
@@ -138,10 +143,13 @@ function lostState() {
 }
 
 function askResume(after) {
-  if (state.asked.has(after) || state.asked.size >= MAX_RESUMES_PER_CONNECTION) {
+  if (state.asked.has(after)) {
     return;
   }
   state.asked.add(after);
+  if (state.asked.size > REMEMBERED_RESUMES) {
+    state.asked.delete(state.asked.values().next().value);
+  }
   socket.emit("resume", { after });
 }
 
@@ -211,21 +219,25 @@ function ingest(readings, live) {
 // ---- statistics from the server --------------------------------------------
 
 let statsTimer = null;
+let statsDueAt = Infinity;
 let statsInFlight = false;
 
-/** Fetch /api/stats after `delay` ms (0: now); one request at a time. */
+/** Fetch /api/stats in `delay` ms (0: now), unless a fetch is already due sooner. */
 function fetchStats(delay = 0) {
+  const dueAt = Date.now() + delay;
   if (statsTimer !== null) {
-    if (delay > 0) {
+    if (statsDueAt <= dueAt) {
       return;
     }
     clearTimeout(statsTimer);
   }
+  statsDueAt = dueAt;
   statsTimer = setTimeout(loadStats, delay);
 }
 
 async function loadStats() {
   statsTimer = null;
+  statsDueAt = Infinity;
   if (statsInFlight) {
     fetchStats(STATS_RETRY_MS);
     return;
@@ -394,9 +406,10 @@ function renderStats(stats) {
     node.dataset.value = value === null || value === undefined ? "" : String(value);
   }
   el.stats.dataset.throughSeq = String(stats?.throughSeq ?? "");
+  setText(el.verdict, verdict(summary?.pValue ?? null));
   let note;
   if (stats) {
-    note = `Through seq ${stats.throughSeq ?? "–"}; ${stats.hi - stats.lo + 1} possible values, so ${stats.hi - stats.lo} degrees of freedom.`;
+    note = `Through seq ${stats.throughSeq ?? "–"} · ${stats.hi - stats.lo} degrees of freedom`;
   } else if (state.statsError) {
     note = `Statistics are unavailable right now (${state.statsError}); trying again.`;
   } else {
@@ -410,6 +423,13 @@ function renderStats(stats) {
     drawnHistogram = key;
     drawHistogram(el.histogram, { histogram, lo });
   }
+}
+
+function verdict(p) {
+  if (p === null) {
+    return "";
+  }
+  return p < 0.01 ? "unusually uneven for uniform numbers" : "consistent with uniform numbers";
 }
 
 function renderPauseNote() {
