@@ -142,6 +142,7 @@ class SharedTicker(Ticker):
         )
         self.store = store
         self.lease = store.lease
+        self.lease_seconds = store.lease.ttl_ms / 1000
         self.link = link
         self.seed = s.seed
         self.ring_size = s.history
@@ -174,6 +175,7 @@ class SharedTicker(Ticker):
 
     def tick(self) -> Reading | None:
         reading = None
+        claimed_at = self.clock()  # the lease runs from no earlier than this
         try:
             claim = self.lease.claim(self.history.last_seq)
             self.catch_up(claim.top)
@@ -188,6 +190,11 @@ class SharedTicker(Ticker):
             self.history.store_errors += 1
             self.link.trouble("store", exc)
         self.history.store_error = self.link.problem
+        if reading is not None and self.clock() - claimed_at >= self.lease_seconds:
+            # Stalled past our own lease (a pause, a slow Redis): another process may be
+            # ticking by now. The reading is stored; viewers get it through `resume`.
+            log.warning("seq %d stored but not broadcast: this tick outlived its lease", reading.seq)
+            return None
         if reading is not None:
             self.broadcast(reading)
         return reading

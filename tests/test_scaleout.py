@@ -285,6 +285,45 @@ def test_killing_the_ticking_process_hands_over_and_seq_goes_on(cluster, viewers
     assert "leading:" in taken.log()
 
 
+def test_a_hung_ticking_process_is_replaced_and_steps_down_when_it_wakes(cluster, viewers):
+    servers = cluster(2)
+    watchers = [viewers(s.url) for s in servers]
+    for w in watchers:
+        w.wait_for(lambda w=w: len(w.numbers) >= 5)
+    leader = leader_of(servers)
+    other = 1 - leader
+    servers[leader].proc.send_signal(signal.SIGSTOP)  # hangs: alive, silent, lease unrenewed
+    try:
+        mark = watchers[other].last_seq()
+        watchers[other].wait_for(lambda: watchers[other].last_seq() >= mark + 10)
+    finally:
+        servers[leader].proc.send_signal(signal.SIGCONT)
+    assert leader_of(servers) == other  # the woken one follows; it does not fight back
+    wait_until(lambda: "following: lease lost" in servers[leader].log())
+    mark = max(w.last_seq() for w in watchers)
+    for w in watchers:
+        w.wait_for(lambda w=w: w.last_seq() >= mark + 5)
+        assert strictly_increasing([s for s, _ in w.readings()])
+    stored = [r["seq"] for r in servers[leader].get("/api/history?limit=200")[1]["readings"]]
+    assert stored == list(range(stored[0], stored[0] + len(stored)))
+
+
+def test_processes_in_every_async_mode_share_one_stream(redis_server, server_factory, viewers):
+    servers = [server_factory("--interval", str(INTERVAL), "--message-queue", redis_server.url,
+                              "--async-mode", mode, db=None)
+               for mode in ("eventlet", "gevent", "threading")]
+    watchers = [viewers(s.url) for s in servers]
+    for w in watchers:
+        w.wait_for(lambda w=w: len(w.numbers) >= 8)
+    streams = [dict(w.readings()) for w in watchers]
+    common = set.intersection(*(set(x) for x in streams))
+    assert len(common) >= 5
+    assert all(len({x[seq] for x in streams}) == 1 for seq in common)
+    for w in watchers:
+        seqs = [s for s, _ in w.readings()]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
 def test_a_client_resumes_without_loss_on_another_process(cluster, viewers):
     first, second = cluster(2)
     away = viewers(first.url)
