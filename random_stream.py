@@ -25,6 +25,7 @@ from flask_socketio import SocketIO
 
 from stream import config, scaleout, web
 from stream.config import ConfigError, Settings
+from stream.guard import Guard, library_logger
 from stream.history import History, StoreError
 from stream.live import Live, origin_policy
 from stream.metrics import Metrics
@@ -46,6 +47,7 @@ class Stream:
         self.stats = load_stats(store, settings)
         stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
         self.live = Live(socketio, self.history, stream_info, settings.history)
+        self.guard = Guard(socketio, settings.max_connections)
         self.metrics = Metrics(self)
         self.ticker = Ticker(
             self.history, self.stats, self.broadcast,
@@ -133,14 +135,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
         ping_interval=25,
         ping_timeout=20,
-        logger=False,
-        engineio_logger=False,
+        logger=library_logger("socketio.server"),
+        engineio_logger=library_logger("engineio.server"),
         **scaleout.socketio_options(settings),  # the Redis message queue, if any
     )
     stream = app.extensions["random_stream"] = Stream(settings, socketio, open_store(app, settings))
     if settings.message_queue:
         scaleout.attach(stream)  # one ticker per cluster: the lease holder draws
     web.init_app(app)
+    stream.guard.init_app(app)
     return app
 
 

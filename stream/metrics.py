@@ -47,9 +47,28 @@ class _StreamCollector:
         rejected = CounterMetricFamily(
             "random_stream_rejected_inputs", "Client input refused", labels=["reason"]
         )
-        for reason, count in sorted(s.live.rejected.items()):
+        counts = dict(s.live.rejected)
+        for reason, count in s.guard.rejected.items():
+            counts[reason] = counts.get(reason, 0) + count
+        for reason, count in sorted(counts.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        refused = CounterMetricFamily(
+            "random_stream_refused_connections",
+            "Connections refused or closed by the server, by reason", labels=["reason"],
+        )
+        for reason, count in sorted(s.guard.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        yield GaugeMetricFamily(
+            "random_stream_open_connections",
+            "Engine.IO connections open, joined or not (the cap applies to these)",
+            value=len(s.guard.eio.sockets),
+        )
+        yield GaugeMetricFamily(
+            "random_stream_max_connections", "The --max-connections cap",
+            value=s.guard.max_connections,
+        )
         yield CounterMetricFamily(
             "random_stream_store_errors", "Store writes that failed", value=s.history.store_errors
         )

@@ -83,7 +83,7 @@ def serve(app, sock: socket.socket) -> None:
     def shutdown() -> None:
         log.info("stopping: %d client(s) connected", stream.live.clients)
         stream.stop()
-        socketio.server.eio.disconnect()  # every client, with a proper close frame
+        stream.guard.close_all()  # every client, with a close packet, waiting for none
         stopper.stop()
 
     def on_signal(signum, frame) -> None:

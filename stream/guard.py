@@ -1,0 +1,387 @@
+"""The door: what a connection may do before and besides the Socket.IO handlers.
+
+- Every HTTP response (Flask's and Engine.IO's) carries the security headers.
+- A foreign Origin is refused with 403 before Engine.IO sees the request.
+- Past --max-connections, a new Engine.IO handshake gets HTTP 503 (polling and WebSocket).
+- A connection that has not joined the namespace within JOIN_TIMEOUT seconds is closed.
+- Frames are checked before Engine.IO decodes them: a frame that is not a packet, or
+  larger than the buffer limit, closes that client's connection and nothing else.
+- Client messages pass a per-connection token bucket; over it the client gets one `error`
+  event, and a client that keeps going is disconnected.
+
+Engine.IO offers none of these hooks, so the guard wraps its three event handlers
+(connect, message, disconnect), its WebSocket driver and the WSGI app: no library
+source is patched, and the Socket.IO handlers in live.py stay plain.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import threading
+import time
+from urllib.parse import parse_qs
+
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
+
+from .web import SECURITY_HEADERS
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT = 5.0  # seconds an Engine.IO connection may stay outside the namespace
+EVENT_RATE = 10.0  # client messages per second, sustained
+EVENT_BURST = 30  # client messages at once
+STRIKES = 50  # messages dropped over the limit (refilled 1/s) before a disconnect
+RETRY_AFTER = 5  # seconds, sent with the 503 at the connection cap
+
+# Packet types a client may send over polling; engine.io stalls the POST on the others.
+POLLING_PACKET_TYPES = {eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE}
+
+
+class TokenBucket:
+    """`capacity` tokens, refilled at `rate` per second; take() says whether one was left."""
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = float(capacity)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class ClientLimit:
+    """One connection's allowance: messages, then strikes for messages over the limit."""
+
+    def __init__(self, now: float, rate: float = EVENT_RATE, burst: int = EVENT_BURST,
+                 strikes: int = STRIKES) -> None:
+        self.messages = TokenBucket(rate, burst, now)
+        self.strikes = TokenBucket(1.0, strikes, now)
+        self.warned = False  # an `error` event went out since the last accepted message
+
+    def check(self, now: float) -> str:
+        """'ok', 'drop' (over the limit) or 'disconnect' (over it for too long)."""
+        if self.messages.take(now):
+            self.warned = False
+            return "ok"
+        return "drop" if self.strikes.take(now) else "disconnect"
+
+
+def frame_is_packet(data) -> bool:
+    """Whether a WebSocket frame decodes as an Engine.IO packet (binary frames are messages)."""
+    if isinstance(data, (bytes, bytearray)):
+        return True
+    if not isinstance(data, str) or not data:
+        return False
+    if data[0] == "b":  # base64 binary message
+        try:
+            base64.b64decode(data[1:])
+        except (binascii.Error, ValueError):
+            return False
+        return True
+    return "0" <= data[0] <= "6"
+
+
+def polling_payload_error(body: bytes) -> str | None:
+    """Why a polling POST body is not a payload a client may send, or None if it is."""
+    try:
+        packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError, binascii.Error):
+        return "not an Engine.IO payload"
+    if any(p.packet_type not in POLLING_PACKET_TYPES for p in packets):
+        return "Engine.IO packet type not accepted from a client"
+    return None
+
+
+class Guard:
+    """Limits on connections and client messages for one Socket.IO server."""
+
+    def __init__(self, socketio, max_connections: int, *, join_timeout: float = JOIN_TIMEOUT,
+                 clock=time.monotonic) -> None:
+        self.socketio = socketio
+        self.max_connections = max_connections
+        self.join_timeout = join_timeout
+        self.clock = clock
+        self.limits: dict[str, ClientLimit] = {}  # eio sid -> allowance
+        self.pending: dict[str, float] = {}  # eio sid -> when it connected or left "/"
+        self.rejected: dict[str, int] = {}  # client input refused, by reason
+        self.refused: dict[str, int] = {}  # connections refused or closed, by reason
+        self._logged: set[str] = set()
+        self._at_cap = False
+        self._sweeping = False
+        self._lock = threading.Lock()
+        self._install_handlers()
+
+    # Wiring -------------------------------------------------------------------------------
+
+    @property
+    def eio(self):
+        return self.socketio.server.eio
+
+    def init_app(self, app) -> None:
+        """Put the WSGI guard in front of Flask-SocketIO's middleware."""
+        app.wsgi_app = _Door(self, app.wsgi_app)
+
+    def _install_handlers(self) -> None:
+        eio = self.eio
+        on_connect, on_message, on_disconnect = (
+            eio.handlers["connect"], eio.handlers["message"], eio.handlers["disconnect"]
+        )
+
+        def connect(eio_sid, environ):
+            self.limits[eio_sid] = ClientLimit(self.clock())
+            self._watch(eio_sid)
+            return on_connect(eio_sid, environ)
+
+        def message(eio_sid, data):
+            limit = self.limits.get(eio_sid)
+            if limit is not None:
+                verdict = limit.check(self.clock())
+                if verdict != "ok":
+                    self._over_limit(eio_sid, limit, verdict)
+                    return
+            try:
+                on_message(eio_sid, data)
+            except Exception as exc:  # the Socket.IO packet did not decode
+                self._bad_input(eio_sid, "bad_packet", f"invalid Socket.IO packet ({exc!r:.80})")
+                return
+            if isinstance(data, str) and data.startswith("41") and not data.startswith("41/"):
+                self._watch(eio_sid)  # left the namespace: the join timeout applies again
+
+        def disconnect(eio_sid, reason=None):
+            self.limits.pop(eio_sid, None)
+            self.pending.pop(eio_sid, None)
+            return on_disconnect(eio_sid, reason)
+
+        eio.on("connect", connect)
+        eio.on("message", message)
+        eio.on("disconnect", disconnect)
+        # engine.io's drivers are a shared module-level dict: override on this server only.
+        eio._async = {**eio._async, "websocket": _checked_websocket(eio._async["websocket"], self)}
+
+    # Counting and logging -----------------------------------------------------------------
+
+    def _count(self, table: dict, reason: str) -> None:
+        table[reason] = table.get(reason, 0) + 1
+
+    def _log_once(self, key: str, message: str, *args) -> None:
+        """The first of each kind, as one line; the metrics count the rest."""
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(message + " (further ones are only counted in /metrics)", *args)
+
+    def close(self, eio_sid: str) -> None:
+        """Close one Engine.IO connection without waiting for its queue to drain."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            socket.close(wait=False, abort=False, reason=self.eio.reason.SERVER_DISCONNECT)
+
+    def close_all(self) -> None:
+        """Close every connection, each with a close packet, without waiting.
+
+        engine.io's own disconnect() waits for each client's queue to drain, which is
+        forever for a polling client that does not poll again: a stop would hang.
+        """
+        for eio_sid in list(self.eio.sockets):
+            self.close(eio_sid)
+
+    # Client messages ----------------------------------------------------------------------
+
+    def _over_limit(self, eio_sid: str, limit: ClientLimit, verdict: str) -> None:
+        self._count(self.rejected, "rate_limit")
+        if verdict == "disconnect":
+            self._count(self.refused, "abuse")
+            self._log_once("abuse", "disconnected a client that kept sending over the rate limit")
+            self.close(eio_sid)
+        elif not limit.warned:
+            limit.warned = True
+            sid = self.socketio.server.manager.sid_from_eio_sid(eio_sid, "/")
+            if sid is not None:
+                message = f"too many messages: at most {EVENT_RATE:g} per second; this one was ignored"
+                self.socketio.server.emit("error", {"message": message}, to=sid)
+
+    def _bad_input(self, eio_sid: str, reason: str, detail: str) -> None:
+        self._count(self.rejected, reason)
+        self._log_once(reason, "closed a client that sent %s", detail)
+        self.close(eio_sid)
+
+    # Never-joining connections --------------------------------------------------------------
+
+    def _watch(self, eio_sid: str) -> None:
+        self.pending[eio_sid] = self.clock()
+        with self._lock:
+            if self._sweeping:
+                return
+            self._sweeping = True
+        self.socketio.start_background_task(self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections still outside the namespace after the timeout; ends when none wait."""
+        manager = self.socketio.server.manager
+        while True:
+            self.socketio.sleep(min(1.0, self.join_timeout / 2))
+            now = self.clock()
+            for eio_sid, since in list(self.pending.items()):
+                if eio_sid not in self.eio.sockets:
+                    self.pending.pop(eio_sid, None)
+                elif manager.sid_from_eio_sid(eio_sid, "/") is not None:
+                    self.pending.pop(eio_sid, None)
+                elif now - since >= self.join_timeout:
+                    self.pending.pop(eio_sid, None)
+                    self._count(self.refused, "join_timeout")
+                    self.close(eio_sid)
+            with self._lock:
+                if not self.pending:
+                    self._sweeping = False
+                    return
+
+    # Handshakes -----------------------------------------------------------------------------
+
+    def refusal(self, environ, query: dict) -> tuple[str, str] | None:
+        """(status, message) if this Engine.IO request must be refused before engine.io runs."""
+        origin = environ.get("HTTP_ORIGIN")
+        policy = self.eio.cors_allowed_origins
+        if origin and callable(policy) and not policy(origin, environ):
+            self._count(self.refused, "origin")
+            self._log_once("origin", "refused a connection from origin %s", origin[:200])
+            return "403 Forbidden", "origin not allowed"
+        if "sid" not in query:  # a new connection
+            if len(self.eio.sockets) >= self.max_connections:
+                self._count(self.refused, "max_connections")
+                if not self._at_cap:
+                    self._at_cap = True
+                    log.warning("at the connection cap (%d): refusing new connections with 503",
+                                self.max_connections)
+                return "503 Service Unavailable", (
+                    f"server is at its connection limit ({self.max_connections}); retry later"
+                )
+            if self._at_cap:
+                self._at_cap = False
+                log.info("below the connection cap again")
+        return None
+
+
+def _checked_websocket(driver, guard: Guard):
+    """engine.io's WebSocket driver class, with every incoming frame checked before decoding.
+
+    The WebSocket object engine.io gets is the driver's own (other wrappers, such as the
+    fast broadcast in fanout.py, may rely on that); only its `wait` is shadowed.
+    """
+    limit = guard.eio.max_http_buffer_size
+
+    class CheckedWebSocket(driver):
+        def __init__(self, handler, server):
+            def checked(ws):
+                ws.wait = _checked_wait(ws.wait, guard)
+                return handler(ws)
+
+            if hasattr(handler, "__self__"):  # the engine.io socket, for wrappers outside this one
+                checked.__self__ = handler.__self__
+            super().__init__(checked, server)
+            # simple-websocket (threading, gevent) reads a whole message before engine.io
+            # measures it; with the limit it stops reading at the buffer size.
+            if isinstance(getattr(self, "server_args", None), dict):
+                self.server_args.setdefault("max_message_size", limit)
+
+    return CheckedWebSocket
+
+
+def _checked_wait(wait, guard: Guard):
+    def checked_wait():
+        data = wait()
+        if data is not None and not frame_is_packet(data):
+            guard._count(guard.rejected, "bad_packet")
+            guard._log_once("bad_frame", "closed a WebSocket that sent a frame that is no Engine.IO packet")
+            return None  # engine.io then closes this connection as if the client had
+        return data
+
+    return checked_wait
+
+
+class _Door:
+    """WSGI middleware: security headers on every response, JSON refusals, no tracebacks."""
+
+    def __init__(self, guard: Guard, app) -> None:
+        self.guard = guard
+        self.app = app
+        self.path = getattr(app, "engineio_path", "/socket.io/")
+        self.headers = list(SECURITY_HEADERS.items())
+
+    def __call__(self, environ, start_response):
+        started = False
+
+        def with_headers(status, headers, exc_info=None):
+            nonlocal started
+            started = True
+            present = {name.lower() for name, _ in headers}
+            headers = list(headers) + [(n, v) for n, v in self.headers if n.lower() not in present]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        if environ.get("PATH_INFO", "").startswith(self.path):
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            refusal = self.guard.refusal(environ, query) or self._check_post(environ, query)
+            if refusal is not None:
+                return self._json(with_headers, *refusal)
+        try:
+            return self.app(environ, with_headers)
+        except Exception:
+            if started or environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+                raise  # too late for an answer; the server closes the connection
+            log.exception("request failed: %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            return self._json(with_headers, "500 Internal Server Error", "internal server error")
+
+    def _check_post(self, environ, query: dict) -> tuple[str, str] | None:
+        """A polling POST is read and checked here; engine.io logs tracebacks or stalls on junk."""
+        sid = query.get("sid", [None])[0]
+        socket = self.guard.eio.sockets.get(sid)
+        if environ.get("REQUEST_METHOD") != "POST" or socket is None:
+            return None  # engine.io answers the rest itself, with 400 "Invalid session" etc.
+        if socket.closed:  # engine.io would raise KeyError here: an HTTP 500
+            return "400 Bad Request", "this session is closed; open a new connection"
+        limit = self.guard.eio.max_http_buffer_size
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= limit:
+            self.guard._bad_input(sid, "oversized", f"a polling body of {length} bytes")
+            return "413 Request Entity Too Large", f"a request body may have at most {limit} bytes"
+        body = environ["wsgi.input"].read(length)
+        problem = polling_payload_error(body)
+        if problem is not None:
+            self.guard._bad_input(sid, "bad_packet", "an invalid polling payload")
+            return "400 Bad Request", problem
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return None
+
+    @staticmethod
+    def _json(start_response, status: str, message: str):
+        body = json.dumps({"error": message}).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        if status.startswith("503"):
+            headers.append(("Retry-After", str(RETRY_AFTER)))
+        start_response(status, headers)
+        return [body]
+
+
+def library_logger(name: str) -> logging.Logger:
+    """A logger for python-socketio/engineio that only speaks at ERROR.
+
+    Given False, the libraries add their own stderr handler (every line printed twice,
+    once unformatted); at NOTSET they log every packet at INFO, and at WARNING a client
+    can make them log a line per message it sends. Their ERRORs come once per kind.
+    """
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.ERROR)
+    return logger
