@@ -25,6 +25,7 @@ from flask_socketio import SocketIO
 
 from stream import config, scaleout, web
 from stream.config import ConfigError, Settings
+from stream.fanout import FastManager
 from stream.guard import Guard, library_logger
 from stream.history import History, StoreError
 from stream.live import Live, origin_policy
@@ -137,7 +138,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         ping_timeout=20,
         logger=library_logger("socketio.server"),
         engineio_logger=library_logger("engineio.server"),
-        **scaleout.socketio_options(settings),  # the Redis message queue, if any
+        # The Redis message queue when scaled out, else the in-process fast broadcast.
+        **(scaleout.socketio_options(settings) or {"client_manager": FastManager()}),
     )
     stream = app.extensions["random_stream"] = Stream(settings, socketio, open_store(app, settings))
     if settings.message_queue:
@@ -155,8 +157,6 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         fail(str(exc))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.async_mode == "eventlet":
-        log.info("eventlet is deprecated upstream; --async-mode gevent is the maintained alternative")
     raise_fd_limit(settings.max_connections + 256)
     try:
         sock = bind(settings.host, settings.port)

@@ -69,6 +69,13 @@ class _StreamCollector:
             "random_stream_max_connections", "The --max-connections cap",
             value=s.guard.max_connections,
         )
+        sends = CounterMetricFamily(
+            "random_stream_broadcast_sends", "Readings handed to clients, by path", labels=["path"]
+        )
+        manager = s.socketio.server.manager
+        sends.add_metric(["direct"], getattr(manager, "fast_sends", 0))
+        sends.add_metric(["queued"], getattr(manager, "slow_sends", 0))
+        yield sends
         yield CounterMetricFamily(
             "random_stream_store_errors", "Store writes that failed", value=s.history.store_errors
         )

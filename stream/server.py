@@ -14,6 +14,7 @@ from .config import ConfigError, ENV_PREFIX
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 2048
+SEND_BUFFER = 64 * 1024
 
 
 def prepare_async_mode(argv: list[str]) -> str:
@@ -49,6 +50,9 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"--host {host!r} cannot be resolved: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit this: a stalled client holds at most ~2x this in the kernel,
+    # instead of an autotuned buffer of megabytes, and then backs up into its own queue.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     try:
         sock.bind(address)
     except OSError as exc:
@@ -93,7 +97,8 @@ def serve(app, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     host, port = sock.getsockname()[:2]
-    log.info("serving http://%s:%d (async mode %s, pid %d)", _url_host(host), port, mode, os.getpid())
+    note = " (deprecated upstream; gevent is the maintained alternative)" if mode == "eventlet" else ""
+    log.info("serving http://%s:%d, async mode %s%s, pid %d", _url_host(host), port, mode, note, os.getpid())
     stream.start()
     stopper.run()
     stream.close()

@@ -1,0 +1,92 @@
+"""The fast broadcast: one frame for everyone, written directly; stuck clients hurt no one.
+
+These tests also guard the two extension points stream/fanout.py relies on: if an upgrade
+of python-socketio or python-engineio moves them, the direct path stops being used and
+test_broadcasts_take_the_direct_path fails.
+"""
+
+import re
+import socket
+import time
+
+import pytest
+import websocket
+
+from stream.fanout import MAX_BACKLOG, websocket_frame
+
+
+@pytest.mark.parametrize("size, header", [
+    (0, b"\x81\x00"), (125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e"),
+    (65535, b"\x81\x7e\xff\xff"), (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+])
+def test_websocket_frame_headers(size, header):
+    frame = websocket_frame("x" * size)
+    assert frame == header + b"x" * size
+
+
+def test_websocket_frame_counts_bytes_not_characters():
+    assert websocket_frame("é") == b"\x81\x02" + "é".encode()
+
+
+def raw_client(url, rcvbuf=None):
+    """A raw Engine.IO/Socket.IO client that has joined the default namespace."""
+    sockopt = [(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)] if rcvbuf else []
+    ws = websocket.create_connection(
+        url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket", timeout=10,
+        sockopt=sockopt,
+    )
+    assert ws.recv().startswith("0{")
+    ws.send("40")
+    assert ws.recv().startswith("40{")
+    return ws
+
+
+def readings(ws, n):
+    seen = []
+    while len(seen) < n:
+        message = ws.recv()
+        match = re.fullmatch(r'42\["random_number",\{"seq":(\d+),"value":(\d+),"ts":[\d.]+\}\]', message)
+        if match:
+            seen.append(int(match[1]))
+        elif message == "2":
+            ws.send("3")
+    return seen
+
+
+def metric(server, name):
+    _, text = server.get("/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_broadcasts_take_the_direct_path(server_factory):
+    server = server_factory("--interval", "0.05")
+    clients = [raw_client(server.url) for _ in range(3)]
+    seqs = [readings(ws, 20) for ws in clients]
+    for s in seqs:
+        assert s == list(range(s[0], s[0] + 20)), "frames arrive whole and in order"
+    assert metric(server, 'random_stream_broadcast_sends_total{path="direct"}') >= 50
+    for ws in clients:
+        ws.close()
+
+
+def test_a_stuck_client_does_not_hold_up_the_others(server_factory):
+    server = server_factory("--interval", "0.01", "--history", "5000")
+    time.sleep(0.5)
+    stuck = raw_client(server.url, rcvbuf=4096)
+    stuck.send('42["resume",{"after":0}]')  # asks for a big answer, then never reads again
+    healthy = raw_client(server.url)
+    start = time.monotonic()
+    seen = readings(healthy, MAX_BACKLOG + 200)
+    assert seen == list(range(seen[0], seen[0] + len(seen)))
+    # The stuck client's queue is bounded: past MAX_BACKLOG it is cut off.
+    deadline = time.monotonic() + 30
+    while metric(server, "random_stream_connected_clients") > 1 and time.monotonic() < deadline:
+        readings(healthy, 10)
+    assert metric(server, "random_stream_connected_clients") == 1
+    assert "packets behind" in server.log()
+    assert time.monotonic() - start < 60
+    stuck.close()
+    healthy.close()
