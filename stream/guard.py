@@ -38,6 +38,7 @@ EVENT_BURST = 30  # client messages at once
 STRIKES = 50  # messages dropped over the limit (refilled 1/s) before a disconnect
 RETRY_AFTER = 5  # seconds, sent with the 503 at the connection cap
 
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})  # never from a client
 # Packet types a client may send over polling; engine.io stalls the POST on the others.
 POLLING_PACKET_TYPES = {eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE}
 
@@ -150,13 +151,21 @@ class Guard:
                 if verdict != "ok":
                     self._over_limit(eio_sid, limit, verdict)
                     return
+            if isinstance(data, str) and data[:1] == "2":  # an EVENT
+                dropped = self._screen_event(data)
+                if dropped == "unknown_event":
+                    self._count(self.rejected, dropped)
+                    return
+                if dropped is not None:
+                    self._bad_input(eio_sid, dropped, "an event that is no Socket.IO packet")
+                    return
             try:
                 on_message(eio_sid, data)
             except Exception as exc:  # the Socket.IO packet did not decode
-                self._bad_input(eio_sid, "bad_packet", f"invalid Socket.IO packet ({exc!r:.80})")
+                self._bad_input(eio_sid, "bad_packet", f"an invalid Socket.IO packet ({exc!r:.80})")
                 return
-            if isinstance(data, str) and data.startswith("41") and not data.startswith("41/"):
-                self._watch(eio_sid)  # left the namespace: the join timeout applies again
+            if data == "1":  # left the default namespace: the join timeout applies again
+                self._watch(eio_sid)
 
         def disconnect(eio_sid, reason=None):
             self.limits.pop(eio_sid, None)
@@ -209,6 +218,25 @@ class Guard:
             if sid is not None:
                 message = f"too many messages: at most {EVENT_RATE:g} per second; this one was ignored"
                 self.socketio.server.emit("error", {"message": message}, to=sid)
+
+    def _screen_event(self, data: str) -> str | None:
+        """Why an EVENT packet is dropped here, or None to hand it to python-socketio.
+
+        python-socketio dispatches any event name to a handler of that name, so a client
+        could fire our `connect`/`disconnect` handlers (and spawns a task per event before
+        finding out that no handler exists): only events with a handler pass.
+        """
+        try:
+            pkt = self.socketio.server.packet_class(encoded_packet=data)
+        except Exception:
+            return "bad_packet"
+        if not isinstance(pkt.data, list) or not pkt.data:
+            return "bad_packet"
+        name = pkt.data[0]
+        handlers = self.socketio.server.handlers.get(pkt.namespace or "/", {})
+        if not isinstance(name, str) or name in RESERVED_EVENTS or name not in handlers:
+            return "unknown_event"
+        return None
 
     def _bad_input(self, eio_sid: str, reason: str, detail: str) -> None:
         self._count(self.rejected, reason)
