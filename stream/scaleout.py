@@ -276,7 +276,15 @@ def open_store(settings: Settings) -> RedisStore:
             "--db does not go with --message-queue: when scaled out, history and "
             "statistics live in Redis (unset --db / RANDOM_STREAM_DB)"
         )
-    return open_redis_store(settings.message_queue, settings.retention, lease_ttl(settings.interval))
+    store = open_redis_store(settings.message_queue, settings.retention, lease_ttl(settings.interval))
+    state = store.stats_state()
+    if state is not None and (state["lo"], state["hi"]) != (settings.min, settings.max):
+        store.close()
+        raise ConfigError(
+            f"the stream in Redis {store.where} draws from [{state['lo']}, {state['hi']}], not "
+            f"[{settings.min}, {settings.max}]: pass matching --min/--max or another Redis database"
+        )
+    return store
 
 
 def attach(stream) -> None:

@@ -308,7 +308,7 @@ def test_a_hung_ticking_process_is_replaced_and_steps_down_when_it_wakes(cluster
     assert stored == list(range(stored[0], stored[0] + len(stored)))
 
 
-def test_processes_in_every_async_mode_share_one_stream(redis_server, server_factory, viewers):
+def test_processes_in_every_async_mode_share_one_stream(viewers, redis_server, server_factory):
     servers = [server_factory("--interval", str(INTERVAL), "--message-queue", redis_server.url,
                               "--async-mode", mode, db=None)
                for mode in ("eventlet", "gevent", "threading")]
@@ -388,6 +388,18 @@ def test_unreachable_redis_at_start_is_one_line_and_a_failure(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "cannot reach Redis" in lines[0] and "127.0.0.1" in lines[0]
+
+
+def test_a_process_with_another_range_is_refused(cluster, redis_server):
+    (server,) = cluster(1)
+    wait_until(lambda: server.get("/api/latest")[0] == 200)  # the stream has stats in Redis
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "random_stream.py"), "--port", str(free_port()),
+         "--message-queue", redis_server.url, "--max", "50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "draws from [0, 100], not [0, 50]" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_db_with_message_queue_is_refused(redis_server):
