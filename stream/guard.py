@@ -86,7 +86,7 @@ def frame_is_packet(data) -> bool:
         return False
     if data[0] == "b":  # base64 binary message
         try:
-            base64.b64decode(data[1:])
+            base64.b64decode(data[1:], validate=True)
         except (binascii.Error, ValueError):
             return False
         return True
@@ -96,7 +96,12 @@ def frame_is_packet(data) -> bool:
 def polling_payload_error(body: bytes) -> str | None:
     """Why a polling POST body is not a payload a client may send, or None if it is."""
     try:
-        packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
+        text = body.decode("utf-8")
+        if text and not text.startswith("d=") and not all(
+            frame_is_packet(part) for part in text.split("\x1e")
+        ):
+            return "not an Engine.IO payload"
+        packets = eio_payload.Payload(encoded_payload=text).packets
     except (UnicodeDecodeError, ValueError, KeyError, IndexError, binascii.Error):
         return "not an Engine.IO payload"
     if any(p.packet_type not in POLLING_PACKET_TYPES for p in packets):
