@@ -1,7 +1,7 @@
 // Canvas drawing for the line chart and the histogram. Colours come from CSS
 // custom properties on the canvas, so light and dark themes need no code here.
 
-import { segments } from "./readings.js";
+import { findGaps, segments } from "./readings.js";
 
 const FONT_SIZE = 12;
 
@@ -54,7 +54,7 @@ export function ticks(lo, hi, wanted = 4) {
  * (epoch seconds), y over [lo, hi]. Consecutive seqs are joined; where seqs
  * are missing the line stops and the missing stretch is shaded.
  */
-export function drawLineChart(canvas, { readings, fromTs, toTs, lo, hi }) {
+export function drawLineChart(canvas, { readings, fromTs, toTs, lo, hi, maxStep = Infinity }) {
   const { ctx, width, height, palette } = prepare(canvas);
   const left = 40;
   const right = 12;
@@ -95,17 +95,18 @@ export function drawLineChart(canvas, { readings, fromTs, toTs, lo, hi }) {
     ctx.fillText(label, clamped, top + plotHeight + 6);
   }
 
-  const runs = segments(readings);
-
   // shade the stretches where readings are missing
   ctx.fillStyle = palette.gap;
-  for (let i = 1; i < runs.length; i += 1) {
-    const a = x(runs[i - 1][runs[i - 1].length - 1].ts);
-    const b = x(runs[i][0].ts);
+  const tsOf = new Map(readings.map((r) => [r.seq, r.ts]));
+  for (const gap of findGaps(readings)) {
+    const a = x(tsOf.get(gap.after));
+    const b = x(tsOf.get(gap.before));
     if (b > a) {
       ctx.fillRect(a, top, b - a, plotHeight);
     }
   }
+
+  const runs = segments(readings, maxStep);
 
   ctx.save();
   ctx.beginPath();
@@ -113,7 +114,7 @@ export function drawLineChart(canvas, { readings, fromTs, toTs, lo, hi }) {
   ctx.clip();
   ctx.strokeStyle = palette.line;
   ctx.fillStyle = palette.line;
-  ctx.lineWidth = 1.5;
+  ctx.lineWidth = readings.length > plotWidth ? 1 : 1.5; // dense data: thinner line
   ctx.lineJoin = "round";
   for (const run of runs) {
     if (run.length === 1) {

@@ -14,7 +14,7 @@ import { StreamStats } from "./stats.js";
 const WINDOWS = [60, 300, 900];
 const OFFLINE_AFTER_MS = 30000; // "reconnecting" turns "offline" after this long
 const STATS_REFRESH_MS = 5 * 60000; // re-sync with the server now and then anyway
-const STATS_RETRY_MS = 5000;
+const STATS_RETRY_MS = 2000;
 const ANNOUNCE_EVERY_MS = 60000; // the screen-reader readout speaks at most this often
 const REMEMBERED_RESUMES = 10; // resume requests not repeated on one connection
 const WINDOW_KEY = "random-stream.window";
@@ -298,6 +298,7 @@ function togglePause() {
   } else {
     const newest = state.buffer.last;
     state.paused = {
+      newest,
       seq: newest?.seq ?? null,
       toTs: chartEnd(),
       stats: state.stats?.clone() ?? null,
@@ -336,7 +337,7 @@ function chartEnd() {
 function render() {
   const paused = state.paused;
   const untilSeq = paused?.seq ?? null;
-  const newest = paused ? (untilSeq === null ? null : state.buffer.get(untilSeq)) : state.buffer.last;
+  const newest = paused ? paused.newest : state.buffer.last;
   renderCurrent(newest);
   renderChart(paused ? paused.toTs : chartEnd(), untilSeq);
   renderStats(paused ? paused.stats : state.stats);
@@ -359,7 +360,8 @@ function renderCurrent(newest) {
 function renderChart(toTs, untilSeq) {
   const fromTs = toTs - state.windowSeconds;
   const readings = state.buffer.window(fromTs, untilSeq);
-  drawLineChart(el.chart, { readings, fromTs, toTs, lo: config.lo, hi: config.hi });
+  const maxStep = Math.max(3 * config.interval, config.interval + 2); // longer silence: server down
+  drawLineChart(el.chart, { readings, fromTs, toTs, lo: config.lo, hi: config.hi, maxStep });
 
   const gaps = state.buffer.gaps();
   const missing = gaps.reduce((sum, gap) => sum + gap.missing, 0);

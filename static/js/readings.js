@@ -141,12 +141,17 @@ export function findGaps(readings) {
   return gaps;
 }
 
-/** Split readings (sorted by seq) into runs of consecutive seqs: one line each. */
-export function segments(readings) {
+/**
+ * Split readings (sorted by seq) into runs of consecutive seqs: one line each.
+ * A run also ends where more than `maxStep` seconds pass between neighbours
+ * (the server was down): nothing is missing there, but nothing happened either.
+ */
+export function segments(readings, maxStep = Infinity) {
   const runs = [];
   let run = [];
   for (const reading of readings) {
-    if (run.length && reading.seq !== run[run.length - 1].seq + 1) {
+    const previous = run[run.length - 1];
+    if (previous && (reading.seq !== previous.seq + 1 || reading.ts - previous.ts > maxStep)) {
       runs.push(run);
       run = [];
     }

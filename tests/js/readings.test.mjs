@@ -90,6 +90,13 @@ describe("segments", () => {
     assert.deepEqual(runs.map(seqs), [[1, 2], [4, 5, 6], [9]]);
   });
 
+  test("also splits where the server was silent for longer than maxStep", () => {
+    const readings = [r(1, 0, 10), r(2, 0, 11), r(3, 0, 20), r(4, 0, 21)];
+    assert.deepEqual(segments(readings, 5).map(seqs), [[1, 2], [3, 4]]);
+    assert.deepEqual(segments(readings).map(seqs), [[1, 2, 3, 4]]);
+    assert.deepEqual(findGaps(readings), [], "a silent server is not a gap");
+  });
+
   test("empty input has no segments", () => {
     assert.deepEqual(segments([]), []);
     assert.deepEqual(findGaps([]), []);
