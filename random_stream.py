@@ -134,8 +134,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         cors_allowed_origins=origin_policy(settings.cors_origins),
         always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
         max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
-        ping_interval=25,
-        ping_timeout=20,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
         logger=library_logger("socketio.server"),
         engineio_logger=library_logger("engineio.server"),
         # The Redis message queue when scaled out, else the in-process fast broadcast.

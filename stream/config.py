@@ -30,6 +30,8 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default=())
     async_mode: str = "eventlet"
     max_connections: int = 10_000
+    ping_interval: float = 25.0  # seconds between Engine.IO pings to each client
+    ping_timeout: float = 20.0  # seconds a client may take to answer before it is dropped
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -70,6 +72,10 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"--max-connections must be between 1 and 1000000 (got {s.max_connections})"
         )
+    if not 1 <= s.ping_interval <= 3600:
+        raise ConfigError(f"--ping-interval must be between 1 and 3600 seconds (got {s.ping_interval})")
+    if not 1 <= s.ping_timeout <= 3600:
+        raise ConfigError(f"--ping-timeout must be between 1 and 3600 seconds (got {s.ping_timeout})")
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR (got {s.log_level!r})")
 
@@ -95,6 +101,8 @@ def _parser() -> _Parser:
     add("--cors-origins", help="comma-separated origins allowed besides the page's own")
     add("--async-mode", help="eventlet (default), gevent or threading")
     add("--max-connections", help="concurrent connections per process (default 10000)")
+    add("--ping-interval", help="seconds between pings to each client (default 25)")
+    add("--ping-timeout", help="seconds a client may take to answer a ping (default 20)")
     add("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     return p
 
@@ -102,6 +110,7 @@ def _parser() -> _Parser:
 _CONVERTERS = {
     "port": int, "interval": float, "min": int, "max": int, "seed": int,
     "history": int, "retention": int, "max_connections": int,
+    "ping_interval": float, "ping_timeout": float,
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 from engineio import packet as eio_packet
 from socketio import Manager, RedisManager
@@ -57,6 +58,17 @@ class FastBroadcast:
         self.fast = eio.async_mode == "eventlet"
         if self.fast:
             eio._async = {**eio._async, "websocket": _remembering(eio._async["websocket"])}
+        self.pinger = SharedPinger(eio)
+        on_connect = eio.handlers.get("connect")
+
+        def connect(eio_sid, environ, *args):
+            # Runs before engine.io schedules the first ping of this connection.
+            eio_socket = eio.sockets.get(eio_sid)
+            if eio_socket is not None:
+                eio_socket.schedule_ping = lambda: self.pinger.schedule(eio_socket)
+            return on_connect(eio_sid, environ, *args) if on_connect else None
+
+        eio.on("connect", connect)
 
     def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None,
              **kwargs):
@@ -103,6 +115,41 @@ class FastRedisManager(RedisManager, FastBroadcast):
     The MRO puts FastBroadcast between the pub/sub layer and Manager, so publishing goes
     through Redis as usual and the local delivery of every published emit is fast.
     """
+
+
+class SharedPinger:
+    """One task sends every client its Engine.IO pings.
+
+    engine.io starts a task per client that sleeps through each ping interval: thousands
+    of sleeping tasks, each with its own stack, to do one small thing every 25 seconds.
+    Here a socket's `schedule_ping` (called by engine.io after the handshake and after
+    each pong) just records when the next ping is due, and one task sends them.
+    """
+
+    RESOLUTION = 0.5  # seconds; pings go out at most this late
+
+    def __init__(self, eio) -> None:
+        self.eio = eio
+        self.due: dict[str, float] = {}
+        eio.start_background_task(self.run)
+
+    def schedule(self, eio_socket) -> None:
+        if eio_socket.last_ping:  # the previous ping was answered (as engine.io checks)
+            eio_socket.last_ping = None
+            self.due[eio_socket.sid] = time.monotonic() + self.eio.ping_interval
+
+    def run(self) -> None:
+        while True:
+            self.eio.sleep(self.RESOLUTION)
+            now = time.monotonic()
+            for sid, due in list(self.due.items()):
+                if due > now:
+                    continue
+                self.due.pop(sid, None)
+                eio_socket = self.eio.sockets.get(sid)
+                if eio_socket is not None and not eio_socket.closing and not eio_socket.closed:
+                    eio_socket.last_ping = time.time()
+                    eio_socket.send(eio_packet.Packet(eio_packet.PING))
 
 
 def _write_now(eio_socket, frame: bytes) -> bool:

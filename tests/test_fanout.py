@@ -90,3 +90,22 @@ def test_a_stuck_client_does_not_hold_up_the_others(server_factory):
     assert time.monotonic() - start < 60
     stuck.close()
     healthy.close()
+
+
+def test_one_shared_task_pings_every_client_and_drops_the_silent(server_factory):
+    server = server_factory("--interval", "0.5", "--ping-interval", "1", "--ping-timeout", "1")
+    answering, silent = raw_client(server.url), raw_client(server.url)
+    pings = 0
+    deadline = time.monotonic() + 20
+    while pings < 3 and time.monotonic() < deadline:
+        if answering.recv() == "2":
+            pings += 1
+            answering.send("3")
+    assert pings == 3, "pings arrive about every --ping-interval"
+    # The client that never answers is dropped after interval + timeout.
+    while metric(server, "random_stream_connected_clients") > 1 and time.monotonic() < deadline:
+        readings(answering, 1)
+    assert metric(server, "random_stream_connected_clients") == 1
+    assert readings(answering, 3), "the answering client stays"
+    silent.close()
+    answering.close()
