@@ -97,7 +97,10 @@ class SqliteStore:
                         )
                     db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    # SQLite has already rolled back after some errors (a full disk); a
+                    # ROLLBACK then fails and would hide the error that matters.
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from None
