@@ -57,19 +57,35 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def _child_setup(cpus: set[int] | None):
+NICE = 0  # niceness for everything spawned; run.py --nice sets it (negative needs root)
+
+
+def _child_setup(cpus: set[int] | None, nice: int):
     def setup() -> None:
         os.setsid()  # own process group: Ctrl-C in the terminal reaches us, we stop them
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         if cpus:
             os.sched_setaffinity(0, cpus)
+        if nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
+            except OSError:
+                pass
 
     return setup
 
 
+def cpu_busy_seconds(cpu: int) -> float:
+    """Seconds CPU ``cpu`` was busy with anything (all processes, interrupts)."""
+    import psutil
+
+    t = psutil.cpu_times(percpu=True)[cpu]
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
 def spawn(cmd: list[str], cpus: set[int] | None, **kwargs) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, preexec_fn=_child_setup(cpus), cwd=ROOT, **kwargs)
+    proc = subprocess.Popen(cmd, preexec_fn=_child_setup(cpus, NICE), cwd=ROOT, **kwargs)
     _running.append(proc)
     return proc
 
@@ -143,6 +159,30 @@ class ServerProcess:
         self.log.close()
 
 
+class LineReader:
+    """Reads the JSON lines a loadgen.py process prints, waiting for one event."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def read(self, expect: str | tuple[str, ...], timeout: float) -> dict:
+        import select
+
+        expect = (expect,) if isinstance(expect, str) else expect
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"load generator exited ({self.proc.poll()}) waiting for {expect}")
+            msg = json.loads(line)
+            if msg.get("event") in expect:
+                return msg
+        raise RuntimeError(f"load generator: no {expect} within {timeout:.0f}s")
+
+
 class GeneratorProcess:
     """``loadgen.py --control``: ramp, then ``start`` a measuring window on demand."""
 
@@ -156,22 +196,10 @@ class GeneratorProcess:
         self.samples_out = samples_out
         self.proc = spawn(cmd, cpus, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.ps = psutil.Process(self.proc.pid)
+        self.reader = LineReader(self.proc)
 
     def read(self, expect: str, timeout: float) -> dict:
-        import select
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"load generator exited ({self.proc.poll()}) waiting for {expect}")
-            msg = json.loads(line)
-            if msg.get("event") == expect:
-                return msg
-        raise RuntimeError(f"load generator: no {expect} within {timeout:.0f}s")
+        return self.reader.read(expect, timeout)
 
     def start(self, window_start: float, window_end: float, grace: float) -> None:
         """Measure readings whose ts is in [window_start, window_end] (epoch seconds)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import os
 import resource
@@ -248,8 +249,17 @@ class RawWebSocket(asyncio.Protocol):
         self.client.on_close()
 
     def close(self) -> None:
-        if self.transport is not None:
+        """Leave as a browser tab does: Socket.IO disconnect, WebSocket close, FIN."""
+        if self.transport is not None and not self.transport.is_closing():
+            if not self.handshaking:
+                self.send_text(MESSAGE + "1")
+                self.send_frame(0x8, struct.pack("!H", 1000))
             self.transport.close()
+
+    def abort(self) -> None:
+        """Vanish as a dropped network does: TCP reset, no goodbye."""
+        if self.transport is not None:
+            self.transport.abort()
 
 
 async def run_raw(client: Client, host: str, port: int, timeout: float) -> RawWebSocket:
@@ -343,8 +353,10 @@ class LoadGenerator:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rec = Recorder()
-        self.clients: list[Client] = []
-        self.conns: list = []
+        self.clients: collections.deque[Client] = collections.deque()
+        self.conns: collections.deque = collections.deque()
+        self.opened = 0
+        self.closed = 0
         self.errors: dict[str, int] = {}
 
     async def open_one(self, sem: asyncio.Semaphore) -> None:
@@ -368,6 +380,7 @@ class LoadGenerator:
                 return
         self.clients.append(client)
         self.conns.append(conn)
+        self.opened += 1
 
     async def ramp(self) -> dict:
         args = self.args
@@ -429,6 +442,56 @@ class LoadGenerator:
             "samples_out": self.args.samples_out,
         }
 
+    async def churn(self, rate: float, seconds: float, report_every: float, emit) -> None:
+        """Keep the clients connected while replacing ``rate`` of them a second.
+
+        The oldest go first; every other one leaves cleanly (Socket.IO disconnect,
+        WebSocket close), the rest vanish (TCP reset), as closed browser tabs and
+        dropped networks do. A progress line is emitted every ``report_every`` seconds."""
+        sem = asyncio.Semaphore(self.args.concurrency)
+        pending: set[asyncio.Task] = set()
+        step = 0.1
+        due = 0.0
+        t0 = time.monotonic()
+        next_report = t0 + report_every
+        n = 0
+        while (now := time.monotonic()) < t0 + seconds:
+            due += rate * step
+            while due >= 1:
+                due -= 1
+                if self.conns:
+                    client, conn = self.clients.popleft(), self.conns.popleft()
+                    if n % 2 and isinstance(conn, RawWebSocket):
+                        conn.abort()
+                    else:
+                        conn.close()
+                    self.closed += 1
+                    n += 1
+                task = asyncio.ensure_future(self.open_one(sem))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if now >= next_report:
+                next_report += report_every
+                emit(self.progress(now - t0))
+            await asyncio.sleep(max(0.0, t0 + (round((now - t0) / step) + 1) * step - time.monotonic()))
+        if pending:
+            await asyncio.wait(pending, timeout=self.args.connect_timeout)
+        emit(self.progress(time.monotonic() - t0) | {"event": "churn_done"})
+
+    def progress(self, elapsed: float) -> dict:
+        return {
+            "event": "progress",
+            "elapsed_s": round(elapsed, 1),
+            "connected": sum(c.connected for c in self.clients),
+            "opened": self.opened,
+            "closed": self.closed,
+            "failed": sum(self.errors.values()),
+            "errors": self.errors,
+            "readings": self.rec.out_of_window + self.rec.messages,
+            "gaps": self.rec.gaps,
+            "duplicates": self.rec.duplicates,
+        }
+
     def close_all(self) -> None:
         for conn in self.conns:
             conn.close()
@@ -448,7 +511,10 @@ async def main_async(args: argparse.Namespace) -> None:
     gen = LoadGenerator(args)
     try:
         ramped = await gen.ramp()
-        if args.control:
+        if args.churn_rate > 0:
+            emit_line(ramped)
+            await gen.churn(args.churn_rate, args.duration, args.report_every, emit_line)
+        elif args.control:
             emit_line(ramped)
             while True:
                 command = await read_command()
@@ -513,6 +579,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpus", default="", help="pin to these CPUs, e.g. 1")
     p.add_argument("--samples-out", default="", help="write latencies (float64 seconds) here")
     p.add_argument("--control", action="store_true", help="driven by bench/run.py over stdin/stdout")
+    p.add_argument("--churn-rate", type=float, default=0.0,
+                   help="after the ramp, replace this many clients a second for --duration seconds")
+    p.add_argument("--report-every", type=float, default=10.0, help="churn progress line every N seconds")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("--host must be a loopback address")
@@ -523,7 +592,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     raise_fd_limit()
     pin_to_cpus({int(c) for c in args.cpus.split(",") if c} or None)
-    if not args.samples_out and not args.control:
+    if not args.samples_out and not args.control and not args.churn_rate:
         import tempfile
 
         args.samples_out = tempfile.mktemp(prefix="loadgen-", suffix=".f64")

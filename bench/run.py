@@ -78,12 +78,23 @@ def period_stats(times_by_seq: dict[int, float], interval: float) -> dict:
     }
 
 
+REAL_ROOT = harness.ROOT  # where random_stream.py is taken from; --ref points it at an export
+
+
+def export_ref(ref: str) -> Path:
+    """Export commit ``ref`` to a temporary folder (git archive: the repository is not touched)."""
+    dest = Path(tempfile.mkdtemp(prefix=f"bench-code-{ref.replace('/', '_')}-"))
+    archive = subprocess.run(["git", "archive", ref], cwd=harness.ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def server_command(target: str, mode: str, port: int, interval: float, extra: list[str]) -> list[str]:
     common = ["--host", "127.0.0.1", "--port", str(port), "--interval", str(interval), "--async-mode", mode]
     if target == "naive":
         return [harness.PYTHON, str(BENCH / "naive_app.py"), *common]
     return [
-        harness.PYTHON, str(harness.ROOT / "random_stream.py"), *common,
+        harness.PYTHON, str(REAL_ROOT / "random_stream.py"), *common,
         "--db", ":memory:", "--max-connections", "20000", *extra,
     ]
 
@@ -117,6 +128,17 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
         rss_idle = server.rss()
         window_start = time.time() + 0.05
         window_end = window_start + args.duration
+        profiler = None
+        if args.profile:
+            # py-spy samples the server from the generator's CPU for the whole window.
+            profiler = harness.spawn(
+                [str(Path(harness.PYTHON).parent / "py-spy"), "record", "--pid", str(server.proc.pid),
+                 "--duration", str(int(args.duration)), "--rate", "200", "--format", "raw", "--nonblocking",
+                 "--output", str(Path(args.profile) / f"{tag}.txt")],
+                gen_cpus, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        server_cpu = min(server_cpus) if server_cpus else 0
+        busy0 = harness.cpu_busy_seconds(server_cpu)
         cpu0, gcpu0 = server.cpu_seconds(), sum(g.cpu_seconds() for g in gens)
         wall0 = time.monotonic()
         for g in gens:
@@ -125,8 +147,11 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
             g.read("window_end", args.duration + 30)
         cpu1, gcpu1 = server.cpu_seconds(), sum(g.cpu_seconds() for g in gens)
         wall = time.monotonic() - wall0
+        busy1 = harness.cpu_busy_seconds(server_cpu)
         rss_end = server.rss()
         results = [g.read("result", args.grace + 60) for g in gens]
+        if profiler is not None:
+            profiler.wait(30)
     finally:
         for g in gens:
             g.stop()
@@ -182,6 +207,9 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
         "rss_mb": rss_end / 2**20,
         "kb_per_client": (rss_idle - rss0) / 1024 / held if held else math.nan,
         "gen_cpu_pct": (gcpu1 - gcpu0) / wall * 100,
+        # Anything else that ran on the server's CPU meanwhile (other programs, interrupts):
+        # if this is more than a few %, the machine was not quiet and the figures are pessimistic.
+        "other_cpu_pct": max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall * 100 if server_cpus else math.nan,
         "gen_us_per_msg": (gcpu1 - gcpu0) / messages * 1e6 if messages else math.nan,
         "other_events": {
             name: sum(r["other_events"].get(name, 0) for r in results)
@@ -207,7 +235,11 @@ COLUMNS = [
     ("rss_mb", "RSS MB", "{:.0f}", "low"),
     ("kb_per_client", "KB/client", "{:.1f}", "low"),
     ("gen_cpu_pct", "gen CPU%", "{:.0f}", None),
+    ("other_cpu_pct", "other%", "{:.0f}", None),
 ]
+
+
+SKIP_RATIO = ("period ms", "drift %", "other%")
 
 
 def fmt(fmt_: str, value) -> str:
@@ -227,7 +259,7 @@ def print_table(rows: list[dict], out=sys.stdout) -> None:
 
 def print_ratios(rows: list[dict], out=sys.stdout) -> None:
     by_key = {(r["target"], r["mode"], r["requested"]): r for r in rows}
-    headers = ["mode", "N"] + [h for _, h, _, _ in COLUMNS if h not in ("period ms", "drift %")]
+    headers = ["mode", "N"] + [h for _, h, _, _ in COLUMNS if h not in SKIP_RATIO]
     lines = []
     for (target, mode, n), real in by_key.items():
         naive = by_key.get(("naive", mode, n))
@@ -235,7 +267,7 @@ def print_ratios(rows: list[dict], out=sys.stdout) -> None:
             continue
         line = [mode, str(n)]
         for key, header, _, _ in COLUMNS:
-            if header in ("period ms", "drift %"):
+            if header in SKIP_RATIO:
                 continue
             a, b = real.get(key), naive.get(key)
             if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
@@ -281,6 +313,20 @@ def machine_description() -> str:
     )
 
 
+def code_version(ref: str = "") -> str:
+    """The commit benchmarked; without ``ref``, marked dirty when the working tree differs."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", ref or "HEAD"], cwd=harness.ROOT,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        if ref:
+            return rev or ref
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=harness.ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{rev}{' (dirty)' if dirty else ''}" if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", default="1000,2000,5000,10000", help="comma-separated client counts (max 10000)")
@@ -294,7 +340,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=1, help="load generator processes (all on the generator CPU)")
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.add_argument("--real-args", default="", help="extra arguments for random_stream.py")
+    p.add_argument("--ref", default="", help="benchmark random_stream.py as of this commit (e.g. HEAD) "
+                   "instead of the working tree")
+    p.add_argument("--nice", type=int, default=0, help="niceness of servers and generators "
+                   "(e.g. -10 on a busy machine; negative needs root)")
     p.add_argument("--json", default="", help="also write all figures to this JSON file")
+    p.add_argument("--profile", default="", help="sample each server with py-spy into this folder "
+                   "(collapsed stacks, one file per run; needs `pip install py-spy` and ptrace rights)")
     args = p.parse_args(argv)
     args.client_counts = [int(c) for c in args.clients.split(",") if c]
     if any(n < 1 or n > 10000 for n in args.client_counts):
@@ -307,13 +359,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     harness.raise_fd_limit()
-    if "real" in args.target_list and not (harness.ROOT / "random_stream.py").exists():
+    harness.NICE = args.nice
+    global REAL_ROOT
+    if args.ref:
+        REAL_ROOT = export_ref(args.ref)
+    if "real" in args.target_list and not (REAL_ROOT / "random_stream.py").exists():
         print("random_stream.py not found: benchmarking the naive reference only", file=sys.stderr)
         args.target_list = [t for t in args.target_list if t != "real"]
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc)
     print(f"# bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"# {started:%Y-%m-%d %H:%M} UTC; {machine_description()}")
+    code = code_version(args.ref) if args.ref else code_version()
+    print(f"# {started:%Y-%m-%d %H:%M} UTC; code {code}; {machine_description()}")
     print(f"# server pinned to CPU {harness.available_cpus()[0]}, load generator to CPU "
           f"{harness.available_cpus()[-1]}; logs in {workdir}", flush=True)
     rows: list[dict] = []
@@ -334,7 +393,7 @@ def main(argv=None) -> int:
                     print(
                         f"    connected {row['connected']}/{n}, p99 {row['p99_ms']:.0f} ms, missed {row['missed']}, "
                         f"{row['cpu_us_per_msg']:.1f} us/msg, {row['kb_per_client']:.1f} KB/client, "
-                        f"gen CPU {row['gen_cpu_pct']:.0f}%",
+                        f"gen CPU {row['gen_cpu_pct']:.0f}%, other load on the server CPU {row['other_cpu_pct']:.0f}%",
                         file=sys.stderr, flush=True,
                     )
     except KeyboardInterrupt:
