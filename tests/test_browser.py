@@ -413,3 +413,55 @@ def test_readings_that_cannot_be_recovered_stay_a_gap(server_factory, browser):
         board.assert_clean()
     finally:
         board.context.close()
+
+
+# Lets a test hide and show the tab; headless Chromium always counts as visible.
+FAKE_VISIBILITY = """(() => {
+  let hidden = false;
+  Object.defineProperty(Document.prototype, "hidden", { get: () => hidden, configurable: true });
+  Object.defineProperty(Document.prototype, "visibilityState",
+    { get: () => (hidden ? "hidden" : "visible"), configurable: true });
+  window.setTabHiddenForTest = (value) => {
+    hidden = value;
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+})();"""
+
+
+def test_hidden_tab_draws_nothing_and_catches_up(server_factory, browser):
+    server = server_factory("--interval", "0.2")
+    board = Dashboard(browser, server, viewport={"width": 1280, "height": 800})
+    try:
+        board.context.add_init_script(FAKE_VISIBILITY)
+        board.open()
+        board.wait_seq_at_least(3)
+        board.page.evaluate("() => setTabHiddenForTest(true)")
+        board.page.wait_for_timeout(300)  # a frame requested just before hiding may still run
+        hidden = board.state()
+        wait_server_seq(server, int(hidden["seq"]) + 10)
+        board.page.wait_for_timeout(500)
+        assert board.state()["seq"] == hidden["seq"], "nothing is drawn while hidden"
+        board.page.evaluate("() => setTabHiddenForTest(false)")
+        board.wait_seq_at_least(int(hidden["seq"]) + 10)
+        assert held_without_holes(board.state())
+        board.assert_clean()
+    finally:
+        board.context.close()
+
+
+def test_live_regions_do_not_chatter(server_factory, dashboard):
+    server = server_factory("--interval", "0.2")
+    board = dashboard(server)
+    board.wait_seq_at_least(2)
+    board.page.evaluate("""() => {
+      window.liveChanges = [];
+      for (const node of document.querySelectorAll('[aria-live], [role="status"]')) {
+        new MutationObserver(() => liveChanges.push(node.id || node.className))
+          .observe(node, { childList: true, subtree: true, characterData: true });
+      }
+    }""")
+    start = int(board.state()["seq"])
+    board.wait_seq_at_least(start + 15)  # 15 new readings
+    changes = board.page.evaluate("() => liveChanges")
+    assert len(changes) <= 1, changes
+    board.assert_clean()
