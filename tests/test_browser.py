@@ -22,8 +22,13 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 WAIT = 30_000  # ms: generous, the tests never time the stream
 
@@ -65,7 +70,9 @@ def browser():
     except ImportError:
         _need_browser("playwright is not installed: pip install -r tests/requirements.txt")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         yield browser
         browser.close()
 
@@ -106,7 +113,9 @@ class Dashboard:
         self.page.wait_for_function(js_condition, arg=arg, timeout=timeout, polling=100)
 
     def wait_seq_at_least(self, seq: int):
-        self.wait_for("(s) => Number(document.getElementById('current-value').dataset.seq) >= s", seq)
+        self.wait_for(
+            "(s) => Number(document.getElementById('current-value').dataset.seq) >= s", seq
+        )
 
     def assert_clean(self, allow=()):
         errors = [e for e in self.console_errors if not any(a in e for a in allow)]
@@ -182,13 +191,17 @@ def test_history_at_once_then_a_new_number_every_interval(server_factory, dashbo
 
 
 def test_chart_and_statistics_agree_with_api_stats(server_factory, dashboard, tmp_path):
-    server = server_factory("--interval", "0.2", "--min", "1", "--max", "6", db=str(tmp_path / "s.db"))
+    server = server_factory(
+        "--interval", "0.2", "--min", "1", "--max", "6", db=str(tmp_path / "s.db")
+    )
     wait_server_seq(server, 10)
     board = dashboard(server)
     board.wait_for("() => document.getElementById('stats').dataset.throughSeq !== ''")
     chart_before = board.page.evaluate("() => document.getElementById('line-chart').toDataURL()")
     start = int(board.state()["through"])
-    board.wait_for("(s) => Number(document.getElementById('stats').dataset.throughSeq) >= s", start + 5)
+    board.wait_for(
+        "(s) => Number(document.getElementById('stats').dataset.throughSeq) >= s", start + 5
+    )
     chart_after = board.page.evaluate("() => document.getElementById('line-chart').toDataURL()")
     assert chart_before != chart_after, "the chart is redrawn as readings come"
 
@@ -232,8 +245,12 @@ def stats_through(server, seq: int) -> dict | None:
     if not extra:  # nothing to take out: the server's own numbers must match exactly
         mean, variance, chi = now["mean"], now["stddev"] ** 2, now["chi_square"]
     return {
-        "count": count, "min": min(values), "max": max(values), "mean": mean,
-        "stddev": math.sqrt(variance), "chi_square": chi,
+        "count": count,
+        "min": min(values),
+        "max": max(values),
+        "mean": mean,
+        "stddev": math.sqrt(variance),
+        "chi_square": chi,
         "p_value": chi_square_p_value(chi, len(histogram) - 1),
     }
 
@@ -246,7 +263,9 @@ def test_survives_server_restart_without_missing_readings(server_factory, dashbo
     seq_before_stop = int(board.state()["seq"])
 
     assert server.stop() == 0
-    board.wait_for("() => document.getElementById('connection-status').textContent === 'reconnecting'")
+    board.wait_for(
+        "() => document.getElementById('connection-status').textContent === 'reconnecting'"
+    )
     state = board.state()
     assert state["state"] == "reconnecting"
     time.sleep(2)  # a few failed attempts: the backoff grows
@@ -259,7 +278,9 @@ def test_survives_server_restart_without_missing_readings(server_factory, dashbo
     assert int(state["first"]) <= seq_before_stop < restarted_at < int(state["last"])
     assert held_without_holes(state), state
     # While the server was away the browser logs its failed connection attempts.
-    board.assert_clean(allow=("ERR_CONNECTION_REFUSED", "WebSocket connection to", "Failed to load resource"))
+    board.assert_clean(
+        allow=("ERR_CONNECTION_REFUSED", "WebSocket connection to", "Failed to load resource")
+    )
 
 
 def test_pause_freezes_the_view_and_resume_catches_up(server_factory, dashboard):
@@ -272,10 +293,16 @@ def test_pause_freezes_the_view_and_resume_catches_up(server_factory, dashboard)
     assert frozen["pressed"] == "true"
     assert frozen["pauseNote"] and "Paused" in frozen["pauseNote"]
     wait_server_seq(server, int(frozen["seq"]) + 8)
-    board.wait_for("(s) => Number(document.getElementById('line-chart').dataset.lastSeq) >= s",
-                   int(frozen["seq"]) + 8)
+    board.wait_for(
+        "(s) => Number(document.getElementById('line-chart').dataset.lastSeq) >= s",
+        int(frozen["seq"]) + 8,
+    )
     still = board.state()
-    assert (still["seq"], still["value"], still["through"]) == (frozen["seq"], frozen["value"], frozen["through"])
+    assert (still["seq"], still["value"], still["through"]) == (
+        frozen["seq"],
+        frozen["value"],
+        frozen["through"],
+    )
     assert still["summary"] == frozen["summary"]
 
     # Resume with the keyboard.
@@ -296,17 +323,26 @@ def test_window_choice_works_from_the_keyboard(server_factory, dashboard):
     board.page.focus("#window-300")
     board.page.keyboard.press("ArrowRight")
     assert board.page.is_checked("#window-900")
-    board.wait_for("() => document.getElementById('chart-summary').textContent.startsWith('Last 15 min')")
+    board.wait_for(
+        "() => document.getElementById('chart-summary').textContent.startsWith('Last 15 min')"
+    )
     board.page.keyboard.press("ArrowLeft")
     board.page.keyboard.press("ArrowLeft")
-    board.wait_for("() => document.getElementById('chart-summary').textContent.startsWith('Last 1 min')")
+    board.wait_for(
+        "() => document.getElementById('chart-summary').textContent.startsWith('Last 1 min')"
+    )
     board.assert_clean()
 
 
 def test_dark_mode_reduced_motion_and_phone_width(server_factory, dashboard):
     server = server_factory("--interval", "0.2")
-    board = dashboard(server, color_scheme="dark", reduced_motion="reduce",
-                      viewport={"width": 390, "height": 844}, device_scale_factor=3)
+    board = dashboard(
+        server,
+        color_scheme="dark",
+        reduced_motion="reduce",
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=3,
+    )
     board.wait_seq_at_least(2)
     looks = board.page.evaluate("""() => {
       const bg = getComputedStyle(document.documentElement).backgroundColor;
@@ -315,7 +351,7 @@ def test_dark_mode_reduced_motion_and_phone_width(server_factory, dashboard):
       return {bg, dot, scroll: document.documentElement.scrollWidth,
               canvas: chart.width, css: chart.clientWidth};
     }""")
-    r, g, b = (int(c) for c in looks["bg"][looks["bg"].index("(") + 1:-1].split(",")[:3])
+    r, g, b = (int(c) for c in looks["bg"][looks["bg"].index("(") + 1 : -1].split(",")[:3])
     assert r + g + b < 120, f"dark background expected, got {looks['bg']}"
     assert looks["dot"] == "none", "no pulsing with prefers-reduced-motion"
     assert looks["scroll"] <= 390, "no sideways scrolling on a phone"
@@ -374,8 +410,10 @@ def test_missed_events_are_fetched_with_resume(server_factory, browser):
         sent = drop_frames(board, drop)
         board.open()
         board.wait_for("() => Number(document.getElementById('current-value').dataset.seq) > 0")
-        board.wait_for("(s) => Number(document.getElementById('current-value').dataset.seq) >= s",
-                       int(board.state()["seq"]) + 15)
+        board.wait_for(
+            "(s) => Number(document.getElementById('current-value').dataset.seq) >= s",
+            int(board.state()["seq"]) + 15,
+        )
         assert len(drop.lost) == 5
         board.wait_for("() => document.getElementById('line-chart').dataset.missing === '0'")
         assert held_without_holes(board.state())
@@ -401,15 +439,19 @@ def test_readings_that_cannot_be_recovered_stay_a_gap(server_factory, browser):
         drop_frames(board, drop)
         board.open()
         board.wait_for("() => Number(document.getElementById('current-value').dataset.seq) > 0")
-        board.wait_for("(s) => Number(document.getElementById('current-value').dataset.seq) >= s",
-                       int(board.state()["seq"]) + 15)
+        board.wait_for(
+            "(s) => Number(document.getElementById('current-value').dataset.seq) >= s",
+            int(board.state()["seq"]) + 15,
+        )
         assert len(drop_live.lost) == 5
         state = board.state()
         assert state["missing"] == "5", state
         assert "1 gap (5 missing readings" in state["summary"]
         # The statistics come from the server, which did count the lost readings.
-        board.wait_for("(s) => Number(document.getElementById('stats').dataset.throughSeq) > s",
-                       drop_live.lost[-1])
+        board.wait_for(
+            "(s) => Number(document.getElementById('stats').dataset.throughSeq) > s",
+            drop_live.lost[-1],
+        )
         board.assert_clean()
     finally:
         board.context.close()

@@ -371,7 +371,9 @@ function renderChart(toTs, untilSeq) {
   data.held = String(state.buffer.size);
   data.missing = String(missing);
 
-  const shownGaps = readings.length ? gaps.filter((g) => g.after >= readings[0].seq && g.before <= readings[readings.length - 1].seq) : [];
+  const firstShown = readings[0]?.seq ?? Infinity;
+  const lastShown = readings[readings.length - 1]?.seq ?? -Infinity;
+  const shownGaps = gaps.filter((g) => g.after >= firstShown && g.before <= lastShown);
   const label = WINDOWS.includes(state.windowSeconds) ? formatInterval(state.windowSeconds) : "";
   let text = `Last ${label}: ${formatCount(readings.length)} readings`;
   if (readings.length) {
@@ -420,7 +422,8 @@ function renderStats(stats) {
   setText(el.statsNote, note);
   const histogram = stats ? stats.histogram : new Array(config.hi - config.lo + 1).fill(0);
   const lo = stats ? stats.lo : config.lo;
-  const key = `${lo}:${stats?.count ?? 0}:${stats?.throughSeq}:${el.histogram.clientWidth}x${el.histogram.clientHeight}:${themeVersion}`;
+  const size = `${el.histogram.clientWidth}x${el.histogram.clientHeight}`;
+  const key = `${lo}:${stats?.count ?? 0}:${stats?.throughSeq}:${size}:${themeVersion}`;
   if (key !== drawnHistogram) {
     drawnHistogram = key;
     drawHistogram(el.histogram, { histogram, lo });
@@ -439,7 +442,8 @@ function renderPauseNote() {
   el.pauseNote.hidden = paused === null;
   if (paused) {
     const waiting = state.buffer.lastSeq === null || paused.seq === null ? state.buffer.size : state.buffer.lastSeq - paused.seq;
-    setText(el.pauseNote, `Paused: the view is frozen at seq ${paused.seq ?? "–"}. ${formatCount(waiting)} newer readings are kept meanwhile; press Resume to catch up.`);
+    setText(el.pauseNote, `Paused: the view is frozen at seq ${paused.seq ?? "–"}. `
+      + `${formatCount(waiting)} newer readings are kept meanwhile; press Resume to catch up.`);
   }
 }
 
