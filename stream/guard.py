@@ -360,6 +360,10 @@ class _Door:
             headers = list(headers) + [(n, v) for n, v in self.headers if n.lower() not in present]
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
+        try:  # werkzeug decodes the query as strict UTF-8 when a route reads it: a 500
+            environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return self._json(with_headers, "400 Bad Request", "the query string is not valid UTF-8")
         if environ.get("PATH_INFO", "").startswith(self.path):
             query = parse_qs(environ.get("QUERY_STRING", ""))
             refusal = self.guard.refusal(environ, query) or self._check_post(environ, query)
