@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .config import ConfigError, Settings
+from .fanout import FastManager
 from .history import Reading, StoreError
 from .lease import lease_ttl
 from .redis_store import CONNECT_TIMEOUT, PREFIX, Fenced, RedisStore, connect, location, open_redis_store
@@ -59,8 +60,12 @@ class RedisLink:
             f"{part}: {msg}" for part, msg in sorted(self.troubles.items())) + ")"
 
 
-class StreamQueue(socketio.RedisManager):
-    """Flask-SocketIO's Redis message queue, with three changes:
+class StreamQueue(socketio.RedisManager, FastManager):
+    """Flask-SocketIO's Redis message queue, delivering locally with the fast broadcast.
+
+    (The bases in this order put FastBroadcast between PubSubManager and Manager:
+    StreamQueue, RedisManager, PubSubManager, FastManager, FastBroadcast, Manager.)
+    Changed so:
 
     - clients that fail fast, and one log line per outage (RedisManager logs an error per
       retry, backs off to 60 s, and would block forever on a Redis that stopped answering);
