@@ -68,3 +68,12 @@ def test_stats_are_replaced_in_place_so_every_holder_sees_them():
         newer.add(v, v)
     scaleout.replace_stats(shared, newer.state())
     assert shared.to_dict() == newer.to_dict()
+
+
+def test_the_redis_queue_delivers_with_the_fast_broadcast():
+    from socketio import Manager, PubSubManager
+
+    from stream.fanout import FastBroadcast
+
+    order = scaleout.StreamQueue.__mro__
+    assert order.index(PubSubManager) < order.index(FastBroadcast) < order.index(Manager)
