@@ -507,3 +507,15 @@ def test_live_regions_do_not_chatter(server_factory, dashboard):
     changes = board.page.evaluate("() => liveChanges")
     assert len(changes) <= 1, changes
     board.assert_clean()
+
+
+def test_short_history_is_filled_back_to_the_widest_window(server_factory, dashboard):
+    # The snapshot on connect holds 20 readings; the page fetches the older ones.
+    server = server_factory("--interval", "0.2", "--history", "20")
+    before = wait_server_seq(server, 60)
+    board = dashboard(server)
+    board.wait_for("() => document.getElementById('line-chart').dataset.firstSeq === '1'")
+    state = board.state()
+    assert int(state["last"]) >= before
+    assert held_without_holes(state)
+    board.assert_clean()

@@ -48,7 +48,11 @@ function readConfig(data) {
   const hi = number(data.max, 100);
   const interval = number(data.interval, 1);
   const history = number(data.history, 900);
-  return { lo, hi, interval: interval > 0 ? interval : 1, history, statsUrl: data.statsUrl || "/api/stats" };
+  return {
+    lo, hi, interval: interval > 0 ? interval : 1, history,
+    statsUrl: data.statsUrl || "/api/stats",
+    historyUrl: data.historyUrl || "/api/history",
+  };
 }
 
 const config = readConfig(el.root.dataset);
@@ -118,6 +122,7 @@ socket.on("history", (data) => {
   }
   ingest(readings, false);
   fillHoles();
+  backfill();
 });
 
 socket.on("random_number", (data) => {
@@ -164,6 +169,40 @@ function fillHoles() {
       askResume(gaps[i].after);
       return;
     }
+  }
+}
+
+let backfilled = false;
+
+/**
+ * The snapshot on connect holds `history` readings; with a short interval that
+ * is less than the widest window. Fetch the older ones once over HTTP.
+ */
+async function backfill() {
+  const first = state.buffer.first;
+  const last = state.buffer.last;
+  if (backfilled || first === null || first.seq <= 1) {
+    return;
+  }
+  backfilled = true;
+  const wanted = Math.ceil((first.ts - (last.ts - WINDOWS[WINDOWS.length - 1])) / config.interval);
+  const limit = Math.min(wanted, capacity - state.buffer.size, first.seq - 1, 10000);
+  if (limit <= 0) {
+    return;
+  }
+  const after = first.seq - 1 - limit;
+  try {
+    const response = await fetch(`${config.historyUrl}?after=${after}&limit=${limit}`,
+      { cache: "no-store", headers: { Accept: "application/json" } });
+    if (response.ok) {
+      const body = await response.json();
+      const older = (Array.isArray(body?.readings) ? body.readings : []).map(asReading).filter(Boolean);
+      if (!older.some((r) => state.buffer.conflicts(r) && r.seq >= state.buffer.first.seq)) {
+        ingest(older.filter((r) => r.seq < first.seq), false);
+      }
+    }
+  } catch {
+    // older readings are a nicety: the chart shows what it has
   }
 }
 

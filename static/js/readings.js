@@ -66,6 +66,9 @@ export class ReadingBuffer {
 
   /** Add readings (any order); returns how many were new. Oldest fall off past capacity. */
   merge(readings) {
+    if (readings.length > 16) {
+      return this.#mergeMany(readings);
+    }
     let added = 0;
     for (const reading of readings) {
       const items = this.#items;
@@ -85,6 +88,35 @@ export class ReadingBuffer {
     if (excess > 0) {
       this.#items.splice(0, excess);
     }
+    return added;
+  }
+
+  /** A batch (a history answer): sort it, then one pass through both lists. */
+  #mergeMany(readings) {
+    const incoming = [...readings].sort((a, b) => a.seq - b.seq);
+    const items = this.#items;
+    const merged = [];
+    let i = 0;
+    let j = 0;
+    let added = 0;
+    while (i < items.length || j < incoming.length) {
+      if (j >= incoming.length || (i < items.length && items[i].seq <= incoming[j].seq)) {
+        if (j < incoming.length && items[i].seq === incoming[j].seq) {
+          j += 1; // already held
+        }
+        merged.push(items[i]);
+        i += 1;
+      } else {
+        const reading = incoming[j];
+        j += 1;
+        if (merged.length === 0 || merged[merged.length - 1].seq !== reading.seq) {
+          merged.push(reading);
+          added += 1;
+        }
+      }
+    }
+    const excess = merged.length - this.capacity;
+    this.#items = excess > 0 ? merged.slice(excess) : merged;
     return added;
   }
 

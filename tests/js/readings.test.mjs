@@ -28,6 +28,31 @@ describe("ReadingBuffer", () => {
     assert.equal(buffer.lastSeq, 6);
   });
 
+  test("merges big batches the same way as single readings", () => {
+    const batch = new ReadingBuffer(1000);
+    const single = new ReadingBuffer(1000);
+    const readings = [];
+    for (let i = 0; i < 400; i += 1) {
+      readings.push(r(1 + ((i * 37) % 300))); // shuffled, with duplicates
+    }
+    batch.merge([r(5), r(150), r(400)]);
+    single.merge([r(5), r(150), r(400)]);
+    const added = batch.merge(readings);
+    let addedOneByOne = 0;
+    for (const reading of readings) {
+      addedOneByOne += single.merge([reading]);
+    }
+    assert.equal(added, addedOneByOne);
+    assert.deepEqual(seqs(batch.after(0)), seqs(single.after(0)));
+    assert.deepEqual(seqs(batch.after(0)), [...Array.from({ length: 300 }, (_, k) => k + 1), 400]);
+  });
+
+  test("a big batch past capacity keeps the newest", () => {
+    const buffer = new ReadingBuffer(10);
+    buffer.merge(Array.from({ length: 50 }, (_, i) => r(i + 1)));
+    assert.deepEqual(seqs(buffer.after(0)), [41, 42, 43, 44, 45, 46, 47, 48, 49, 50]);
+  });
+
   test("never holds more than its capacity, dropping the oldest", () => {
     const buffer = new ReadingBuffer(10);
     for (let seq = 1; seq <= 1000; seq += 1) {
