@@ -128,6 +128,15 @@ class Guard:
         self._lock = threading.Lock()
         self._install_handlers()
 
+    @property
+    def open_connections(self) -> int:
+        """Engine.IO connections open now, joined or not.
+
+        Counted from engine.io's connect and disconnect events: its `sockets` table keeps
+        closed sockets until its service task reaps them (up to ping_timeout later).
+        """
+        return len(self.limits)
+
     # Wiring -------------------------------------------------------------------------------
 
     @property
@@ -289,7 +298,7 @@ class Guard:
             self._log_once("origin", "refused a connection from origin %s", origin[:200])
             return "403 Forbidden", "origin not allowed"
         if "sid" not in query:  # a new connection
-            if len(self.eio.sockets) >= self.max_connections:
+            if self.open_connections >= self.max_connections:
                 self._count(self.refused, "max_connections")
                 if not self._at_cap:
                     self._at_cap = True

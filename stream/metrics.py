@@ -63,7 +63,7 @@ class _StreamCollector:
         yield GaugeMetricFamily(
             "random_stream_open_connections",
             "Engine.IO connections open, joined or not (the cap applies to these)",
-            value=len(s.guard.eio.sockets),
+            value=s.guard.open_connections,
         )
         yield GaugeMetricFamily(
             "random_stream_max_connections", "The --max-connections cap",
