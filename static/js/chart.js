@@ -110,7 +110,7 @@ export function drawLineChart(canvas, { readings, fromTs, toTs, lo, hi, maxStep 
 
   ctx.save();
   ctx.beginPath();
-  ctx.rect(left, top - 4, plotWidth, plotHeight + 8);
+  ctx.rect(left, top - 4, plotWidth + 6, plotHeight + 8);
   ctx.clip();
   ctx.strokeStyle = palette.line;
   ctx.fillStyle = palette.line;

@@ -306,12 +306,14 @@ async function loadStats() {
 
 // ---- controls ---------------------------------------------------------------
 
+/** The window chosen last time; otherwise 5 minutes, or 1 on a phone-sized screen. */
 function savedWindow() {
+  const fallback = window.matchMedia("(max-width: 40rem)").matches ? 60 : 300;
   try {
     const saved = Number(window.localStorage.getItem(WINDOW_KEY));
-    return WINDOWS.includes(saved) ? saved : 300;
+    return WINDOWS.includes(saved) ? saved : fallback;
   } catch {
-    return 300;
+    return fallback;
   }
 }
 
