@@ -16,7 +16,7 @@ const OFFLINE_AFTER_MS = 30000; // "reconnecting" turns "offline" after this lon
 const STATS_REFRESH_MS = 5 * 60000; // re-sync with the server now and then anyway
 const STATS_RETRY_MS = 2000;
 const ANNOUNCE_EVERY_MS = 60000; // the screen-reader readout speaks at most this often
-const REMEMBERED_RESUMES = 10; // resume requests not repeated on one connection
+const MAX_RESUMES_PER_CONNECTION = 50;
 const WINDOW_KEY = "random-stream.window";
 
 const $ = (id) => document.getElementById(id);
@@ -147,23 +147,25 @@ function lostState() {
   return Date.now() - (state.lostAt ?? Date.now()) >= OFFLINE_AFTER_MS ? "offline" : "reconnecting";
 }
 
+/** Ask for the readings after `after`, once per connection and never unboundedly often. */
 function askResume(after) {
-  if (state.asked.has(after)) {
+  if (state.asked.has(after) || state.asked.size >= MAX_RESUMES_PER_CONNECTION) {
     return;
   }
   state.asked.add(after);
-  if (state.asked.size > REMEMBERED_RESUMES) {
-    state.asked.delete(state.asked.values().next().value);
-  }
   socket.emit("resume", { after });
 }
 
-/** Ask for the newest hole in what we hold; readings that never come stay a gap. */
+/**
+ * Ask for the newest hole in what we hold that the server can still fill (it
+ * answers from its last `history` readings); what never comes stays a gap.
+ */
 function fillHoles() {
-  if (!socket.connected) {
+  if (!socket.connected || state.buffer.lastSeq === null) {
     return;
   }
-  const gaps = state.buffer.gaps();
+  const reachable = state.buffer.lastSeq - config.history;
+  const gaps = state.buffer.gaps().filter((gap) => gap.before > reachable);
   for (let i = gaps.length - 1; i >= 0; i -= 1) {
     if (!state.asked.has(gaps[i].after)) {
       askResume(gaps[i].after);
@@ -208,6 +210,7 @@ async function backfill() {
 
 /** The server's stream differs from what we hold (a fresh server without the old data). */
 function startOver() {
+  backfilled = false;
   state.buffer.clear();
   state.stats = null;
   state.resumeFrom = null;
