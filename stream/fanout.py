@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import deque
 
 from engineio import packet as eio_packet
 from socketio import Manager, RedisManager
@@ -130,24 +131,23 @@ class SharedPinger:
 
     def __init__(self, eio) -> None:
         self.eio = eio
-        self.due: dict[str, float] = {}
+        # Every socket waits the same interval, so appending keeps this in due order.
+        self.due: deque[tuple[float, object]] = deque()
         eio.start_background_task(self.run)
 
     def schedule(self, eio_socket) -> None:
         if eio_socket.last_ping:  # the previous ping was answered (as engine.io checks)
             eio_socket.last_ping = None
-            self.due[eio_socket.sid] = time.monotonic() + self.eio.ping_interval
+            self.due.append((time.monotonic() + self.eio.ping_interval, eio_socket))
 
     def run(self) -> None:
+        due = self.due
         while True:
             self.eio.sleep(self.RESOLUTION)
             now = time.monotonic()
-            for sid, due in list(self.due.items()):
-                if due > now:
-                    continue
-                self.due.pop(sid, None)
-                eio_socket = self.eio.sockets.get(sid)
-                if eio_socket is not None and not eio_socket.closing and not eio_socket.closed:
+            while due and due[0][0] <= now:
+                eio_socket = due.popleft()[1]
+                if not eio_socket.closing and not eio_socket.closed:
                     eio_socket.last_ping = time.time()
                     eio_socket.send(eio_packet.Packet(eio_packet.PING))
 
