@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -519,3 +520,22 @@ def test_short_history_is_filled_back_to_the_widest_window(server_factory, dashb
     assert int(state["last"]) >= before
     assert held_without_holes(state)
     board.assert_clean()
+
+
+def test_a_frozen_server_is_noticed_by_missing_pings(server_factory, dashboard):
+    # SIGSTOP keeps the TCP connection open: only the ping timeout can tell.
+    server = server_factory("--interval", "0.2", "--ping-interval", "1", "--ping-timeout", "1")
+    board = dashboard(server)
+    board.wait_seq_at_least(3)
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        board.wait_for(
+            "() => document.getElementById('connection-status').textContent === 'reconnecting'"
+        )
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    before = wait_server_seq(server, int(board.state()["seq"]) + 10)
+    board.wait_for("() => document.getElementById('connection-status').textContent === 'live'")
+    board.wait_seq_at_least(before)
+    assert held_without_holes(board.state())
+    board.assert_clean(allow=("WebSocket connection to",))
