@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
@@ -145,8 +146,40 @@ def api_error(exc: Exception):
     return Response(f"{code}: {message}\n", status=code, mimetype="text/plain")
 
 
+COMPRESSIBLE = {"text/html", "text/css", "text/javascript", "application/javascript",
+                "image/svg+xml", "application/json"}
+_gzipped: dict[tuple[str, str], bytes] = {}  # static files, compressed once per version
+
+
+def compress(response: Response) -> Response:
+    """gzip text the browser accepts gzip for: the page's assets shrink about four times."""
+    response.vary.add("Accept-Encoding")
+    if (response.status_code != 200 or response.is_streamed and not response.direct_passthrough
+            or response.mimetype not in COMPRESSIBLE or "Content-Encoding" in response.headers
+            or "gzip" not in request.headers.get("Accept-Encoding", "")):
+        return response
+    etag, _ = response.get_etag()
+    key = (request.path, etag) if etag and request.path.startswith("/static/") else None
+    body = _gzipped.get(key) if key else None
+    if body is None:
+        response.direct_passthrough = False
+        data = response.get_data()
+        if len(data) < 512:
+            return response
+        body = gzip.compress(data, 6)
+        if key and len(_gzipped) < 256:
+            _gzipped[key] = body
+    response.direct_passthrough = False
+    response.set_data(body)
+    response.headers["Content-Encoding"] = "gzip"
+    if etag:
+        response.set_etag(etag, weak=True)  # as nginx does: same content, other bytes
+    return response
+
+
 def init_app(app) -> None:
     app.register_blueprint(bp)
     app.after_request(add_security_headers)
+    app.after_request(compress)
     app.register_error_handler(HTTPException, api_error)
     app.register_error_handler(Exception, api_error)

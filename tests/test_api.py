@@ -119,3 +119,35 @@ def test_security_headers_on_every_response(client):
         assert "frame-ancestors 'none'" in csp
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_assets_are_gzipped_for_browsers_that_accept_it(client):
+    import gzip
+
+    page = client.get("/")
+    scripts = [path for path in
+               __import__("re").findall(r'(?:src|href)="(/static/[^"]+)"', page.get_data(as_text=True))]
+    assert scripts, "the page links its assets"
+    for path in scripts:
+        plain = client.get(path)
+        packed = client.get(path, headers={"Accept-Encoding": "gzip, deflate, br"})
+        assert plain.status_code == packed.status_code == 200
+        assert "Accept-Encoding" in packed.headers["Vary"]
+        if packed.headers.get("Content-Encoding") == "gzip":
+            assert gzip.decompress(packed.get_data()) == plain.get_data()
+            revalidated = client.get(path, headers={"Accept-Encoding": "gzip",
+                                                    "If-None-Match": packed.headers["ETag"]})
+            assert revalidated.status_code == 304
+        else:
+            assert len(plain.get_data()) < 512  # only tiny files go uncompressed
+
+
+def test_api_json_is_gzipped_only_when_asked(client, stream):
+    import gzip
+    import json
+
+    tick(stream, 50)
+    packed = client.get("/api/history", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert len(json.loads(gzip.decompress(packed.get_data()))["readings"]) == 50
+    assert "Content-Encoding" not in client.get("/api/history").headers
