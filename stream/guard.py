@@ -165,7 +165,7 @@ class Guard:
                 if verdict != "ok":
                     self._over_limit(eio_sid, limit, verdict)
                     return
-            if isinstance(data, str) and data[:1] == "2":  # an EVENT
+            if isinstance(data, str) and data[:1] in ("2", "5"):  # an EVENT or BINARY_EVENT
                 dropped = self._screen_event(data)
                 if dropped == "unknown_event":
                     self._count(self.rejected, dropped)

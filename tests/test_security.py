@@ -419,3 +419,20 @@ def test_a_query_string_that_is_not_utf8_gets_a_json_400_on_the_wire(server):
         assert head.startswith(b"HTTP/1.1 400"), head
         assert json.loads(body)["error"]  # the servers decode the request line differently
     assert_quiet(server)
+
+
+def test_a_binary_event_cannot_fire_the_servers_own_handlers(server, raw):
+    watcher = raw()
+    watcher.join()
+    sock = raw()
+    sock.join()
+    _, before = server.get("/healthz")
+    sock.send('451-["disconnect",{"_placeholder":true,"num":0}]')
+    sock.send(b"\x01\x02")
+    sock.wait_closed(timeout=3)  # dropping the event orphans its attachment: that closes it
+    sock.close()
+    deadline = time.monotonic() + 10
+    while server.get("/healthz")[1]["clients"] != before["clients"] - 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.get("/healthz")[1]["clients"] == before["clients"] - 1
+    assert_still_streaming(watcher)
