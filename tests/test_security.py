@@ -436,3 +436,18 @@ def test_a_binary_event_cannot_fire_the_servers_own_handlers(server, raw):
         time.sleep(0.1)
     assert server.get("/healthz")[1]["clients"] == before["clients"] - 1
     assert_still_streaming(watcher)
+
+
+def test_an_exception_inside_engineio_becomes_a_json_500_without_details(app, monkeypatch, caplog):
+    eio = app.extensions["socketio"].server.eio
+
+    def broken(environ, start_response):
+        raise KeyError("Session is disconnected /secret/path")
+
+    monkeypatch.setattr(eio, "handle_request", broken)
+    response = app.test_client().get("/socket.io/?EIO=4&transport=polling")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "internal server error"}
+    assert b"secret" not in response.data
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert sum("request failed" in r.getMessage() for r in caplog.records) == 1
