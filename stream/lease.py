@@ -59,7 +59,9 @@ class Claim(NamedTuple):
 class Lease:
     """The right to tick, renewed by claiming it again every interval."""
 
-    def __init__(self, client, key: str, seq_key: str, ttl: float, token: str | None = None) -> None:
+    def __init__(
+        self, client, key: str, seq_key: str, ttl: float, token: str | None = None
+    ) -> None:
         self.client = client
         self.key = key
         self.seq_key = seq_key
@@ -70,7 +72,9 @@ class Lease:
 
     def claim(self, known_seq: int) -> Claim:
         """Take the lease if it is free, renew it if it is ours. Raises redis errors."""
-        leading, top = self._claim(keys=[self.key, self.seq_key], args=[self.token, self.ttl_ms, known_seq])
+        leading, top = self._claim(
+            keys=[self.key, self.seq_key], args=[self.token, self.ttl_ms, known_seq]
+        )
         return Claim(bool(leading), int(top))
 
     def release(self) -> bool:

@@ -87,7 +87,9 @@ def _reading(entry) -> Reading:
 class RedisStore:
     """Implements the Store protocol on Redis; writes are fenced by the leader lease."""
 
-    def __init__(self, client: redis.Redis, lease: Lease, retention: int, keys: Keys, where: str) -> None:
+    def __init__(
+        self, client: redis.Redis, lease: Lease, retention: int, keys: Keys, where: str
+    ) -> None:
         self.client = client
         self.lease = lease
         self.retention = retention

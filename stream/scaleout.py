@@ -25,7 +25,9 @@ from .config import ConfigError, Settings
 from .fanout import FastManager
 from .history import Reading, StoreError
 from .lease import lease_ttl
-from .redis_store import CONNECT_TIMEOUT, PREFIX, Fenced, RedisStore, connect, location, open_redis_store
+from .redis_store import (
+    CONNECT_TIMEOUT, PREFIX, Fenced, RedisStore, connect, location, open_redis_store,
+)
 from .stats import Stats
 from .ticker import Ticker
 
@@ -198,7 +200,8 @@ class SharedTicker(Ticker):
         if reading is not None and self.clock() - claimed_at >= self.lease_seconds:
             # Stalled past our own lease (a pause, a slow Redis): another process may be
             # ticking by now. The reading is stored; viewers get it through `resume`.
-            log.warning("seq %d stored but not broadcast: this tick outlived its lease", reading.seq)
+            log.warning("seq %d stored but not broadcast: this tick outlived its lease",
+                        reading.seq)
             return None
         if reading is not None:
             self.broadcast(reading)
@@ -271,7 +274,8 @@ def socketio_options(settings: Settings) -> dict:
     """Extra SocketIO(...) options: the Redis message queue when scaled out."""
     if not settings.message_queue:
         return {}
-    return {"client_manager": StreamQueue(settings.message_queue, RedisLink(location(settings.message_queue)))}
+    url = settings.message_queue
+    return {"client_manager": StreamQueue(url, RedisLink(location(url)))}
 
 
 def open_store(settings: Settings) -> RedisStore:
@@ -281,7 +285,8 @@ def open_store(settings: Settings) -> RedisStore:
             "--db does not go with --message-queue: when scaled out, history and "
             "statistics live in Redis (unset --db / RANDOM_STREAM_DB)"
         )
-    store = open_redis_store(settings.message_queue, settings.retention, lease_ttl(settings.interval))
+    ttl = lease_ttl(settings.interval)
+    store = open_redis_store(settings.message_queue, settings.retention, ttl)
     state = store.stats_state()
     if state is not None and (state["lo"], state["hi"]) != (settings.min, settings.max):
         store.close()

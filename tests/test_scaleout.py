@@ -372,8 +372,9 @@ def test_redis_stopped_and_restarted_mid_run_is_survived(cluster, viewers, redis
         assert strictly_increasing(seqs), seqs
     for server in servers:
         # seq went on from where it was, although Redis came back empty
-        stored = [r["seq"] for r in server.get(f"/api/history?after={before - 3}&limit=100")[1]["readings"]]
-        assert stored[0] == before - 2 and stored == list(range(before - 2, before - 2 + len(stored)))
+        readings = server.get(f"/api/history?after={before - 3}&limit=100")[1]["readings"]
+        stored = [r["seq"] for r in readings]
+        assert len(stored) > 5 and stored == list(range(before - 2, before - 2 + len(stored)))
     for server in servers:
         log = server.log()
         assert log.count("redis lost") == 1 and log.count("redis back") == 1, log
