@@ -23,6 +23,7 @@ class Stats:
     m2: float = 0.0  # sum of squared deviations from the mean
     histogram: list[int] = field(default_factory=list)
     since_seq: int | None = None
+    through_seq: int | None = None
 
     def __post_init__(self) -> None:
         if not self.histogram:
@@ -35,6 +36,7 @@ class Stats:
             raise ValueError(f"value {value} is outside [{self.lo}, {self.hi}]")
         if self.since_seq is None:
             self.since_seq = seq
+        self.through_seq = seq
         self.count += 1
         delta = value - self.mean
         self.mean += delta / self.count
@@ -71,6 +73,7 @@ class Stats:
             "p_value": test[1] if test else None,
             "range": {"min": self.lo, "max": self.hi},
             "since_seq": self.since_seq,
+            "through_seq": self.through_seq,
         }
 
     def state(self) -> dict:
@@ -79,6 +82,7 @@ class Stats:
             "lo": self.lo, "hi": self.hi, "count": self.count, "min": self.min,
             "max": self.max, "mean": self.mean, "m2": self.m2,
             "histogram": list(self.histogram), "since_seq": self.since_seq,
+            "through_seq": self.through_seq,
         }
 
     @classmethod

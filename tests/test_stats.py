@@ -21,6 +21,7 @@ def test_running_stats_match_the_statistics_module(values):
     assert sum(stats.histogram) == len(values)
     assert stats.histogram[values[0]] == values.count(values[0])
     assert stats.since_seq == 1
+    assert stats.through_seq == len(values)
 
 
 def test_empty_stats_say_so():
