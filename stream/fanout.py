@@ -8,7 +8,8 @@ that cannot take it whole and at once (nothing else may be in flight for it) goe
 normal engine.io way, which keeps its order and its back-pressure.
 
 Extension points used (tests/test_fanout.py fails if an upgrade moves them):
-- a custom client manager, the documented way to change how python-socketio delivers;
+- a custom client manager, the documented way to change how python-socketio delivers
+  (FastManager here; scaleout.StreamQueue puts it under the Redis pub/sub layer);
 - the engine.io server's `_async["websocket"]` class, wrapped so that each engine.io
   socket remembers its eventlet WebSocket (engine.io keeps it in a local variable).
 Only eventlet's WebSocket is fast-pathed; other modes and transports use the normal path.
@@ -22,7 +23,7 @@ import time
 from collections import deque
 
 from engineio import packet as eio_packet
-from socketio import Manager, RedisManager
+from socketio import Manager
 from socketio import packet as sio_packet
 
 log = logging.getLogger(__name__)
@@ -108,14 +109,6 @@ class FastBroadcast:
 
 class FastManager(FastBroadcast, Manager):
     """The in-process client manager, with the fast broadcast."""
-
-
-class FastRedisManager(RedisManager, FastBroadcast):
-    """Redis pub/sub across processes; each process delivers locally with the fast broadcast.
-
-    The MRO puts FastBroadcast between the pub/sub layer and Manager, so publishing goes
-    through Redis as usual and the local delivery of every published emit is fast.
-    """
 
 
 class SharedPinger:

@@ -57,7 +57,10 @@ def bad_request(exc: BadRequest):
 
 @bp.get("/")
 def index():
-    return render_template("index.html", settings=stream().settings)
+    # The newest reading is rendered into the page: a number shows before any script runs.
+    return render_template(
+        "index.html", settings=stream().settings, latest=stream().history.latest_reading()
+    )
 
 
 @bp.get("/api/latest")

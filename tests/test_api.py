@@ -151,3 +151,12 @@ def test_api_json_is_gzipped_only_when_asked(client, stream):
     assert packed.headers["Content-Encoding"] == "gzip"
     assert len(json.loads(gzip.decompress(packed.get_data()))["readings"]) == 50
     assert "Content-Encoding" not in client.get("/api/history").headers
+
+
+def test_page_shows_the_newest_number_before_any_script_runs(client, stream):
+    drawn = tick(stream, 3)
+    html = client.get("/").get_data(as_text=True)
+    newest = drawn[-1]
+    assert (f'id="current-value" class="current-value" data-seq="{newest.seq}" '
+            f'data-value="{newest.value}"') in html
+    assert f">{newest.value}</p>" in html

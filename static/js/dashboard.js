@@ -77,6 +77,15 @@ const state = {
   lastAnnounced: { at: 0, seq: null },
 };
 
+// The server renders its newest reading into the page; hold it until the snapshot comes.
+if (el.value.dataset.seq) {
+  const { seq, value, ts } = el.value.dataset;
+  const rendered = asReading({ seq: Number(seq), value: Number(value), ts: Number(ts) });
+  if (rendered) {
+    state.buffer.merge([rendered]);
+  }
+}
+
 // ---- socket ---------------------------------------------------------------
 
 const socket = connect(socketUrl(window.location));
