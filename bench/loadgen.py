@@ -388,6 +388,7 @@ class LoadGenerator:
         cpu0 = time.process_time()
         sem = asyncio.Semaphore(args.concurrency)
         deadline = t0 + args.ramp_timeout
+        failed_batches = 0
         for start in range(0, args.clients, args.batch):
             if time.monotonic() > deadline:
                 self.errors["ramp_timeout"] = self.errors.get("ramp_timeout", 0) + args.clients - start
@@ -395,10 +396,11 @@ class LoadGenerator:
             n = min(args.batch, args.clients - start)
             before = len(self.clients)
             await asyncio.gather(*(self.open_one(sem) for _ in range(n)))
-            if len(self.clients) == before and start + n < args.clients:
-                # A whole batch failed: the server takes no more (e.g. a full pool).
-                # Count the rest as failed rather than wait out their timeouts.
-                self.errors["not_tried_after_failed_batch"] = args.clients - start - n
+            failed_batches = failed_batches + 1 if len(self.clients) == before else 0
+            if failed_batches == 2 and start + n < args.clients:
+                # Two whole batches failed in a row: the server takes no more (e.g. a
+                # full pool). Count the rest as failed rather than wait out their timeouts.
+                self.errors["not_tried_after_failed_batches"] = args.clients - start - n
                 break
         return {
             "event": "ramped",

@@ -403,6 +403,10 @@ def main(argv=None) -> int:
     print()
     print_table(rows)
     print_ratios(rows)
+    busy = [r for r in rows if r.get("other_cpu_pct", 0) > 10]
+    if busy:
+        print(f"\nWARNING: in {len(busy)} of {len(rows)} runs other programs used more than 10% of the server's "
+              "CPU (column other%): latency, jitter and drift there are pessimistic; rerun on a quiet machine.")
     if args.json:
         Path(args.json).write_text(json.dumps({"started": started.isoformat(), "args": vars(args), "rows": rows}, indent=1))
     return 0 if rows else 1

@@ -36,10 +36,12 @@ def main(argv=None) -> int:
     p.add_argument("--target", default="real", choices=["real", "naive"])
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--real-args", default="")
+    p.add_argument("--nice", type=int, default=0, help="niceness of server and generator (negative needs root)")
     args = p.parse_args(argv)
     if not 0 < args.minutes <= 30 or not 0 < args.clients <= 10000 or not 0 < args.churn <= 2000:
         p.error("keep it bounded: --minutes in (0, 30], --clients in (0, 10000], --churn in (0, 2000]")
     harness.raise_fd_limit()
+    harness.NICE = args.nice
     cpus = harness.available_cpus()
     server_cpus = {cpus[0]} if len(cpus) > 1 else None
     gen_cpus = {cpus[1]} if len(cpus) > 1 else None
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
           f"logs in {workdir}", flush=True)
     server = harness.ServerProcess(args.target, cmd, port, server_cpus, workdir / "server.log")
     gen = None
-    samples: list[tuple[float, float]] = []  # (elapsed s, RSS MB)
+    samples: list[tuple[float, float, int]] = []  # (elapsed s, RSS MB, connections opened so far)
     try:
         server.wait_ready()
         rss_start = server.rss() / 2**20
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
             cpu1, wall1 = server.cpu_seconds(), time.monotonic()
             cpu_pct = (cpu1 - cpu0) / (wall1 - wall0) * 100
             cpu0, wall0 = cpu1, wall1
-            samples.append((msg["elapsed_s"], rss))
+            samples.append((msg["elapsed_s"], rss, msg["opened"]))
             print(f"{msg['elapsed_s']:>6.0f} {rss:>8.1f} {cpu_pct:>6.0f} {msg['connected']:>6} {msg['opened']:>8} "
                   f"{msg['closed']:>8} {msg['failed']:>7} {msg['gaps']:>6}", flush=True)
             if msg["event"] == "churn_done":
@@ -100,17 +102,20 @@ def main(argv=None) -> int:
     return verdict(samples, args)
 
 
-def verdict(samples: list[tuple[float, float]], args) -> int:
-    after = [rss for t, rss in samples if t >= args.warmup]
+def verdict(samples: list[tuple[float, float, int]], args) -> int:
+    after = [(rss, opened) for t, rss, opened in samples if t >= args.warmup]
     if len(after) < 2:
         print("verdict: too short to tell (need samples after the warm-up)")
         return 1
-    base, end, peak = after[0], after[-1], max(after)
+    (base, opened0), (end, opened1) = after[0], after[-1]
+    peak = max(rss for rss, _ in after)
     allowed = max(args.tolerance_mb, 0.05 * base)
     flat = end - base <= allowed
+    per_conn = (end - base) * 1024 / max(1, opened1 - opened0)
     print(
         f"verdict: {'FLAT' if flat else 'GROWING'}: RSS {base:.1f} MB after warm-up -> {end:.1f} MB at the end "
-        f"(peak {peak:.1f}, {end - base:+.1f} MB, allowed +{allowed:.1f} MB)"
+        f"(peak {peak:.1f}, {end - base:+.1f} MB over {opened1 - opened0} new connections = "
+        f"{per_conn:+.2f} KB each; allowed +{allowed:.1f} MB)"
     )
     return 0 if flat else 2
 
