@@ -57,7 +57,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         server.wait_ready()
         time.sleep(args.history * interval + 1)  # a full snapshot's worth of readings
-        first, sizes = [], []
+        first, sizes, paints = [], [], []
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path="/usr/bin/chromium", headless=True,
@@ -76,6 +76,10 @@ def main() -> None:
                         raise RuntimeError("no number shown within 10 s")
                     time.sleep(0.02)
                 first.append(page.evaluate("() => window.__firstNumberAt"))
+                paints.append(page.evaluate("""() => {
+                    const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+                    return fcp ? fcp.startTime : null;
+                }"""))
                 sizes.append(page.evaluate("""() => {
                     const nav = performance.getEntriesByType('navigation')[0];
                     return nav.transferSize + performance.getEntriesByType('resource')
@@ -95,6 +99,10 @@ def main() -> None:
     print(f"# bench/page_load.py --loads {args.loads} --history {args.history}")
     print(f"first number shown: median {statistics.median(first):.0f} ms, p90 {p90:.0f} ms, "
           f"max {first[-1]:.0f} ms over {len(first)} cold loads")
+    paints = sorted(p for p in paints if p is not None)
+    if paints:
+        print(f"first contentful paint (the number is in the first paint): median "
+              f"{statistics.median(paints):.0f} ms, max {paints[-1]:.0f} ms")
     print(f"page + assets transferred: {statistics.median(sizes) / 1024:.1f} KiB "
           f"(median; compressed, with headers)")
 
