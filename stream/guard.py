@@ -230,7 +230,7 @@ class Guard:
             limit.warned = True
             sid = self.socketio.server.manager.sid_from_eio_sid(eio_sid, "/")
             if sid is not None:
-                message = f"too many messages: at most {EVENT_RATE:g} per second; this one was ignored"
+                message = f"too many messages: at most {EVENT_RATE:g} a second; ignored"
                 self.socketio.server.emit("error", {"message": message}, to=sid)
 
     def _screen_event(self, data: str) -> str | None:
@@ -343,7 +343,7 @@ def _checked_wait(wait, guard: Guard):
         data = wait()
         if data is not None and not frame_is_packet(data):
             guard._count(guard.rejected, "bad_packet")
-            guard._log_once("bad_frame", "closed a WebSocket that sent a frame that is no Engine.IO packet")
+            guard._log_once("bad_frame", "closed a WebSocket that sent a frame that is no packet")
             return None  # engine.io then closes this connection as if the client had
         return data
 
@@ -367,12 +367,15 @@ class _Door:
             started = True
             present = {name.lower() for name, _ in headers}
             headers = list(headers) + [(n, v) for n, v in self.headers if n.lower() not in present]
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+            if exc_info:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
 
         try:  # werkzeug decodes the query as strict UTF-8 when a route reads it: a 500
             environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8")
         except UnicodeError:
-            return self._json(with_headers, "400 Bad Request", "the query string is not valid UTF-8")
+            return self._json(with_headers, "400 Bad Request",
+                              "the query string is not valid UTF-8")
         if environ.get("PATH_INFO", "").startswith(self.path):
             query = parse_qs(environ.get("QUERY_STRING", ""))
             refusal = self.guard.refusal(environ, query) or self._check_post(environ, query)
@@ -383,7 +386,8 @@ class _Door:
         except Exception:
             if started or environ.get("HTTP_UPGRADE", "").lower() == "websocket":
                 raise  # too late for an answer; the server closes the connection
-            log.exception("request failed: %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            log.exception("request failed: %s %s",
+                          environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return self._json(with_headers, "500 Internal Server Error", "internal server error")
 
     def _check_post(self, environ, query: dict) -> tuple[str, str] | None:

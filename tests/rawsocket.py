@@ -76,7 +76,7 @@ class RawSocket:
             got = self.recv(deadline - time.monotonic())
             if got is CLOSED:
                 raise AssertionError(f"closed while waiting for {name!r}")
-            if got is not None and self.events and self.events[-1][0] == name and got.startswith("42"):
+            if got is not None and got.startswith("42") and self.events[-1][0] == name:
                 return self.events[-1][1]
         raise AssertionError(f"no {name!r} within {timeout}s; got {self.events[-5:]}")
 

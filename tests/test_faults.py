@@ -151,9 +151,14 @@ def test_a_full_disk_is_reported_and_the_live_stream_goes_on(piped_server, tmp_p
     soft, hard = process.rlimit(psutil.RLIMIT_FSIZE)
     process.rlimit(psutil.RLIMIT_FSIZE, (0, hard))  # every file write now fails with EFBIG
 
-    status, health = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(server.get("/healthz")))
+    def unhealthy():
+        status, body = server.get("/healthz")
+        return body if status == 503 else None
+
+    health = wait_until(unhealthy)
     problem = " ".join(health["problems"])
-    assert "store:" in problem and ("disk is full" in problem or "disk I/O error" in problem), health
+    assert "store:" in problem, health
+    assert "disk is full" in problem or "disk I/O error" in problem, health
     during = numbers(sock, 10)  # the live stream carries on, seq by seq
     assert metric(server.url, "random_stream_store_errors_total") >= 10
     _, latest = server.get("/api/latest")

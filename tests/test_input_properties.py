@@ -27,20 +27,23 @@ JSON_ROUTES = {"/api/latest", "/api/history", "/api/stats", "/healthz"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (st.lists(inner, max_size=4)
+                   | st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=12,
 )
 resume_payloads = (
     json_values
     | st.fixed_dictionaries({"after": json_values})
     | st.fixed_dictionaries({"after": st.integers(min_value=-5, max_value=2**60)})
-    | st.fixed_dictionaries({"after": st.integers(min_value=0, max_value=40)}, optional={"x": json_values})
+    | st.fixed_dictionaries({"after": st.integers(min_value=0, max_value=40)},
+                            optional={"x": json_values})
 )
 event_names = st.text(max_size=30) | st.sampled_from(
     ["connect", "disconnect", "connect_error", "history", "random_number", "error", "message",
      "resume ", "Resume", "*"]
 )
-query_keys = st.sampled_from(["after", "limit", "seq", "", "after[]", "LIMIT"]) | st.text(max_size=10)
+query_keys = (st.sampled_from(["after", "limit", "seq", "", "after[]", "LIMIT"])
+              | st.text(max_size=10))
 query_values = (
     st.integers(min_value=-(2**70), max_value=2**70).map(str)
     | st.sampled_from(["", "0", "1", "10000", "10001", "9007199254740992", " 5", "5 ", "+5",
@@ -128,7 +131,8 @@ def test_any_other_event_is_ignored_and_changes_nothing(world, name, args):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(raw=st.text(max_size=60) | st.text(alphabet=string.digits + '[]{}",/:-', max_size=30).map(lambda s: "2" + s))
+@given(raw=st.text(max_size=60)
+       | st.text(alphabet=string.digits + '[]{}",/:-', max_size=30).map(lambda s: "2" + s))
 def test_arbitrary_socketio_packets_never_raise_or_change_the_stream(world, raw):
     app, stream = world
     before = snapshot(stream)
@@ -155,7 +159,8 @@ def test_any_connect_payload_gets_the_snapshot(world, auth):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(route=st.sampled_from(ROUTES), params=st.lists(st.tuples(query_keys, query_values), max_size=4))
+@given(route=st.sampled_from(ROUTES),
+       params=st.lists(st.tuples(query_keys, query_values), max_size=4))
 def test_any_query_parameters_get_a_valid_answer_or_a_json_400(world, route, params):
     app, stream = world
     before = snapshot(stream)
@@ -182,7 +187,8 @@ def test_any_query_parameters_get_a_valid_answer_or_a_json_400(world, route, par
 def test_undecodable_query_strings_never_give_a_500(world, route, raw):
     app, stream = world
     # WSGI carries the raw query as a latin-1 string: every byte value is possible.
-    response = app.test_client().get(route, environ_overrides={"QUERY_STRING": raw.decode("latin-1")})
+    query = raw.decode("latin-1")
+    response = app.test_client().get(route, environ_overrides={"QUERY_STRING": query})
     response.get_data()
     assert response.status_code in (200, 400, 503)
     if response.status_code == 400:

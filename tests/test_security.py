@@ -15,7 +15,7 @@ import pytest
 import websocket
 
 from conftest import ServerProcess
-from rawsocket import CLOSED, Polling, RawSocket, http
+from rawsocket import Polling, RawSocket, http
 from stream.guard import (
     EVENT_BURST, JOIN_TIMEOUT, STRIKES, ClientLimit, TokenBucket, frame_is_packet,
     polling_payload_error,
@@ -432,7 +432,8 @@ def test_a_binary_event_cannot_fire_the_servers_own_handlers(server, raw):
     sock.wait_closed(timeout=3)  # dropping the event orphans its attachment: that closes it
     sock.close()
     deadline = time.monotonic() + 10
-    while server.get("/healthz")[1]["clients"] != before["clients"] - 1 and time.monotonic() < deadline:
+    while (server.get("/healthz")[1]["clients"] != before["clients"] - 1
+           and time.monotonic() < deadline):
         time.sleep(0.1)
     assert server.get("/healthz")[1]["clients"] == before["clients"] - 1
     assert_still_streaming(watcher)
