@@ -8,12 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import socketio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -115,6 +117,57 @@ def server_factory(tmp_path):
     yield start
     for server in started:
         server.kill()
+
+
+class Viewer:
+    """A python-socketio client over WebSocket that records what it receives."""
+
+    def __init__(self, url: str):
+        self.client = socketio.Client(reconnection=False)
+        self.histories: list[dict] = []
+        self.numbers: list[dict] = []
+        self.errors: list[dict] = []
+        self.changed = threading.Condition()
+        for name, bucket in (("history", self.histories), ("random_number", self.numbers),
+                             ("error", self.errors)):
+            self.client.on(name, self._recorder(bucket))
+        self.client.connect(url, transports=["websocket"], wait_timeout=10)
+
+    def _recorder(self, bucket):
+        def record(data):
+            with self.changed:
+                bucket.append(data)
+                self.changed.notify_all()
+        return record
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> None:
+        with self.changed:
+            assert self.changed.wait_for(predicate, timeout), "timed out waiting"
+
+    def readings(self) -> list[tuple[int, int]]:
+        with self.changed:
+            return [(r["seq"], r["value"]) for r in self.numbers]
+
+    def last_seq(self) -> int:
+        with self.changed:
+            return self.numbers[-1]["seq"] if self.numbers else 0
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+@pytest.fixture
+def viewers():
+    """Open Viewers on servers; each is closed at the end of the test."""
+    opened: list[Viewer] = []
+
+    def open_viewer(url: str) -> Viewer:
+        opened.append(Viewer(url))
+        return opened[-1]
+
+    yield open_viewer
+    for viewer in opened:
+        viewer.close()
 
 
 @pytest.fixture

@@ -11,14 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import socketio
 
-from conftest import ROOT, free_port
+from conftest import ROOT, Viewer, free_port
 
 INTERVAL = 0.2
 
@@ -94,56 +92,6 @@ def cluster(redis_server, server_factory):
         return servers
 
     return start
-
-
-class Viewer:
-    """A python-socketio client over WebSocket that records what it receives."""
-
-    def __init__(self, url: str):
-        self.client = socketio.Client(reconnection=False)
-        self.histories: list[dict] = []
-        self.numbers: list[dict] = []
-        self.errors: list[dict] = []
-        self.changed = threading.Condition()
-        for name, bucket in (("history", self.histories), ("random_number", self.numbers),
-                             ("error", self.errors)):
-            self.client.on(name, self._recorder(bucket))
-        self.client.connect(url, transports=["websocket"], wait_timeout=10)
-
-    def _recorder(self, bucket):
-        def record(data):
-            with self.changed:
-                bucket.append(data)
-                self.changed.notify_all()
-        return record
-
-    def wait_for(self, predicate, timeout: float = 20.0) -> None:
-        with self.changed:
-            assert self.changed.wait_for(predicate, timeout), "timed out waiting"
-
-    def readings(self) -> list[tuple[int, int]]:
-        with self.changed:
-            return [(r["seq"], r["value"]) for r in self.numbers]
-
-    def last_seq(self) -> int:
-        with self.changed:
-            return self.numbers[-1]["seq"] if self.numbers else 0
-
-    def close(self) -> None:
-        self.client.disconnect()
-
-
-@pytest.fixture
-def viewers():
-    opened: list[Viewer] = []
-
-    def open_viewer(url: str) -> Viewer:
-        opened.append(Viewer(url))
-        return opened[-1]
-
-    yield open_viewer
-    for viewer in opened:
-        viewer.close()
 
 
 def pairs(readings: list[dict]) -> list[tuple[int, int]]:

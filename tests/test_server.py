@@ -1,56 +1,11 @@
 """A real server process and real Socket.IO clients over the wire."""
 
 import sqlite3
-import threading
 import time
 
 import pytest
-import socketio
 
 from conftest import http_get
-
-
-class Viewer:
-    """A python-socketio client that records what it receives."""
-
-    def __init__(self, url: str):
-        self.client = socketio.Client(reconnection=False)
-        self.histories: list[dict] = []
-        self.numbers: list[dict] = []
-        self.errors: list[dict] = []
-        self.changed = threading.Condition()
-        for name, bucket in (("history", self.histories), ("random_number", self.numbers),
-                             ("error", self.errors)):
-            self.client.on(name, self._recorder(bucket))
-        self.client.connect(url, transports=["websocket"], wait_timeout=10)
-
-    def _recorder(self, bucket):
-        def record(data):
-            with self.changed:
-                bucket.append(data)
-                self.changed.notify_all()
-        return record
-
-    def wait_for(self, predicate, timeout=15.0):
-        with self.changed:
-            assert self.changed.wait_for(predicate, timeout), "timed out waiting"
-
-    def close(self):
-        self.client.disconnect()
-
-
-@pytest.fixture
-def viewers():
-    opened = []
-
-    def open_viewer(url):
-        viewer = Viewer(url)
-        opened.append(viewer)
-        return viewer
-
-    yield open_viewer
-    for viewer in opened:
-        viewer.close()
 
 
 def seqs(readings):
