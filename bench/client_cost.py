@@ -112,7 +112,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="client-cost-"))
     print(f"fake server: {args.rate:g} Hz to {args.clients} clients; generator pinned to CPU {cpus[-1]}")
     print(f"{'client':<11} {'loop':<7} {'conn':>6} {'msgs/s':>8} {'gen CPU%':>8} {'us/msg':>7} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'missed':>7}")
+          f"{'p50 ms':>7} {'p99 ms':>7} {'missed':>7} {'lag99 ms':>8}")
     try:
         for impl in args.impls.split(","):
             port = harness.free_port()
@@ -141,7 +141,8 @@ def main() -> None:
                 f"{impl:<11} {'asyncio' if args.no_uvloop else 'uvloop':<7} {ramped['connected']:>6} "
                 f"{msgs / result['gen_wall_s']:>8.0f} {100 * cpu / result['gen_wall_s']:>8.1f} "
                 f"{1e6 * cpu / max(1, msgs):>7.1f} {1e3 * lat[len(lat) // 2]:>7.1f} "
-                f"{1e3 * lat[int(len(lat) * 0.99)]:>7.1f} {missed:>7}",
+                f"{1e3 * lat[int(len(lat) * 0.99)]:>7.1f} {missed:>7} "
+                f"{result['gen_lag_ms'].get('p99', float('nan')):>8.1f}",
                 flush=True,
             )
     finally:

@@ -28,6 +28,7 @@ import collections
 import json
 import os
 import resource
+import socket
 import struct
 import sys
 import time
@@ -72,6 +73,11 @@ class Recorder:
         self.out_of_window = 0
         self.other_events: dict[str, int] = {}
         self.disconnects = 0
+        self.lags = array("d")  # kernel arrival -> read by the generator, in-window only
+
+    def lag(self, seconds: float) -> None:
+        if self.window_start <= time.time() <= self.window_end + 1.0:
+            self.lags.append(seconds)
 
 
 class Client:
@@ -145,33 +151,63 @@ class Client:
 
 
 # ---------------------------------------------------------------- raw client
-class RawWebSocket(asyncio.Protocol):
-    """Just enough RFC 6455 for a Socket.IO client: text frames, ping, close."""
+# Kernel receive timestamps: latency is taken from when the reading reached this
+# machine's socket, not from when this (single-threaded) generator got round to it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+CMSG_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a TCP reset
+
+
+class RawWebSocket:
+    """Just enough RFC 6455 for a Socket.IO client: text frames, ping, close.
+
+    A non-blocking socket watched with ``loop.add_reader``; each read takes the
+    kernel's receive timestamp (SO_TIMESTAMPNS) where the platform has it, so a
+    reading that waited in the socket buffer while the generator was busy with
+    other clients still gets its true arrival time. ``rec.lags`` keeps how long
+    readings waited for the generator: the generator's own delay."""
 
     def __init__(self, client: Client, host: str, port: int) -> None:
         self.client = client
         self.host = host
         self.port = port
-        self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None
+        self.loop = asyncio.get_running_loop()
         self.handshaking = True
         self.buf = b""
         self.fragments: list[bytes] = []
         self.handshake_error: str | None = None
+        self.stamped = False
         client.send = self.send_text
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    async def open(self, timeout: float) -> None:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = sock
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if SO_TIMESTAMPNS and CMSG_SPACE:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                self.stamped = True
+            except OSError:
+                pass
+        try:
+            await asyncio.wait_for(self.loop.sock_connect(sock, (self.host, self.port)), timeout)
+        except BaseException:
+            sock.close()
+            raise
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        sock.send(
             (
                 f"GET {WS_PATH} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
+        self.loop.add_reader(sock.fileno(), self.on_readable)
 
     def send_frame(self, opcode: int, payload: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.sock is None:
             return
         n = len(payload)
         if n < 126:
@@ -182,13 +218,34 @@ class RawWebSocket(asyncio.Protocol):
             header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
-        self.transport.write(header + mask + masked)
+        try:
+            self.sock.send(header + mask + masked)  # a few bytes: the send buffer takes them
+        except OSError:
+            pass
 
     def send_text(self, text: str) -> None:
         self.send_frame(0x1, text.encode())
 
-    def data_received(self, data: bytes) -> None:
+    def on_readable(self) -> None:
+        try:
+            data, ancdata, _, _ = self.sock.recvmsg(8192, CMSG_SPACE)  # small: Python allocates the whole size per call
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.closed_by_peer()
+            return
+        if not data:
+            self.closed_by_peer()
+            return
         now = time.time()
+        if ancdata:
+            secs, nsecs = struct.unpack("qq", ancdata[0][2][:16])
+            stamp = secs + nsecs * 1e-9
+            self.client.rec.lag(now - stamp)
+            now = stamp
+        self.data_received(data, now)
+
+    def data_received(self, data: bytes, now: float) -> None:
         if self.buf:
             data = self.buf + data
             self.buf = b""
@@ -200,7 +257,7 @@ class RawWebSocket(asyncio.Protocol):
             status = data[: data.find(b"\r\n")]
             if b" 101 " not in status + b" ":
                 self.handshake_error = status.decode("latin-1")[:120]
-                self.transport.close()
+                self.closed_by_peer()
                 return
             self.handshaking = False
             data = data[end + 4 :]
@@ -240,34 +297,47 @@ class RawWebSocket(asyncio.Protocol):
                 self.send_frame(0xA, payload)
             elif opcode == 0x8:
                 self.send_frame(0x8, payload[:2])
-                self.transport.close()
+                self.closed_by_peer()
                 return
         if pos < size:
             self.buf = data[pos:]
 
-    def connection_lost(self, exc) -> None:
+    def _release(self) -> None:
+        if self.sock is not None:
+            try:
+                self.loop.remove_reader(self.sock.fileno())
+            except (ValueError, OSError):
+                pass
+            self.sock.close()
+            self.sock = None
+
+    def closed_by_peer(self) -> None:
+        self._release()
         self.client.on_close()
 
     def close(self) -> None:
         """Leave as a browser tab does: Socket.IO disconnect, WebSocket close, FIN."""
-        if self.transport is not None and not self.transport.is_closing():
-            if not self.handshaking:
-                self.send_text(MESSAGE + "1")
-                self.send_frame(0x8, struct.pack("!H", 1000))
-            self.transport.close()
+        if self.sock is not None and not self.handshaking:
+            self.send_text(MESSAGE + "1")
+            self.send_frame(0x8, struct.pack("!H", 1000))
+        self._release()
+        self.client.on_close()
 
     def abort(self) -> None:
         """Vanish as a dropped network does: TCP reset, no goodbye."""
-        if self.transport is not None:
-            self.transport.abort()
+        if self.sock is not None:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            except OSError:
+                pass
+        self._release()
+        self.client.on_close()
 
 
 async def run_raw(client: Client, host: str, port: int, timeout: float) -> RawWebSocket:
-    loop = asyncio.get_running_loop()
-    _, proto = await asyncio.wait_for(
-        loop.create_connection(lambda: RawWebSocket(client, host, port), host, port), timeout
-    )
-    return proto
+    conn = RawWebSocket(client, host, port)
+    await conn.open(timeout)
+    return conn
 
 
 # ------------------------------------------------ library clients (for comparison)
@@ -440,6 +510,7 @@ class LoadGenerator:
             "first_arrival": rec.first_arrival,
             "last_arrival": rec.last_arrival,
             "gen_cpu_s": cpu1 - cpu0,
+            "gen_lag_ms": lag_percentiles(rec.lags),
             "gen_wall_s": wall1 - wall0,
             "samples_out": self.args.samples_out,
         }
@@ -497,6 +568,15 @@ class LoadGenerator:
     def close_all(self) -> None:
         for conn in self.conns:
             conn.close()
+
+
+def lag_percentiles(lags: array) -> dict:
+    """How long readings sat in the kernel before this generator read them (ms)."""
+    if not lags:
+        return {}
+    s = sorted(lags)
+    return {f"p{q}": round(s[min(len(s) - 1, int(len(s) * q / 100))] * 1e3, 2) for q in (50, 99)} | {
+        "max": round(s[-1] * 1e3, 2), "n": len(s)}
 
 
 def emit_line(obj: dict) -> None:
@@ -561,7 +641,8 @@ def print_summary(ramped: dict, result: dict) -> None:
         f"latency ms p50 {percentile(lat, 50) * 1e3:.1f} p99 {percentile(lat, 99) * 1e3:.1f} "
         f"max {(lat[-1] if lat else float('nan')) * 1e3:.1f}\n"
         f"generator cpu {100 * result['gen_cpu_s'] / result['gen_wall_s']:.0f}% "
-        f"({1e6 * result['gen_cpu_s'] / max(1, result['messages']):.1f} us/message)"
+        f"({1e6 * result['gen_cpu_s'] / max(1, result['messages']):.1f} us/message), "
+        f"read lag ms {result['gen_lag_ms'] or 'n/a (no kernel timestamps)'}"
     )
 
 

@@ -211,6 +211,9 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
         # if this is more than a few %, the machine was not quiet and the figures are pessimistic.
         "other_cpu_pct": max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall * 100 if server_cpus else math.nan,
         "gen_us_per_msg": (gcpu1 - gcpu0) / messages * 1e6 if messages else math.nan,
+        # How long readings waited in the generator's socket buffers before it read them;
+        # latency comes from kernel receive timestamps, so this delay is not in it.
+        "gen_lag_p99_ms": max((r["gen_lag_ms"].get("p99", math.nan) for r in results), default=math.nan),
         "other_events": {
             name: sum(r["other_events"].get(name, 0) for r in results)
             for name in {name for r in results for name in r["other_events"]}
@@ -235,11 +238,12 @@ COLUMNS = [
     ("rss_mb", "RSS MB", "{:.0f}", "low"),
     ("kb_per_client", "KB/client", "{:.1f}", "low"),
     ("gen_cpu_pct", "gen CPU%", "{:.0f}", None),
+    ("gen_lag_p99_ms", "gen lag99", "{:.0f}", None),
     ("other_cpu_pct", "other%", "{:.0f}", None),
 ]
 
 
-SKIP_RATIO = ("period ms", "drift %", "other%")
+SKIP_RATIO = ("period ms", "drift %", "other%", "gen lag99")
 
 
 def fmt(fmt_: str, value) -> str:
