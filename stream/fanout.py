@@ -125,13 +125,14 @@ class SharedPinger:
     def __init__(self, eio) -> None:
         self.eio = eio
         # Every socket waits the same interval, so appending keeps this in due order.
-        self.due: deque[tuple[float, object]] = deque()
+        # Sids, not sockets: a closed socket is not kept alive until its ping would be due.
+        self.due: deque[tuple[float, str]] = deque()
         eio.start_background_task(self.run)
 
     def schedule(self, eio_socket) -> None:
         if eio_socket.last_ping:  # the previous ping was answered (as engine.io checks)
             eio_socket.last_ping = None
-            self.due.append((time.monotonic() + self.eio.ping_interval, eio_socket))
+            self.due.append((time.monotonic() + self.eio.ping_interval, eio_socket.sid))
 
     def run(self) -> None:
         due = self.due
@@ -139,8 +140,8 @@ class SharedPinger:
             self.eio.sleep(self.RESOLUTION)
             now = time.monotonic()
             while due and due[0][0] <= now:
-                eio_socket = due.popleft()[1]
-                if not eio_socket.closing and not eio_socket.closed:
+                eio_socket = self.eio.sockets.get(due.popleft()[1])
+                if eio_socket is not None and not eio_socket.closing and not eio_socket.closed:
                     eio_socket.last_ping = time.time()
                     eio_socket.send(eio_packet.Packet(eio_packet.PING))
 
