@@ -68,6 +68,9 @@ class ServerProcess:
                 self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+        return self.wait_until_answering(timeout)
+
+    def wait_until_answering(self, timeout: float) -> ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

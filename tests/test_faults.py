@@ -28,16 +28,7 @@ class PipedServer(ServerProcess):
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
         )
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                http_get(self.url + "/healthz", timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"server did not answer:\n{self.log()}")
+        return self.wait_until_answering(timeout)
 
     def _read(self, stream) -> None:
         for line in stream:
