@@ -26,7 +26,13 @@ from .fanout import FastManager
 from .history import Reading, StoreError
 from .lease import lease_ttl
 from .redis_store import (
-    CONNECT_TIMEOUT, PREFIX, Fenced, RedisStore, connect, location, open_redis_store,
+    CONNECT_TIMEOUT,
+    PREFIX,
+    Fenced,
+    RedisStore,
+    connect,
+    location,
+    open_redis_store,
 )
 from .stats import Stats
 from .ticker import Ticker

@@ -9,7 +9,7 @@ import socket
 import sys
 import warnings
 
-from .config import ConfigError, ENV_PREFIX
+from .config import ENV_PREFIX, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 import math
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .history import History, Reading
 from .stats import Stats

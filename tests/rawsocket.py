@@ -8,7 +8,6 @@ urllib, the way a hostile or broken client would.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -98,7 +97,7 @@ class RawSocket:
         try:
             while chunk := sock.recv(65536):
                 data += chunk
-        except (socket.timeout, OSError):
+        except (TimeoutError, OSError):
             pass
         return data
 

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, free_port
+
 from stream.config import ConfigError, Settings, load
 
 

@@ -8,9 +8,8 @@ import time
 
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import ROOT, ServerProcess, http_get
+from prometheus_client.parser import text_string_to_metric_families
 from rawsocket import Polling, RawSocket
 
 

@@ -6,7 +6,6 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
 from rawsocket import Polling, RawSocket, http
 
 EXPECTED = {

@@ -15,8 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from conftest import ROOT, Viewer, free_port
+from conftest import ROOT, free_port
 
 INTERVAL = 0.2
 
@@ -62,7 +61,8 @@ class RedisServer:
                 return self
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start:\n{self.log_path.read_text()}")
+                    log = self.log_path.read_text()
+                    raise RuntimeError(f"redis-server did not start:\n{log}") from None
                 time.sleep(0.05)
             finally:
                 client.close()

@@ -3,8 +3,8 @@
 import logging
 
 import pytest
-
 from conftest import free_port
+
 from stream import scaleout
 from stream.config import ConfigError, Settings
 from stream.history import StoreError

@@ -13,11 +13,16 @@ import time
 
 import pytest
 import websocket
-
 from conftest import ServerProcess
 from rawsocket import Polling, RawSocket, http
+
 from stream.guard import (
-    EVENT_BURST, JOIN_TIMEOUT, STRIKES, ClientLimit, TokenBucket, frame_is_packet,
+    EVENT_BURST,
+    JOIN_TIMEOUT,
+    STRIKES,
+    ClientLimit,
+    TokenBucket,
+    frame_is_packet,
     polling_payload_error,
 )
 from stream.web import SECURITY_HEADERS

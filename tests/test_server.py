@@ -4,7 +4,6 @@ import sqlite3
 import time
 
 import pytest
-
 from conftest import http_get
 
 
