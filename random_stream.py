@@ -127,7 +127,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         "random_stream", root_path=os.path.dirname(os.path.abspath(__file__)),
         instance_relative_config=True,
     )
-    app.config.from_mapping(JSON_SORT_KEYS=False)
     socketio = SocketIO(
         app,
         async_mode=settings.async_mode,

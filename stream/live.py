@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from engineio import packet as eio_packet
 from flask import request
 from flask_socketio import SocketIO, emit
+from socketio import packet as sio_packet
 
 from .history import History, Reading
 
@@ -25,6 +27,7 @@ class Live:
         self.disconnects = 0
         self.resumes = 0
         self.rejected: dict[str, int] = {}
+        self._snapshot: tuple[int, eio_packet.Packet] | None = None
 
         socketio.on_event("connect", self.on_connect)
         socketio.on_event("disconnect", self.on_disconnect)
@@ -40,7 +43,24 @@ class Live:
     def on_connect(self, auth=None) -> None:
         self.clients += 1
         self.connects += 1
-        emit("history", self.history_payload(self.history.latest(self.history_size)))
+        server = self.socketio.server
+        eio_sid = server.manager.eio_sid_from_sid(request.sid, "/")
+        server._send_eio_packet(eio_sid, self.snapshot())  # what emit() ends in, minus the encoding
+
+    def snapshot(self) -> eio_packet.Packet:
+        """The `history` packet for new clients, encoded once per reading, not per client.
+
+        900 readings take milliseconds to encode; after a restart thousands of clients
+        reconnect within seconds and would each pay for the same bytes.
+        """
+        key = self.history.last_seq
+        cached = self._snapshot
+        if cached is None or cached[0] != key:
+            payload = self.history_payload(self.history.latest(self.history_size))
+            encoded = self.socketio.server.packet_class(
+                sio_packet.EVENT, namespace="/", data=["history", payload]).encode()
+            cached = self._snapshot = (key, eio_packet.Packet(eio_packet.MESSAGE, encoded))
+        return cached[1]
 
     def on_disconnect(self, reason=None) -> None:
         self.clients -= 1

@@ -86,3 +86,17 @@ def test_connected_clients_are_counted(app, stream):
     assert stream.live.clients == 1
     b.disconnect()
     assert (stream.live.connects, stream.live.disconnects) == (2, 2)
+
+
+def test_the_snapshot_is_encoded_once_per_reading(stream, app):
+    tick(stream, 5)
+    first = stream.live.snapshot()
+    assert stream.live.snapshot() is first, "clients joining between ticks share one encoding"
+    socketio = app.extensions["socketio"]
+    a, b = socketio.test_client(app), socketio.test_client(app)
+    assert events(a, "history") == events(b, "history")
+    tick(stream, 1)
+    again = socketio.test_client(app)
+    (history,) = events(again, "history")
+    assert history["readings"][-1]["seq"] == 6, "a new reading makes a new snapshot"
+    assert stream.live.snapshot() is not first
