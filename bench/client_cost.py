@@ -9,7 +9,11 @@ nearly free per client) on CPU 0, then each client implementation of
 
 If the generator's cost per message times the messages per second the real
 benchmark needs stays well below one core, the generator is not the bottleneck.
+The fake server's own CPU per message (``srv us/msg``) is the floor for any server
+that makes one send() per client: on loopback it includes the kernel's TCP work for
+both ends.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +60,9 @@ class FakeSocketIO(asyncio.Protocol):
         if b"\r\n\r\n" not in self.buf:
             return
         if self.buf.startswith(b"GET /healthz"):
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            )
             self.transport.close()
             return
         key = next(
@@ -67,7 +73,9 @@ class FakeSocketIO(asyncio.Protocol):
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         self.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            b"Sec-WebSocket-Accept: "
+            + accept
+            + b"\r\n\r\n"
             + text_frame(b'0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000}')
             + text_frame(b'40{"sid":"y"}')
         )
@@ -88,7 +96,9 @@ async def serve(port: int, rate: float) -> None:
         seq += 1
         await asyncio.sleep(max(0.0, t0 + seq / rate - time.time()))
         reading = {"seq": seq, "value": seq % 101, "ts": time.time()}
-        frame = text_frame(b'42["random_number",' + json.dumps(reading, separators=(",", ":")).encode() + b"]")
+        frame = text_frame(
+            b'42["random_number",' + json.dumps(reading, separators=(",", ":")).encode() + b"]"
+        )
         for client in list(FakeSocketIO.clients):
             client.transport.write(frame)
 
@@ -110,23 +120,36 @@ def main() -> None:
     cpus = harness.available_cpus()
     server_cpus, gen_cpus = {cpus[0]}, {cpus[-1]}
     tmp = Path(tempfile.mkdtemp(prefix="client-cost-"))
-    print(f"fake server: {args.rate:g} Hz to {args.clients} clients; generator pinned to CPU {cpus[-1]}")
-    print(f"{'client':<11} {'loop':<7} {'conn':>6} {'msgs/s':>8} {'gen CPU%':>8} {'us/msg':>7} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'missed':>7} {'lag99 ms':>8}")
+    print(
+        f"fake server: {args.rate:g} Hz to {args.clients} clients; generator pinned to CPU {cpus[-1]}"
+    )
+    print(
+        f"{'client':<11} {'loop':<7} {'conn':>6} {'msgs/s':>8} {'gen CPU%':>8} {'us/msg':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'missed':>7} {'lag99 ms':>8} {'srv us/msg':>10}"
+    )
     try:
         for impl in args.impls.split(","):
             port = harness.free_port()
             server = harness.ServerProcess(
-                "fake", [harness.PYTHON, __file__, "--serve", str(port), "--rate", str(args.rate)],
-                port, server_cpus, tmp / f"fake-{impl}.log",
+                "fake",
+                [harness.PYTHON, __file__, "--serve", str(port), "--rate", str(args.rate)],
+                port,
+                server_cpus,
+                tmp / f"fake-{impl}.log",
             )
             try:
                 server.wait_ready(10)
                 extra = ["--client", impl] + (["--no-uvloop"] if args.no_uvloop else [])
-                gen = harness.GeneratorProcess(port, args.clients, gen_cpus, tmp / f"{impl}.f64", extra)
+                gen = harness.GeneratorProcess(
+                    port, args.clients, gen_cpus, tmp / f"{impl}.f64", extra
+                )
                 ramped = gen.read("ramped", 120)
                 window_start = time.time() + 0.05
                 gen.start(window_start, window_start + args.duration, 1.0)
+                time.sleep(max(0.0, window_start - time.time()))
+                scpu0 = server.cpu_seconds()
+                gen.read("window_end", args.duration + 30)
+                scpu1 = server.cpu_seconds()
                 result = gen.read("result", args.duration + 30)
                 gen.stop()
             finally:
@@ -142,7 +165,7 @@ def main() -> None:
                 f"{msgs / result['gen_wall_s']:>8.0f} {100 * cpu / result['gen_wall_s']:>8.1f} "
                 f"{1e6 * cpu / max(1, msgs):>7.1f} {1e3 * lat[len(lat) // 2]:>7.1f} "
                 f"{1e3 * lat[int(len(lat) * 0.99)]:>7.1f} {missed:>7} "
-                f"{result['gen_lag_ms'].get('p99', float('nan')):>8.1f}",
+                f"{result['gen_lag_ms'].get('p99', float('nan')):>8.1f} {1e6 * (scpu1 - scpu0) / max(1, msgs):>10.1f}",
                 flush=True,
             )
     finally:

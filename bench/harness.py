@@ -4,6 +4,7 @@
 limit and waits for ``/healthz``; ``GeneratorProcess`` drives ``loadgen.py --control``.
 Every process started here is stopped by ``stop()`` (also from ``atexit`` and on Ctrl-C).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -81,7 +82,13 @@ def cpu_busy_seconds(cpu: int) -> float:
     import psutil
 
     t = psutil.cpu_times(percpu=True)[cpu]
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return (
+        sum(t)
+        - t.idle
+        - getattr(t, "iowait", 0.0)
+        - getattr(t, "guest", 0.0)
+        - getattr(t, "guest_nice", 0.0)
+    )
 
 
 def spawn(cmd: list[str], cpus: set[int] | None, **kwargs) -> subprocess.Popen:
@@ -123,14 +130,18 @@ signal.signal(signal.SIGTERM, _sigterm)
 class ServerProcess:
     """A server under test: ``python SCRIPT --host 127.0.0.1 --port P ...``."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, cpus: set[int] | None, log: Path) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], port: int, cpus: set[int] | None, log: Path
+    ) -> None:
         import psutil
 
         self.name = name
         self.port = port
         self.log_path = log
         self.log = open(log, "wb")
-        self.proc = spawn(cmd, cpus, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = spawn(
+            cmd, cpus, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         self.ps = psutil.Process(self.proc.pid)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -138,7 +149,9 @@ class ServerProcess:
         url = f"http://127.0.0.1:{self.port}/healthz"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}; see {self.log_path}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
@@ -171,12 +184,16 @@ class LineReader:
         expect = (expect,) if isinstance(expect, str) else expect
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            ready, _, _ = select.select(
+                [self.proc.stdout], [], [], max(0.0, deadline - time.monotonic())
+            )
             if not ready:
                 break
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError(f"load generator exited ({self.proc.poll()}) waiting for {expect}")
+                raise RuntimeError(
+                    f"load generator exited ({self.proc.poll()}) waiting for {expect}"
+                )
             msg = json.loads(line)
             if msg.get("event") in expect:
                 return msg
@@ -186,15 +203,27 @@ class LineReader:
 class GeneratorProcess:
     """``loadgen.py --control``: ramp, then ``start`` a measuring window on demand."""
 
-    def __init__(self, port: int, clients: int, cpus: set[int] | None, samples_out: Path, extra=()) -> None:
+    def __init__(
+        self, port: int, clients: int, cpus: set[int] | None, samples_out: Path, extra=()
+    ) -> None:
         import psutil
 
         cmd = [
-            PYTHON, str(BENCH / "loadgen.py"), "--control", "--port", str(port),
-            "--clients", str(clients), "--samples-out", str(samples_out), *extra,
+            PYTHON,
+            str(BENCH / "loadgen.py"),
+            "--control",
+            "--port",
+            str(port),
+            "--clients",
+            str(clients),
+            "--samples-out",
+            str(samples_out),
+            *extra,
         ]
         self.samples_out = samples_out
-        self.proc = spawn(cmd, cpus, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = spawn(
+            cmd, cpus, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
         self.ps = psutil.Process(self.proc.pid)
         self.reader = LineReader(self.proc)
 

@@ -19,6 +19,7 @@ Driven by ``bench/run.py`` (``--control``): prints JSON lines on stdout
 (``ramped``, ``window_end``, ``result``) and waits for ``start`` on stdin after
 the ramp, so the runner can sample the server between phases.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -181,7 +182,9 @@ class RawWebSocket:
         client.send = self.send_text
 
     async def open(self, timeout: float) -> None:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM
+        )
         self.sock = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -228,7 +231,9 @@ class RawWebSocket:
 
     def on_readable(self) -> None:
         try:
-            data, ancdata, _, _ = self.sock.recvmsg(8192, CMSG_SPACE)  # small: Python allocates the whole size per call
+            data, ancdata, _, _ = self.sock.recvmsg(
+                8192, CMSG_SPACE
+            )  # small: Python allocates the whole size per call
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -393,7 +398,10 @@ async def run_aiohttp(client: Client, host: str, port: int, timeout: float):
             connector=aiohttp.TCPConnector(limit=0, force_close=True)
         )
     ws = await _aiohttp_session.ws_connect(
-        f"ws://{host}:{port}{WS_PATH}", autoping=True, compress=0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout)
+        f"ws://{host}:{port}{WS_PATH}",
+        autoping=True,
+        compress=0,
+        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
     )
 
     def send(text: str) -> None:
@@ -436,7 +444,9 @@ class LoadGenerator:
         async with sem:
             conn = None
             try:
-                conn = await OPENERS[args.client](client, args.host, args.port, args.connect_timeout)
+                conn = await OPENERS[args.client](
+                    client, args.host, args.port, args.connect_timeout
+                )
                 await asyncio.wait_for(asyncio.shield(client.ready), args.connect_timeout)
             except Exception as exc:  # every failure is counted, none stops the ramp
                 if conn is not None:
@@ -461,7 +471,9 @@ class LoadGenerator:
         failed_batches = 0
         for start in range(0, args.clients, args.batch):
             if time.monotonic() > deadline:
-                self.errors["ramp_timeout"] = self.errors.get("ramp_timeout", 0) + args.clients - start
+                self.errors["ramp_timeout"] = (
+                    self.errors.get("ramp_timeout", 0) + args.clients - start
+                )
                 break
             n = min(args.batch, args.clients - start)
             before = len(self.clients)
@@ -533,7 +545,8 @@ class LoadGenerator:
             while due >= 1:
                 due -= 1
                 if self.conns:
-                    client, conn = self.clients.popleft(), self.conns.popleft()
+                    self.clients.popleft()
+                    conn = self.conns.popleft()
                     if n % 2 and isinstance(conn, RawWebSocket):
                         conn.abort()
                     else:
@@ -546,7 +559,9 @@ class LoadGenerator:
             if now >= next_report:
                 next_report += report_every
                 emit(self.progress(now - t0))
-            await asyncio.sleep(max(0.0, t0 + (round((now - t0) / step) + 1) * step - time.monotonic()))
+            await asyncio.sleep(
+                max(0.0, t0 + (round((now - t0) / step) + 1) * step - time.monotonic())
+            )
         if pending:
             await asyncio.wait(pending, timeout=self.args.connect_timeout)
         emit(self.progress(time.monotonic() - t0) | {"event": "churn_done"})
@@ -575,8 +590,9 @@ def lag_percentiles(lags: array) -> dict:
     if not lags:
         return {}
     s = sorted(lags)
-    return {f"p{q}": round(s[min(len(s) - 1, int(len(s) * q / 100))] * 1e3, 2) for q in (50, 99)} | {
-        "max": round(s[-1] * 1e3, 2), "n": len(s)}
+    return {
+        f"p{q}": round(s[min(len(s) - 1, int(len(s) * q / 100))] * 1e3, 2) for q in (50, 99)
+    } | {"max": round(s[-1] * 1e3, 2), "n": len(s)}
 
 
 def emit_line(obj: dict) -> None:
@@ -604,7 +620,9 @@ async def main_async(args: argparse.Namespace) -> None:
                     return
                 if command.startswith("start"):
                     _, window_start, window_end, grace = command.split()
-                    result = await gen.measure(float(window_start), float(window_end), float(grace), emit_line)
+                    result = await gen.measure(
+                        float(window_start), float(window_end), float(grace), emit_line
+                    )
                     emit_line(result)
                     return
         else:
@@ -656,15 +674,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--connect-timeout", type=float, default=10.0)
     p.add_argument("--ramp-timeout", type=float, default=180.0, help="give up ramping after this")
     p.add_argument("--duration", type=float, default=20.0)
-    p.add_argument("--grace", type=float, default=3.0, help="wait for late readings after the window")
+    p.add_argument(
+        "--grace", type=float, default=3.0, help="wait for late readings after the window"
+    )
     p.add_argument("--client", choices=sorted(OPENERS), default="raw")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--cpus", default="", help="pin to these CPUs, e.g. 1")
     p.add_argument("--samples-out", default="", help="write latencies (float64 seconds) here")
-    p.add_argument("--control", action="store_true", help="driven by bench/run.py over stdin/stdout")
-    p.add_argument("--churn-rate", type=float, default=0.0,
-                   help="after the ramp, replace this many clients a second for --duration seconds")
-    p.add_argument("--report-every", type=float, default=10.0, help="churn progress line every N seconds")
+    p.add_argument(
+        "--control", action="store_true", help="driven by bench/run.py over stdin/stdout"
+    )
+    p.add_argument(
+        "--churn-rate",
+        type=float,
+        default=0.0,
+        help="after the ramp, replace this many clients a second for --duration seconds",
+    )
+    p.add_argument(
+        "--report-every", type=float, default=10.0, help="churn progress line every N seconds"
+    )
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("--host must be a loopback address")

@@ -5,6 +5,7 @@ Sleep-then-emit background task, ``socketio.run`` defaults (so eventlet's
 same ``random_number`` event as the real server so one load generator measures both.
 Only a ``/healthz`` route is added, so the bench runner can tell when it is up.
 """
+
 import argparse
 import sys
 
@@ -41,7 +42,9 @@ def background_thread():
     while True:
         socketio.sleep(args.interval)
         n += 1
-        socketio.emit("random_number", {"seq": n, "value": random.randint(0, 100), "ts": time.time()})
+        socketio.emit(
+            "random_number", {"seq": n, "value": random.randint(0, 100), "ts": time.time()}
+        )
 
 
 @app.route("/healthz")

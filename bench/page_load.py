@@ -9,6 +9,7 @@ per load and as median / p90 / max: milliseconds from navigation start to the mo
 ``#current-value`` first shows a number, and the bytes transferred for the page and its
 assets (compressed, as on the wire; the WebSocket's history snapshot is data, not assets).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,24 @@ def main() -> None:
     interval = 0.01
     log = Path(tempfile.mkdtemp(prefix="page-load-")) / "server.log"
     server = harness.ServerProcess(
-        "server", [harness.PYTHON, str(harness.ROOT / "random_stream.py"), "--host", "127.0.0.1",
-                   "--port", str(port), "--db", ":memory:", "--interval", str(interval),
-                   "--history", str(args.history)], port, None, log,
+        "server",
+        [
+            harness.PYTHON,
+            str(harness.ROOT / "random_stream.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db",
+            ":memory:",
+            "--interval",
+            str(interval),
+            "--history",
+            str(args.history),
+        ],
+        port,
+        None,
+        log,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -60,10 +76,17 @@ def main() -> None:
         first, sizes, paints = [], [], []
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
-                executable_path="/usr/bin/chromium", headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update",
-                      "--disable-sync"],
+                executable_path="/usr/bin/chromium",
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
             )
             for _ in range(args.loads):
                 context = browser.new_context()  # a cold cache every time
@@ -76,20 +99,26 @@ def main() -> None:
                         raise RuntimeError("no number shown within 10 s")
                     time.sleep(0.02)
                 first.append(page.evaluate("() => window.__firstNumberAt"))
-                paints.append(page.evaluate("""() => {
+                paints.append(
+                    page.evaluate("""() => {
                     const fcp = performance.getEntriesByName('first-contentful-paint')[0];
                     return fcp ? fcp.startTime : null;
-                }"""))
-                sizes.append(page.evaluate("""() => {
+                }""")
+                )
+                sizes.append(
+                    page.evaluate("""() => {
                     const nav = performance.getEntriesByType('navigation')[0];
                     return nav.transferSize + performance.getEntriesByType('resource')
                         .reduce((sum, r) => sum + r.transferSize, 0);
-                }"""))
+                }""")
+                )
                 if "--timeline" in sys.argv:
-                    print(page.evaluate("""() => JSON.stringify({
+                    print(
+                        page.evaluate("""() => JSON.stringify({
                         nav: performance.getEntriesByType('navigation').map(n => [n.responseEnd|0, n.domContentLoadedEventEnd|0, n.loadEventEnd|0]),
                         res: performance.getEntriesByType('resource').map(r => [r.name.split('/').pop(), r.startTime|0, r.responseEnd|0]),
-                        first: window.__firstNumberAt|0})"""))
+                        first: window.__firstNumberAt|0})""")
+                    )
                 context.close()
             browser.close()
     finally:
@@ -97,14 +126,20 @@ def main() -> None:
     first.sort()
     p90 = first[min(len(first) - 1, int(0.9 * len(first)))]
     print(f"# bench/page_load.py --loads {args.loads} --history {args.history}")
-    print(f"first number shown: median {statistics.median(first):.0f} ms, p90 {p90:.0f} ms, "
-          f"max {first[-1]:.0f} ms over {len(first)} cold loads")
+    print(
+        f"first number shown: median {statistics.median(first):.0f} ms, p90 {p90:.0f} ms, "
+        f"max {first[-1]:.0f} ms over {len(first)} cold loads"
+    )
     paints = sorted(p for p in paints if p is not None)
     if paints:
-        print(f"first contentful paint (the number is in the first paint): median "
-              f"{statistics.median(paints):.0f} ms, max {paints[-1]:.0f} ms")
-    print(f"page + assets transferred: {statistics.median(sizes) / 1024:.1f} KiB "
-          f"(median; compressed, with headers)")
+        print(
+            f"first contentful paint (the number is in the first paint): median "
+            f"{statistics.median(paints):.0f} ms, max {paints[-1]:.0f} ms"
+        )
+    print(
+        f"page + assets transferred: {statistics.median(sizes) / 1024:.1f} KiB "
+        f"(median; compressed, with headers)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ bench/loadgen.py pinned to the second CPU, measures for ``--duration`` seconds a
 prints a table, then the ratio real/naive for each figure. Every server and
 generator it started is stopped at the end, on error and on Ctrl-C.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,19 @@ def ensure_requirements() -> None:
 
         if sys.platform != "win32":
             import uvloop  # noqa: F401
-    except ImportError:
-        print(f"installing {REQUIREMENTS.relative_to(BENCH.parent)} into {sys.prefix}", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)])
+    except ImportError as exc:
+        if sys.prefix == sys.base_prefix:  # not a virtualenv: leave the system's Python alone
+            sys.exit(
+                f"bench: {exc.name} is missing. Run with the project's virtualenv "
+                f"(.venv/bin/python bench/run.py), which installs it, or: pip install -r {REQUIREMENTS}"
+            )
+        print(
+            f"installing {REQUIREMENTS.relative_to(BENCH.parent)} into {sys.prefix}",
+            file=sys.stderr,
+        )
+        subprocess.check_call(
+            [sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)]
+        )
 
 
 ensure_requirements()
@@ -84,18 +95,37 @@ REAL_ROOT = harness.ROOT  # where random_stream.py is taken from; --ref points i
 def export_ref(ref: str) -> Path:
     """Export commit ``ref`` to a temporary folder (git archive: the repository is not touched)."""
     dest = Path(tempfile.mkdtemp(prefix=f"bench-code-{ref.replace('/', '_')}-"))
-    archive = subprocess.run(["git", "archive", ref], cwd=harness.ROOT, capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=harness.ROOT, capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest
 
 
-def server_command(target: str, mode: str, port: int, interval: float, extra: list[str]) -> list[str]:
-    common = ["--host", "127.0.0.1", "--port", str(port), "--interval", str(interval), "--async-mode", mode]
+def server_command(
+    target: str, mode: str, port: int, interval: float, extra: list[str]
+) -> list[str]:
+    common = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--interval",
+        str(interval),
+        "--async-mode",
+        mode,
+    ]
     if target == "naive":
         return [harness.PYTHON, str(BENCH / "naive_app.py"), *common]
     return [
-        harness.PYTHON, str(REAL_ROOT / "random_stream.py"), *common,
-        "--db", ":memory:", "--max-connections", "20000", *extra,
+        harness.PYTHON,
+        str(REAL_ROOT / "random_stream.py"),
+        *common,
+        "--db",
+        ":memory:",
+        "--max-connections",
+        "20000",
+        *extra,
     ]
 
 
@@ -107,8 +137,11 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
     port = harness.free_port()
     tag = f"{target}-{mode}-{clients}"
     server = harness.ServerProcess(
-        tag, server_command(target, mode, port, args.interval, args.real_args.split()),
-        port, server_cpus, workdir / f"{tag}.log",
+        tag,
+        server_command(target, mode, port, args.interval, args.real_args.split()),
+        port,
+        server_cpus,
+        workdir / f"{tag}.log",
     )
     gens: list[harness.GeneratorProcess] = []
     try:
@@ -120,7 +153,9 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
         for i in range(procs):
             share = clients // procs + (1 if i < clients % procs else 0)
             gens.append(
-                harness.GeneratorProcess(port, share, gen_cpus, workdir / f"{tag}-{i}.f64", gen_args)
+                harness.GeneratorProcess(
+                    port, share, gen_cpus, workdir / f"{tag}-{i}.f64", gen_args
+                )
             )
         ramp_timeout = args.connect_timeout * (clients / args.batch + 2) + 60
         ramped = [g.read("ramped", ramp_timeout) for g in gens]
@@ -132,10 +167,24 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
         if args.profile:
             # py-spy samples the server from the generator's CPU for the whole window.
             profiler = harness.spawn(
-                [str(Path(harness.PYTHON).parent / "py-spy"), "record", "--pid", str(server.proc.pid),
-                 "--duration", str(int(args.duration)), "--rate", "200", "--format", "raw", "--nonblocking",
-                 "--output", str(Path(args.profile) / f"{tag}.txt")],
-                gen_cpus, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    str(Path(harness.PYTHON).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(server.proc.pid),
+                    "--duration",
+                    str(int(args.duration)),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(Path(args.profile) / f"{tag}.txt"),
+                ],
+                gen_cpus,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         server_cpu = min(server_cpus) if server_cpus else 0
         busy0 = harness.cpu_busy_seconds(server_cpu)
@@ -209,11 +258,15 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
         "gen_cpu_pct": (gcpu1 - gcpu0) / wall * 100,
         # Anything else that ran on the server's CPU meanwhile (other programs, interrupts):
         # if this is more than a few %, the machine was not quiet and the figures are pessimistic.
-        "other_cpu_pct": max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall * 100 if server_cpus else math.nan,
+        "other_cpu_pct": max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall * 100
+        if server_cpus
+        else math.nan,
         "gen_us_per_msg": (gcpu1 - gcpu0) / messages * 1e6 if messages else math.nan,
         # How long readings waited in the generator's socket buffers before it read them;
         # latency comes from kernel receive timestamps, so this delay is not in it.
-        "gen_lag_p99_ms": max((r["gen_lag_ms"].get("p99", math.nan) for r in results), default=math.nan),
+        "gen_lag_p99_ms": max(
+            (r["gen_lag_ms"].get("p99", math.nan) for r in results), default=math.nan
+        ),
         "other_events": {
             name: sum(r["other_events"].get(name, 0) for r in results)
             for name in {name for r in results for name in r["other_events"]}
@@ -263,7 +316,7 @@ def print_table(rows: list[dict], out=sys.stdout) -> None:
 
 def print_ratios(rows: list[dict], out=sys.stdout) -> None:
     by_key = {(r["target"], r["mode"], r["requested"]): r for r in rows}
-    headers = ["mode", "N"] + [h for _, h, _, _ in COLUMNS if h not in SKIP_RATIO]
+    headers = ["mode", "N"] + [h for _, h, _, _ in COLUMNS if h not in SKIP_RATIO] + ["note"]
     lines = []
     for (target, mode, n), real in by_key.items():
         naive = by_key.get(("naive", mode, n))
@@ -278,6 +331,8 @@ def print_ratios(rows: list[dict], out=sys.stdout) -> None:
                 line.append("-" if not (a == 0 and b == 0) else "=")
             else:
                 line.append(f"{a / b:.2f}")
+        held = naive.get("connected", 0)
+        line.append(f"naive held only {held}" if held < real.get("connected", 0) else "")
         lines.append(line)
     if lines:
         print("\nratio real/naive (lower is better except conn):", file=out)
@@ -285,7 +340,10 @@ def print_ratios(rows: list[dict], out=sys.stdout) -> None:
 
 
 def print_markdown(headers: list[str], lines: list[list[str]], out) -> None:
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+        for i, h in enumerate(headers)
+    ]
     print("| " + " | ".join(h.rjust(w) for h, w in zip(headers, widths)) + " |", file=out)
     print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|", file=out)
     for line in lines:
@@ -313,19 +371,30 @@ def machine_description() -> str:
             pass
     return (
         f"{model}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}; " + ", ".join(versions)
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}; "
+        + ", ".join(versions)
     )
 
 
 def code_version(ref: str = "") -> str:
     """The commit benchmarked; without ``ref``, marked dirty when the working tree differs."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", ref or "HEAD"], cwd=harness.ROOT,
-                             capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", ref or "HEAD"],
+            cwd=harness.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         if ref:
             return rev or ref
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=harness.ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=harness.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return f"{rev}{' (dirty)' if dirty else ''}" if rev else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -333,24 +402,52 @@ def code_version(ref: str = "") -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clients", default="1000,2000,5000,10000", help="comma-separated client counts (max 10000)")
+    p.add_argument(
+        "--clients",
+        default="1000,2000,5000,10000",
+        help="comma-separated client counts (max 10000)",
+    )
     p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")
-    p.add_argument("--modes", default="eventlet,gevent", help="async modes: eventlet, gevent, threading")
-    p.add_argument("--targets", default="real,naive", help="real (random_stream.py), naive (bench/naive_app.py)")
+    p.add_argument(
+        "--modes", default="eventlet,gevent", help="async modes: eventlet, gevent, threading"
+    )
+    p.add_argument(
+        "--targets",
+        default="real,naive",
+        help="real (random_stream.py), naive (bench/naive_app.py)",
+    )
     p.add_argument("--interval", type=float, default=1.0)
-    p.add_argument("--grace", type=float, default=3.0, help="seconds to wait for late readings after the window")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=3.0,
+        help="seconds to wait for late readings after the window",
+    )
     p.add_argument("--batch", type=int, default=500, help="connections opened per ramp step")
     p.add_argument("--connect-timeout", type=float, default=10.0)
-    p.add_argument("--procs", type=int, default=1, help="load generator processes (all on the generator CPU)")
+    p.add_argument(
+        "--procs", type=int, default=1, help="load generator processes (all on the generator CPU)"
+    )
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.add_argument("--real-args", default="", help="extra arguments for random_stream.py")
-    p.add_argument("--ref", default="", help="benchmark random_stream.py as of this commit (e.g. HEAD) "
-                   "instead of the working tree")
-    p.add_argument("--nice", type=int, default=0, help="niceness of servers and generators "
-                   "(e.g. -10 on a busy machine; negative needs root)")
+    p.add_argument(
+        "--ref",
+        default="",
+        help="benchmark random_stream.py as of this commit (e.g. HEAD) instead of the working tree",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of servers and generators (e.g. -10 on a busy machine; negative needs root)",
+    )
     p.add_argument("--json", default="", help="also write all figures to this JSON file")
-    p.add_argument("--profile", default="", help="sample each server with py-spy into this folder "
-                   "(collapsed stacks, one file per run; needs `pip install py-spy` and ptrace rights)")
+    p.add_argument(
+        "--profile",
+        default="",
+        help="sample each server with py-spy into this folder "
+        "(collapsed stacks, one file per run; needs `pip install py-spy` and ptrace rights)",
+    )
     args = p.parse_args(argv)
     args.client_counts = [int(c) for c in args.clients.split(",") if c]
     if any(n < 1 or n > 10000 for n in args.client_counts):
@@ -377,8 +474,11 @@ def main(argv=None) -> int:
     print(f"# bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     code = code_version(args.ref) if args.ref else code_version()
     print(f"# {started:%Y-%m-%d %H:%M} UTC; code {code}; {machine_description()}")
-    print(f"# server pinned to CPU {harness.available_cpus()[0]}, load generator to CPU "
-          f"{harness.available_cpus()[-1]}; logs in {workdir}", flush=True)
+    print(
+        f"# server pinned to CPU {harness.available_cpus()[0]}, load generator to CPU "
+        f"{harness.available_cpus()[-1]}; logs in {workdir}",
+        flush=True,
+    )
     rows: list[dict] = []
     try:
         for n in args.client_counts:
@@ -398,7 +498,8 @@ def main(argv=None) -> int:
                         f"    connected {row['connected']}/{n}, p99 {row['p99_ms']:.0f} ms, missed {row['missed']}, "
                         f"{row['cpu_us_per_msg']:.1f} us/msg, {row['kb_per_client']:.1f} KB/client, "
                         f"gen CPU {row['gen_cpu_pct']:.0f}%, other load on the server CPU {row['other_cpu_pct']:.0f}%",
-                        file=sys.stderr, flush=True,
+                        file=sys.stderr,
+                        flush=True,
                     )
     except KeyboardInterrupt:
         print("\ninterrupted: stopping servers", file=sys.stderr)
@@ -409,10 +510,14 @@ def main(argv=None) -> int:
     print_ratios(rows)
     busy = [r for r in rows if r.get("other_cpu_pct", 0) > 10]
     if busy:
-        print(f"\nWARNING: in {len(busy)} of {len(rows)} runs other programs used more than 10% of the server's "
-              "CPU (column other%): latency, jitter and drift there are pessimistic; rerun on a quiet machine.")
+        print(
+            f"\nWARNING: in {len(busy)} of {len(rows)} runs other programs used more than 10% of the server's "
+            "CPU (column other%): latency, jitter and drift there are pessimistic; rerun on a quiet machine."
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"started": started.isoformat(), "args": vars(args), "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"started": started.isoformat(), "args": vars(args), "rows": rows}, indent=1)
+        )
     return 0 if rows else 1
 
 

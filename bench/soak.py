@@ -10,6 +10,7 @@ TCP reset). Every ``--every`` seconds it prints the server's RSS, CPU and the ch
 counts; at the end, a verdict: memory is flat when RSS grew by no more than
 ``--tolerance-mb`` (or 5%) between the end of the warm-up and the end of the soak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run  # noqa: E402  (installs bench/requirements.txt if needed)
 import harness  # noqa: E402
+import run  # noqa: E402  (installs bench/requirements.txt if needed)
 
 
 def main(argv=None) -> int:
@@ -36,10 +37,14 @@ def main(argv=None) -> int:
     p.add_argument("--target", default="real", choices=["real", "naive"])
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--real-args", default="")
-    p.add_argument("--nice", type=int, default=0, help="niceness of server and generator (negative needs root)")
+    p.add_argument(
+        "--nice", type=int, default=0, help="niceness of server and generator (negative needs root)"
+    )
     args = p.parse_args(argv)
     if not 0 < args.minutes <= 30 or not 0 < args.clients <= 10000 or not 0 < args.churn <= 2000:
-        p.error("keep it bounded: --minutes in (0, 30], --clients in (0, 10000], --churn in (0, 2000]")
+        p.error(
+            "keep it bounded: --minutes in (0, 30], --clients in (0, 10000], --churn in (0, 2000]"
+        )
     harness.raise_fd_limit()
     harness.NICE = args.nice
     cpus = harness.available_cpus()
@@ -50,8 +55,11 @@ def main(argv=None) -> int:
     cmd = run.server_command(args.target, args.mode, port, args.interval, args.real_args.split())
     print(f"# bench/soak.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; {run.machine_description()}")
-    print(f"# {args.target} server ({args.mode}) on CPU {cpus[0]}, churn generator on CPU {cpus[-1]}; "
-          f"logs in {workdir}", flush=True)
+    print(
+        f"# {args.target} server ({args.mode}) on CPU {cpus[0]}, churn generator on CPU {cpus[-1]}; "
+        f"logs in {workdir}",
+        flush=True,
+    )
     server = harness.ServerProcess(args.target, cmd, port, server_cpus, workdir / "server.log")
     gen = None
     samples: list[tuple[float, float, int]] = []  # (elapsed s, RSS MB, connections opened so far)
@@ -59,19 +67,39 @@ def main(argv=None) -> int:
         server.wait_ready()
         rss_start = server.rss() / 2**20
         gen_cmd = [
-            harness.PYTHON, str(harness.BENCH / "loadgen.py"), "--port", str(port),
-            "--clients", str(args.clients), "--churn-rate", str(args.churn),
-            "--duration", str(args.minutes * 60), "--report-every", str(args.every),
+            harness.PYTHON,
+            str(harness.BENCH / "loadgen.py"),
+            "--port",
+            str(port),
+            "--clients",
+            str(args.clients),
+            "--churn-rate",
+            str(args.churn),
+            "--duration",
+            str(args.minutes * 60),
+            "--report-every",
+            str(args.every),
         ]
         import subprocess
 
-        gen = harness.spawn(gen_cmd, gen_cpus, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, bufsize=1)
+        gen = harness.spawn(
+            gen_cmd,
+            gen_cpus,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         reader = harness.LineReader(gen)
         ramped = reader.read("ramped", 120)
-        print(f"# server RSS at start {rss_start:.1f} MB; held {ramped['connected']} clients after "
-              f"{ramped['ramp_s']:.1f} s ({ramped['failed']} failed)")
-        print(f"{'t s':>6} {'RSS MB':>8} {'CPU %':>6} {'held':>6} {'opened':>8} {'closed':>8} {'failed':>7} {'gaps':>6}",
-              flush=True)
+        print(
+            f"# server RSS at start {rss_start:.1f} MB; held {ramped['connected']} clients after "
+            f"{ramped['ramp_s']:.1f} s ({ramped['failed']} failed)"
+        )
+        print(
+            f"{'t s':>6} {'RSS MB':>8} {'CPU %':>6} {'held':>6} {'opened':>8} {'closed':>8} {'failed':>7} {'gaps':>6}",
+            flush=True,
+        )
         cpu0, wall0 = server.cpu_seconds(), time.monotonic()
         deadline = time.monotonic() + args.minutes * 60 + 60
         while time.monotonic() < deadline:
@@ -81,8 +109,11 @@ def main(argv=None) -> int:
             cpu_pct = (cpu1 - cpu0) / (wall1 - wall0) * 100
             cpu0, wall0 = cpu1, wall1
             samples.append((msg["elapsed_s"], rss, msg["opened"]))
-            print(f"{msg['elapsed_s']:>6.0f} {rss:>8.1f} {cpu_pct:>6.0f} {msg['connected']:>6} {msg['opened']:>8} "
-                  f"{msg['closed']:>8} {msg['failed']:>7} {msg['gaps']:>6}", flush=True)
+            print(
+                f"{msg['elapsed_s']:>6.0f} {rss:>8.1f} {cpu_pct:>6.0f} {msg['connected']:>6} {msg['opened']:>8} "
+                f"{msg['closed']:>8} {msg['failed']:>7} {msg['gaps']:>6}",
+                flush=True,
+            )
             if msg["event"] == "churn_done":
                 if msg["errors"]:
                     print(f"# connect failures: {msg['errors']}")
