@@ -3,7 +3,7 @@
 One command (from the repository root, with the project's virtualenv)::
 
     .venv/bin/python bench/run.py
-    .venv/bin/python bench/run.py --clients 1000,2000,5000,10000 --duration 20 --modes eventlet,gevent
+    .venv/bin/python bench/run.py --clients 1000,2000,5000,10000 --duration 25 --modes eventlet,gevent
 
 For each client count N, async mode and target (``real`` = random_stream.py with
 ``--db :memory:``, ``naive`` = bench/naive_app.py) it starts the server on a free
@@ -407,7 +407,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="1000,2000,5000,10000",
         help="comma-separated client counts (max 10000)",
     )
-    p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=25.0,
+        help="measuring window, seconds (25 = one Engine.IO ping interval, so ping cost is in)",
+    )
     p.add_argument(
         "--modes", default="eventlet,gevent", help="async modes: eventlet, gevent, threading"
     )
