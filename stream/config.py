@@ -44,7 +44,7 @@ def validate(s: Settings) -> None:
         raise ConfigError("--host must not be empty")
     if not 0 <= s.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535 (got {s.port})")
-    if not 0.01 <= s.interval <= 3600 or s.interval != s.interval:
+    if not 0.01 <= s.interval <= 3600:  # also false for NaN
         raise ConfigError(f"--interval must be between 0.01 and 3600 seconds (got {s.interval})")
     if s.min > s.max:
         raise ConfigError(f"--min must not exceed --max (got min={s.min}, max={s.max})")
@@ -56,10 +56,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"--retention must be between --history ({s.history}) and 100000000 (got {s.retention})"
         )
-    if s.message_queue is not None and urlparse(s.message_queue).scheme not in ("redis", "rediss"):
-        raise ConfigError(
-            f"--message-queue must be a redis:// or rediss:// URL (got {s.message_queue!r})"
-        )
+    if s.message_queue is not None:
+        check_redis_url(s.message_queue)
     for origin in s.cors_origins:
         parts = urlparse(origin)
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
@@ -78,6 +76,19 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--ping-timeout must be between 1 and 3600 seconds (got {s.ping_timeout})")
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR (got {s.log_level!r})")
+
+
+def check_redis_url(url: str) -> None:
+    """redis[s]://[user:password@]host[:port][/db]: a bad port or db is an error, not db 0."""
+    problem = f"--message-queue must be a URL like redis://127.0.0.1:6379/0 (got {url!r})"
+    parts = urlparse(url)
+    try:
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(problem) from None
+    db = parts.path.strip("/")
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or (db and not db.isdigit()):
+        raise ConfigError(problem)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -141,9 +141,13 @@ class SharedPinger:
             now = time.monotonic()
             while due and due[0][0] <= now:
                 eio_socket = self.eio.sockets.get(due.popleft()[1])
-                if eio_socket is not None and not eio_socket.closing and not eio_socket.closed:
+                if eio_socket is None or eio_socket.closing or eio_socket.closed:
+                    continue
+                try:
                     eio_socket.last_ping = time.time()
                     eio_socket.send(eio_packet.Packet(eio_packet.PING))
+                except Exception:  # one broken socket must not stop everyone's pings
+                    log.exception("ping failed; the pinger goes on")
 
 
 def _write_now(eio_socket, frame: bytes) -> bool:
@@ -190,7 +194,11 @@ def _finish(ws, rest: bytes, lock) -> None:
     try:
         ws.socket.sendall(rest)
     except OSError:
-        pass  # the reader notices the dead connection
+        # Half a frame went out: nothing after it could be parsed, so end the connection.
+        try:
+            ws.socket.fd.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
     finally:
         lock.release()
 

@@ -156,7 +156,11 @@ class Guard:
         def connect(eio_sid, environ):
             self.limits[eio_sid] = ClientLimit(self.clock())
             self._watch(eio_sid)
-            return on_connect(eio_sid, environ)
+            try:
+                return on_connect(eio_sid, environ)
+            except BaseException:  # engine.io drops the socket without a disconnect event
+                self.limits.pop(eio_sid, None)
+                raise
 
         def message(eio_sid, data):
             limit = self.limits.get(eio_sid)
@@ -274,14 +278,18 @@ class Guard:
             self.socketio.sleep(min(1.0, self.join_timeout / 2))
             now = self.clock()
             for eio_sid, since in list(self.pending.items()):
-                if eio_sid not in self.eio.sockets:
+                try:
+                    if eio_sid not in self.eio.sockets:
+                        self.pending.pop(eio_sid, None)
+                    elif manager.sid_from_eio_sid(eio_sid, "/") is not None:
+                        self.pending.pop(eio_sid, None)
+                    elif now - since >= self.join_timeout:
+                        self.pending.pop(eio_sid, None)
+                        self._count(self.refused, "join_timeout")
+                        self.close(eio_sid)
+                except Exception:  # the sweep must outlive one bad connection
                     self.pending.pop(eio_sid, None)
-                elif manager.sid_from_eio_sid(eio_sid, "/") is not None:
-                    self.pending.pop(eio_sid, None)
-                elif now - since >= self.join_timeout:
-                    self.pending.pop(eio_sid, None)
-                    self._count(self.refused, "join_timeout")
-                    self.close(eio_sid)
+                    log.exception("join-timeout sweep failed for one connection")
             with self._lock:
                 if not self.pending:
                     self._sweeping = False

@@ -42,9 +42,6 @@ class Ring:
         self._items: deque[Reading] = deque(maxlen=size)
         self._lock = threading.Lock()  # only contended in threading mode
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def extend(self, readings: list[Reading]) -> None:
         with self._lock:
             for r in readings:

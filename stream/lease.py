@@ -80,7 +80,3 @@ class Lease:
     def release(self) -> bool:
         """Give the lease up (clean shutdown) so another process takes over at its next tick."""
         return bool(self._release(keys=[self.key], args=[self.token]))
-
-    def holder(self) -> str | None:
-        raw = self.client.get(self.key)
-        return raw.decode() if raw is not None else None

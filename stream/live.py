@@ -13,6 +13,11 @@ from .history import History, Reading
 
 log = logging.getLogger(__name__)
 
+# A client that asks again before reading the answers (each up to --history readings) would
+# make this process hold them all; past this many queued packets, resume is refused. Above
+# the guard's burst of 30, so a client within the rate limit is always answered.
+MAX_WAITING_ANSWERS = 32
+
 
 class Live:
     """The Socket.IO side of the stream. Clients read; nothing they send changes it."""
@@ -71,10 +76,19 @@ class Live:
         if isinstance(after, str):
             self.reject("resume", after)
             return
+        if self.answers_waiting() > MAX_WAITING_ANSWERS:
+            self.reject("resume", "resume: the previous answers have not been read yet")
+            return
         self.resumes += 1
         # A client away longer than the cap gets the newest readings; the rest is a gap.
         after = max(after, self.history.last_seq - self.history_size)
         emit("history", self.history_payload(self.history.after(after, self.history_size)))
+
+    def answers_waiting(self) -> int:
+        """Packets queued for the requesting client that it has not taken yet."""
+        server = self.socketio.server
+        eio_socket = server.eio.sockets.get(server.manager.eio_sid_from_sid(request.sid, "/"))
+        return eio_socket.queue.qsize() if eio_socket is not None else 0
 
     def reject(self, reason: str, message: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

@@ -77,5 +77,9 @@ class _StreamCollector:
         sends.add_metric(["queued"], getattr(manager, "slow_sends", 0))
         yield sends
         yield CounterMetricFamily(
-            "random_stream_store_errors", "Store writes that failed", value=s.history.store_errors
+            "random_stream_laggards_dropped", "Clients cut off for being too far behind",
+            value=getattr(manager, "laggards_dropped", 0),
+        )
+        yield CounterMetricFamily(
+            "random_stream_store_errors", "Store operations that failed (writes; with Redis also lease claims and catch-up reads)", value=s.history.store_errors
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -57,7 +58,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        if exc.errno == 98:  # EADDRINUSE
+        if exc.errno == errno.EADDRINUSE:
             raise ConfigError(f"--port {port} is already in use on {host}") from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(LISTEN_BACKLOG)

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS meta (
 
 
 class SqliteStore:
-    """One connection, serialised by a lock; WAL so a killed process loses at most one write."""
+    """One connection, serialised by a lock; WAL, so a killed process loses no committed write."""
 
     def __init__(self, path: str, retention: int) -> None:
         self.path = path
@@ -68,13 +68,6 @@ class SqliteStore:
     def stats_state(self) -> dict | None:
         rows = self._query("SELECT value FROM meta WHERE key = 'stats'")
         return json.loads(rows[0][0]) if rows else None
-
-    def meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def append(self, reading: Reading, stats_state: dict) -> None:
         """The reading, the stats and the seq high-water mark in one transaction."""

@@ -114,12 +114,12 @@ def stats():
 
 @bp.get("/healthz")
 def healthz():
-    s = stream()
-    problems = s.problems(time.time())
+    s, now = stream(), time.time()
+    problems = s.problems(now)
     body = {
         "status": "ok" if not problems else "unhealthy",
         "last_seq": s.history.last_seq,
-        "last_tick_age": s.tick_age(time.time()),
+        "last_tick_age": s.tick_age(now),
         "clients": s.live.clients,
         "problems": problems,
     }

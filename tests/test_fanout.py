@@ -86,6 +86,7 @@ def test_a_stuck_client_does_not_hold_up_the_others(server_factory):
     while metric(server, "random_stream_connected_clients") > 1 and time.monotonic() < deadline:
         readings(healthy, 10)
     assert metric(server, "random_stream_connected_clients") == 1
+    assert metric(server, "random_stream_laggards_dropped_total") == 1
     assert "packets behind" in server.log()
     assert time.monotonic() - start < 60
     stuck.close()
@@ -109,3 +110,27 @@ def test_one_shared_task_pings_every_client_and_drops_the_silent(server_factory)
     assert readings(answering, 3), "the answering client stays"
     silent.close()
     answering.close()
+
+
+def test_resume_requests_from_a_client_that_does_not_read_are_refused(server_factory):
+    server = server_factory("--interval", "0.05", "--history", "5000")
+    time.sleep(5)  # a hundred readings: thirty answers are more than the socket buffers hold
+    greedy = raw_client(server.url, rcvbuf=4096)
+    for _ in range(30):  # the guard's burst: all pass the rate limit at once
+        greedy.send('42["resume",{"after":0}]')
+    time.sleep(4)
+    for _ in range(20):  # the allowance refilled at 10/s meanwhile
+        greedy.send('42["resume",{"after":0}]')
+    deadline = time.monotonic() + 20
+    refused = 0
+    while refused == 0 and time.monotonic() < deadline:
+        _, text = server.get("/metrics")
+        refused = sum(float(line.split()[-1]) for line in text.splitlines()
+                      if line.startswith('random_stream_rejected_inputs_total{reason="resume"}'))
+        time.sleep(0.2)
+    assert refused >= 1, "answers pile up no further than a few packets"
+    _, resumes = server.get("/metrics")
+    served = [float(line.split()[-1]) for line in resumes.splitlines()
+              if line.startswith("random_stream_resumes_total ")]
+    assert served and served[0] <= 40
+    greedy.close()
