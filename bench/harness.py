@@ -50,9 +50,18 @@ def available_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
 
 
+FD_WANTED = 65536  # gevent's WebSocket takes 2 fds a client: 10,000 clients need > 20,000
+
+
 def raise_fd_limit() -> int:
-    """Raise RLIMIT_NOFILE to the hard limit; return the new soft limit."""
+    """Raise RLIMIT_NOFILE to FD_WANTED (root may lift the hard limit too), else to the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < FD_WANTED:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (FD_WANTED, FD_WANTED))
+            return FD_WANTED
+        except (ValueError, OSError):
+            pass
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -64,8 +73,7 @@ NICE = 0  # niceness for everything spawned; run.py --nice sets it (negative nee
 def _child_setup(cpus: set[int] | None, nice: int):
     def setup() -> None:
         os.setsid()  # own process group: Ctrl-C in the terminal reaches us, we stop them
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        raise_fd_limit()
         if cpus:
             os.sched_setaffinity(0, cpus)
         if nice:
