@@ -54,7 +54,10 @@ def main(argv=None) -> int:
     port = harness.free_port()
     cmd = run.server_command(args.target, args.mode, port, args.interval, args.real_args.split())
     print(f"# bench/soak.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; {run.machine_description()}")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; code {run.code_version()}; "
+        f"{run.machine_description()}"
+    )
     print(
         f"# {args.target} server ({args.mode}) on CPU {cpus[0]}, churn generator on CPU {cpus[-1]}; "
         f"logs in {workdir}",
