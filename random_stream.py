@@ -68,6 +68,10 @@ class Stream:
     def broadcast(self, reading) -> None:
         with self.metrics.broadcast_seconds.time():
             self.live.broadcast(reading)
+        self.after_broadcast()
+
+    def after_broadcast(self) -> None:
+        """The quiet moment until the next tick; serve() puts garbage collection here."""
 
     def stop(self) -> None:
         self.ticker.stop()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 import warnings
 
 from .config import ENV_PREFIX, ConfigError
@@ -100,10 +102,38 @@ def serve(app, sock: socket.socket) -> None:
     host, port = sock.getsockname()[:2]
     note = " (deprecated upstream; gevent is the maintained alternative)" if mode == "eventlet" else ""
     log.info("serving http://%s:%d, async mode %s%s, pid %d", _url_host(host), port, mode, note, os.getpid())
+    collections = FullCollections()
+    stream.after_broadcast = collections.after_broadcast
     stream.start()
     stopper.run()
     stream.close()
     log.info("stopped")
+
+
+class FullCollections:
+    """Full garbage collections at a moment of our choosing: right after a broadcast.
+
+    Python's own full collections scan every tracked object: with 10,000 clients that is
+    1.7 million objects and a 1.5 s pause, at whatever moment the allocator decides, and
+    the ticker waits through it. Here start-up objects are frozen out of collection, the
+    automatic full collection is switched off, and one runs every EVERY seconds just
+    after a reading went out, when the next tick is furthest away.
+    """
+
+    EVERY = 60.0  # seconds; cyclic garbage of closed connections lives at most this long
+
+    def __init__(self) -> None:
+        gc.collect()
+        gc.freeze()  # modules, the app, the stream: never garbage, never scanned again
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, 1_000_000)  # no automatic full collection
+        self.last = time.monotonic()
+
+    def after_broadcast(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.EVERY:
+            self.last = now
+            gc.collect()
 
 
 def _url_host(host: str) -> str:

@@ -137,3 +137,32 @@ def test_logs_are_quiet(server_factory, viewers):
     lines = server.log().strip().splitlines()
     # start, ticker started, stopping, ticker stopped, stopped: nothing per reading or request
     assert len(lines) <= 6, lines
+
+
+def test_full_collections_wait_for_the_moment_after_a_broadcast():
+    import gc
+    import weakref
+
+    from stream.server import FullCollections
+
+    class Node:
+        pass
+
+    before = gc.get_threshold()
+    try:
+        collections = FullCollections()
+        assert gc.get_threshold()[2] >= 1_000_000, "no automatic full collection"
+        assert gc.get_freeze_count() > 0, "start-up objects are frozen"
+        cycle = Node()
+        cycle.me = cycle  # garbage that only a full collection frees
+        alive = weakref.ref(cycle)
+        gc.collect(1)  # into the oldest generation, as a long-lived connection would be
+        del cycle
+        collections.after_broadcast()
+        assert alive() is not None, "not due yet: nothing collected"
+        collections.last -= FullCollections.EVERY
+        collections.after_broadcast()
+        assert alive() is None, "a due full collection runs right after the broadcast"
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
