@@ -111,6 +111,9 @@ class FastManager(FastBroadcast, Manager):
     """The in-process client manager, with the fast broadcast."""
 
 
+PING_FRAME = websocket_frame(eio_packet.Packet(eio_packet.PING).encode())
+
+
 class SharedPinger:
     """One task sends every client its Engine.IO pings.
 
@@ -145,7 +148,8 @@ class SharedPinger:
                     continue
                 try:
                     eio_socket.last_ping = time.time()
-                    eio_socket.send(eio_packet.Packet(eio_packet.PING))
+                    if not _write_now(eio_socket, PING_FRAME):  # as broadcasts: direct if free
+                        eio_socket.send(eio_packet.Packet(eio_packet.PING))
                 except Exception:  # one broken socket must not stop everyone's pings
                     log.exception("ping failed; the pinger goes on")
 
