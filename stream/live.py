@@ -48,9 +48,8 @@ class Live:
     def on_connect(self, auth=None) -> None:
         self.clients += 1
         self.connects += 1
-        server = self.socketio.server
-        eio_sid = server.manager.eio_sid_from_sid(request.sid, "/")
-        server._send_eio_packet(eio_sid, self.snapshot())  # what emit() ends in, minus the encoding
+        # What emit() ends in, minus encoding the same snapshot again for every client.
+        self.socketio.server._send_eio_packet(self.requester_eio_sid(), self.snapshot())
 
     def snapshot(self) -> eio_packet.Packet:
         """The `history` packet for new clients, encoded once per reading, not per client.
@@ -86,9 +85,12 @@ class Live:
 
     def answers_waiting(self) -> int:
         """Packets queued for the requesting client that it has not taken yet."""
-        server = self.socketio.server
-        eio_socket = server.eio.sockets.get(server.manager.eio_sid_from_sid(request.sid, "/"))
+        eio_socket = self.socketio.server.eio.sockets.get(self.requester_eio_sid())
         return eio_socket.queue.qsize() if eio_socket is not None else 0
+
+    def requester_eio_sid(self) -> str:
+        """The Engine.IO session of the client whose event is being handled."""
+        return self.socketio.server.manager.eio_sid_from_sid(request.sid, "/")
 
     def reject(self, reason: str, message: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
