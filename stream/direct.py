@@ -1,25 +1,30 @@
-"""WebSocket clients without a writer task: whoever sends a packet writes it.
+"""WebSocket clients without tasks of their own: the event hub reads, the sender writes.
 
-engine.io gives every WebSocket client a queue and a writer task that waits on it. Under
-eventlet that task costs a greenlet, its own stack of Python frames and a timer for life,
-about 20 KB per idle client, to move packets that can almost always be written at once.
-Here the queue writes through: a packet is framed and written with one non-blocking send
-by the task that sends it. Only what the kernel cannot take at once waits in the queue,
-and a short-lived task drains it, in order, and ends.
+engine.io serves each WebSocket client with two tasks for its whole life: a reader, which
+under eventlet is the HTTP server's connection task with the full WSGI call stack under
+it, and a writer waiting on a queue. Thousands of idle clients then cost about 50 KB
+each, mostly stacks and buffers, and every pong wakes a task. Here, for clients that
+open on WebSocket under eventlet:
+- writes go through: whoever sends a packet frames it and writes it with one
+  non-blocking send. Only what the kernel cannot take at once waits, in order, and a
+  short-lived task drains it;
+- reads are a callback of eventlet's hub on the socket (hub.add, its documented API):
+  frames are parsed as they arrive, a pong is handled on the spot, other packets are
+  handed, in order, to a short-lived task that runs engine.io's receive();
+- the HTTP connection task ends after the handshake when the server allows it
+  (server.py's protocol offers a Detach); elsewhere it waits for the connection to end.
 
-The connection's reader is engine.io's, restated in `serve_websocket` without the writer.
-Extension points used (tests/test_direct.py fails if an upgrade moves them):
-- engine.io's `connect` handler runs after the socket is made, before its first write;
-  `adopt` replaces the socket's `queue` and its `_websocket_handler` there;
-- the socket's queue is used only through put(), qsize() and join() on a WebSocket;
-- eventlet's WebSocket keeps its green socket in `.socket` (the raw one in `.socket.fd`)
-  and takes `_sendlock` for its own writes (pongs, close frames).
-Only clients that open on WebSocket under eventlet are adopted; polling clients, upgrades
-from polling and the other async modes keep engine.io's queue and writer.
+Extension points used (tests/test_direct.py and test_fanout.py fail if an upgrade moves
+them): engine.io's `connect` handler runs after the socket is made and before its first
+write, and `adopt` replaces the socket's `queue` (used through put, qsize and join) and
+its `_websocket_handler` there; eventlet's WebSocket keeps its socket in `.socket`, with
+the raw one in `.socket.fd`, and sends no close frame once `websocket_closed` is set.
+Polling clients, upgrades from polling and the other async modes keep engine.io's way.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import types
 from urllib.parse import parse_qs
@@ -27,18 +32,51 @@ from urllib.parse import parse_qs
 from engineio import exceptions
 from engineio import packet as eio_packet
 
+log = logging.getLogger(__name__)
+
+DETACH = "random_stream.detach"  # environ: a Detach, if the server can let go of a connection
+
+
+class Detach:
+    """A server's offer to end a connection's task without closing the connection.
+
+    An object, not an environ flag: middleware (Flask-SocketIO's among them) passes a
+    copy of environ on, and the server only sees its own.
+    """
+
+    __slots__ = ("requested",)
+
+    def __init__(self) -> None:
+        self.requested = False
+
+PONG = eio_packet.Packet(eio_packet.PONG)
+CLOSE_FRAME = b"\x88\x00"  # a WebSocket close frame without a status
+RECV_SIZE = 65536
+# RFC 6455 close codes sent when a client breaks the protocol.
+PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1002, 1007, 1009
+
 
 def websocket_frame(text: str) -> bytes:
     """An unmasked, final, uncompressed RFC 6455 text frame (the server-to-client form)."""
-    payload = text.encode()
+    return _frame(0x81, text.encode())
+
+
+def _frame(first_byte: int, payload: bytes) -> bytes:
     n = len(payload)
     if n < 126:
-        header = bytes((0x81, n))
+        header = bytes((first_byte, n))
     elif n < 65536:
-        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+        header = bytes((first_byte, 126)) + n.to_bytes(2, "big")
     else:
-        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+        header = bytes((first_byte, 127)) + n.to_bytes(8, "big")
     return header + payload
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR a client frame's payload with its 4-byte mask, as one big-integer operation."""
+    n = len(payload)
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
 
 def opens_on_websocket(environ) -> bool:
@@ -48,35 +86,60 @@ def opens_on_websocket(environ) -> bool:
 
 
 def adopt(eio_socket) -> None:
-    """Give a new engine.io socket a write-through queue and a reader without a writer."""
+    """Serve a new engine.io socket that opens on WebSocket with a Connection."""
     old = eio_socket.queue
-    queue = DirectQueue(eio_socket.server)
+    connection = Connection(eio_socket)
     while old.qsize():  # the OPEN packet, put before the connect handler ran
-        queue.put(old.get(block=False))
+        connection.put(old.get(block=False))
         old.task_done()
-    eio_socket.queue = queue
+    eio_socket.queue = connection
     # An instance attribute: engine.io's _upgrade_websocket looks it up on the socket.
     eio_socket._websocket_handler = types.MethodType(serve_websocket, eio_socket)
 
 
-class DirectQueue:
-    """A WebSocket client's outgoing frames: written at once, or in order by a short task.
+def serve_websocket(eio_socket, ws) -> list:
+    """engine.io's Socket._websocket_handler for a connection that opens on WebSocket."""
+    eio_socket.connected = True
+    eio_socket.upgraded = True
+    connection = eio_socket.queue
+    ws.websocket_closed = True  # the Connection sends the close frames, not eventlet
+    detach = ws.environ.get(DETACH)
+    if detach is not None:
+        detach.requested = True
+    else:  # some other eventlet server: keep its task until the connection ends
+        connection.ended = eio_socket.server.create_event()
+    connection.open(ws.socket, getattr(ws, "screen", None))
+    if connection.ended is not None:
+        connection.ended.wait()
+    return []
 
-    `busy` is False only while a frame may be written at once: the WebSocket is open,
-    nothing is waiting and no task is writing. That keeps the broadcast's check to one
-    attribute and a lock test per client.
+
+class Connection:
+    """One WebSocket client: engine.io's queue for it, its writer and its reader.
+
+    `busy` is False only while a frame may be written at once: the socket is open,
+    nothing is waiting and no task is writing. The broadcast's check is that attribute.
     """
 
-    def __init__(self, eio) -> None:
-        self.eio = eio
+    def __init__(self, eio_socket) -> None:
+        self.eio_socket = eio_socket
+        self.eio = eio_socket.server
         self.pending: list[bytes | None] = []  # None: close after what is before it
-        self.ws = None
+        self.sock = None  # eventlet's green socket, for waiting writes and closing
         self.send_now = None  # the raw non-blocking socket's send
-        self.busy = True  # until attach()
-        self.ended = False
-        self.drained = None  # an Event while a task is writing the waiting frames
+        self.busy = True  # until open()
+        self.closed = False
+        self.draining = False
+        self.ended = None  # an Event, when a task waits for the end
+        self.listener = None
+        self.screen = None
+        self.unread = b""  # received bytes not yet a whole frame
+        self.fragments: list[bytes] = []  # the pieces so far of a message in pieces
+        self.fragmented = 0  # that message's opcode, while it arrives
+        self.inbox: list[str | bytes] = []
+        self.delivering = False
 
-    # What engine.io's Socket uses: put (send and close), qsize, join (close(wait=True)).
+    # engine.io's side: Socket.send() and close() put Packets and a final None.
 
     def put(self, pkt) -> None:
         self.put_frame(None if pkt is None else websocket_frame(pkt.encode()))
@@ -85,9 +148,9 @@ class DirectQueue:
         return len(self.pending)
 
     def join(self) -> None:
-        drained = self.drained
-        if drained is not None:
-            drained.wait()
+        """close(wait=True): until what was put is written or the connection ended."""
+        while self.draining and not self.closed:
+            self.eio.sleep(0.05)
 
     def get(self, block=True, timeout=None):  # polling only; never on a WebSocket
         raise self.eio.get_queue_empty_exception()()
@@ -95,104 +158,222 @@ class DirectQueue:
     def task_done(self) -> None:
         pass
 
-    # The write path.
+    # Writing.
 
     def put_frame(self, frame: bytes | None) -> bool:
         """Write `frame` now if the socket takes it whole; else queue it. True if written."""
-        if not self.busy and frame is not None and not self.ws._sendlock.locked():
+        if not self.busy and frame is not None:
             try:
                 sent = self.send_now(frame)
             except BlockingIOError:
                 sent = 0
-            except OSError:  # the peer is gone: the reader notices and ends the connection
-                self.end()
+            except OSError:  # the peer is gone
+                self.cut()
                 return False
             if sent == len(frame):
                 return True
             frame = frame[sent:]  # the rest must go before anything else
-        if self.ended:
+        if self.closed:
             return False
         self.pending.append(frame)
-        if self.ws is not None and self.drained is None:
-            self._start_draining()
+        if self.sock is not None and not self.draining:
+            self.busy = self.draining = True
+            self.eio.start_background_task(self._drain)
         return False
 
-    def _start_draining(self) -> None:
-        self.busy = True
-        self.drained = self.eio.create_event()
-        self.eio.start_background_task(self._drain)
+    def _drain(self) -> None:
+        """Write the waiting frames in order, waiting for room; at a None, close."""
+        try:
+            while self.pending and not self.closed:
+                frame = self.pending[0]
+                if frame is None:  # engine.io closed the socket
+                    self.sock.sendall(CLOSE_FRAME)
+                    self.close()
+                    self.eio.sockets.pop(self.eio_socket.sid, None)
+                    return
+                self.sock.sendall(frame)  # green: waits for room, up to the socket timeout
+                del self.pending[0]  # a short list: a deque would cost 600 bytes per client
+        except OSError:  # gone, or stuck past the timeout
+            self.cut()
+        finally:
+            self.draining = False
+            self.busy = self.closed  # unless it closed, frames go straight out again
 
-    def attach(self, ws) -> None:
-        """The WebSocket is open: write what was put before, then write through."""
-        self.ws = ws
-        self.send_now = ws.socket.fd.send
+    # Reading: a callback of the hub, so no task waits on each client.
+
+    def open(self, green_socket, screen=None) -> None:
+        """The handshake is done: write what was put before, then read and write through."""
+        from eventlet import hubs
+
+        self.sock = green_socket
+        # A writer waiting for room gives up after this long (engine.io's own choice).
+        green_socket.settimeout(self.eio.ping_interval + self.eio.ping_timeout)
+        self.send_now = green_socket.fd.send
+        self.screen = screen
+        hub = hubs.get_hub()
+        self.listener = hub.add(hub.READ, green_socket.fileno(), self._readable, self._gone, _noop)
+        self.listener.greenlet = None  # only for its repr; it would keep the ended HTTP task
         if self.pending:
-            self._start_draining()
+            self.busy = self.draining = True
+            self.eio.start_background_task(self._drain)
         else:
             self.busy = False
 
-    def _drain(self) -> None:
-        """Write the waiting frames in order, waiting for room; close at a None."""
-        ws = self.ws
+    def _readable(self, fileno) -> None:
         try:
-            while self.pending:
-                frame = self.pending[0]
-                if frame is None:
-                    self.pending.clear()
-                    self.ended = True
-                    ws.close()  # a close frame, then the reader ends the connection
-                    return
-                with ws._sendlock:  # eventlet's own writes (pongs) must not cut in
-                    ws.socket.sendall(frame)  # green: waits, up to the socket's timeout
-                del self.pending[0]  # a short list: a deque would cost 600 bytes per client
-        except OSError:  # gone, or stuck past the timeout
-            self.end()
-        finally:
-            self.drained.set()
-            self.drained = None
-            self.busy = self.ended  # unless it ended, frames go straight out again
+            data = self.sock.fd.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        try:
+            if not data:
+                self.finish(self.eio.reason.TRANSPORT_CLOSE)
+                return
+            self.unread = self.unread + data if self.unread else data
+            self._parse()
+        except Exception:  # never into the hub, which would print it and drop the socket
+            log.exception("WebSocket read failed; closing that connection")
+            self.finish(self.eio.reason.TRANSPORT_ERROR)
 
-    def end(self) -> None:
-        """Drop what waits and cut the connection; its reader then ends it for engine.io."""
-        self.ended = self.busy = True
-        self.pending.clear()
-        if self.ws is not None:
+    def _gone(self, *args) -> None:
+        self.finish(self.eio.reason.TRANSPORT_CLOSE)
+
+    def _parse(self) -> None:
+        """Take every whole frame out of `unread` (RFC 6455, client to server: masked)."""
+        limit = self.eio.max_http_buffer_size
+        while not self.closed:
+            buf = self.unread
+            if len(buf) < 2:
+                return
+            first, second = buf[0], buf[1]
+            fin, opcode, n = first & 0x80, first & 0x0F, second & 0x7F
+            start = 2
+            if n == 126:
+                start, n = 4, int.from_bytes(buf[2:4], "big")
+            elif n == 127:
+                start, n = 10, int.from_bytes(buf[2:10], "big")
+            if first & 0x70 or not second & 0x80 or (opcode >= 8 and (not fin or n > 125)):
+                return self.refuse(PROTOCOL_ERROR)  # extensions, unmasked or broken control
+            if n > limit:
+                return self.refuse(TOO_BIG)
+            end = start + 4 + n
+            if len(buf) < end:
+                return
+            payload = unmask(buf[start + 4:end], buf[start:start + 4])
+            self.unread = buf[end:]
+            if opcode >= 8:
+                self._control(opcode, payload)
+            elif opcode == 0:
+                if not self.fragmented:
+                    return self.refuse(PROTOCOL_ERROR)  # a continuation of nothing
+                self.fragments.append(payload)
+                if sum(map(len, self.fragments)) > limit:
+                    return self.refuse(TOO_BIG)
+                if fin:
+                    message, self.fragments = b"".join(self.fragments), []
+                    opcode, self.fragmented = self.fragmented, 0
+                    self._message(opcode, message)
+            elif opcode in (1, 2):
+                if self.fragmented:
+                    return self.refuse(PROTOCOL_ERROR)  # a new message inside another
+                if fin:
+                    self._message(opcode, payload)
+                else:
+                    self.fragments, self.fragmented = [payload], opcode
+            else:
+                return self.refuse(PROTOCOL_ERROR)
+
+    def _control(self, opcode: int, payload: bytes) -> None:
+        if opcode == 0x9:  # ping: the same payload back
+            self.put_frame(_frame(0x8A, payload))
+        elif opcode == 0x8:  # close: answer with the same code, then end
+            self.put_frame(_frame(0x88, payload[:2]))
+            self.finish(self.eio.reason.CLIENT_DISCONNECT)
+        # 0xA, pong: nothing to do
+
+    def _message(self, opcode: int, payload: bytes) -> None:
+        if opcode == 1:
             try:
-                self.ws.socket.fd.shutdown(socket.SHUT_RDWR)
+                data = payload.decode()
+            except UnicodeDecodeError:
+                return self.refuse(INVALID_DATA)
+        else:
+            data = payload
+        if self.screen is not None and not self.screen(data):
+            return self.refuse(PROTOCOL_ERROR)
+        if data == "3" and not self.inbox:  # a pong: cheap and ours, handled right here
+            self.eio_socket.receive(PONG)
+            return
+        self.inbox.append(data)
+        if not self.delivering:
+            self.delivering = True
+            self.eio.start_background_task(self._deliver)
+
+    def _deliver(self) -> None:
+        """engine.io's receive() for each waiting message, in order, in a task of its own
+        (handlers may wait, which the hub cannot)."""
+        try:
+            while self.inbox and not self.closed:
+                data = self.inbox.pop(0)
+                try:
+                    self.eio_socket.receive(eio_packet.Packet(encoded_packet=data))
+                except exceptions.UnknownPacketError:
+                    pass
+                except exceptions.SocketIsClosedError:
+                    self.finish(self.eio.reason.TRANSPORT_CLOSE)
+                except Exception:
+                    log.exception("could not handle a packet; closing that connection")
+                    self.finish(self.eio.reason.TRANSPORT_ERROR)
+        finally:
+            self.delivering = False
+
+    # Ending.
+
+    def refuse(self, code: int) -> None:
+        """The client broke the protocol: say why in a close frame, then end."""
+        self.put_frame(_frame(0x88, code.to_bytes(2, "big")))
+        self.finish(self.eio.reason.TRANSPORT_ERROR)
+
+    def finish(self, reason) -> None:
+        """The connection ended on the client's side: tell engine.io, then close."""
+        if self.closed:
+            return
+        self.close()
+        self.eio_socket.close(wait=False, abort=True, reason=reason)  # the disconnect event
+        self.eio.sockets.pop(self.eio_socket.sid, None)
+
+    def cut(self) -> None:
+        """Drop what waits and cut the connection now; the reader then finishes it."""
+        self.pending.clear()
+        self.busy = True
+        if self.sock is not None:
+            try:
+                self.sock.fd.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
+    def close(self) -> None:
+        """Stop reading and writing and close the socket (the last frames are out)."""
+        if self.closed:
+            return
+        self.closed = self.busy = True
+        self.pending.clear()
+        self.inbox.clear()
+        if self.listener is not None:
+            from eventlet import hubs
 
-def serve_websocket(eio_socket, ws) -> list:
-    """engine.io's Socket._websocket_handler for a connection that opens on WebSocket,
-    with the queue writing through instead of a writer task."""
-    server = eio_socket.server
-    ws.socket.settimeout(server.ping_interval + server.ping_timeout)
-    eio_socket.connected = True
-    eio_socket.upgraded = True
-    eio_socket.queue.attach(ws)
-    while True:
-        try:
-            data = ws.wait()
-            if data is not None and len(data) > server.max_http_buffer_size:
-                raise ValueError("packet is too large")
-        except Exception as exc:
-            if not eio_socket.closed:
-                server.logger.info('%s: Unexpected error "%s", closing connection',
-                                   eio_socket.sid, exc)
-            break
-        if data is None:  # closed by the client
-            break
-        try:
-            eio_socket.receive(eio_packet.Packet(encoded_packet=data))
-        except exceptions.UnknownPacketError:
-            pass
-        except exceptions.SocketIsClosedError:
-            break
-        except Exception:
-            server.logger.exception("Unknown receive error")
-            break
-    eio_socket.queue.put(None)
-    eio_socket.queue.join()
-    eio_socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
-    return []
+            hubs.get_hub().remove(self.listener)
+            self.listener = None
+        if self.sock is not None:
+            try:
+                self.sock.fd.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+        if self.ended is not None:
+            self.ended.set()
+
+
+def _noop(*args) -> None:
+    pass

@@ -26,7 +26,7 @@ from socketio import Manager
 from socketio import packet as sio_packet
 
 from . import direct
-from .direct import DirectQueue, websocket_frame
+from .direct import Connection, websocket_frame
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class FastBroadcast:
             if eio_socket is None:
                 continue
             queue = eio_socket.queue
-            if queue.__class__ is not DirectQueue:
+            if queue.__class__ is not Connection:
                 slow += 1
                 self.server._send_eio_packet(eio_sid, pkt)  # what Manager.emit does per client
             elif queue.put_frame(frame):
@@ -107,7 +107,7 @@ class FastBroadcast:
                         len(laggards), MAX_BACKLOG)
             for eio_socket in laggards:
                 eio_socket.close(wait=False, abort=True, reason=self.server.eio.reason.SERVER_DISCONNECT)
-                eio_socket.queue.end()  # drop its backlog now; it never drains
+                eio_socket.queue.cut()  # drop its backlog now; it never drains
 
 
 class FastManager(FastBroadcast, Manager):
@@ -151,7 +151,7 @@ class SharedPinger:
                     continue
                 try:
                     eio_socket.last_ping = time.time()
-                    if eio_socket.queue.__class__ is DirectQueue:
+                    if eio_socket.queue.__class__ is Connection:
                         eio_socket.queue.put_frame(PING_FRAME)  # framed once for everyone
                     else:
                         eio_socket.send(eio_packet.Packet(eio_packet.PING))

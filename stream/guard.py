@@ -207,6 +207,14 @@ class Guard:
             self._logged.add(key)
             log.warning(message + " (further ones are only counted in /metrics)", *args)
 
+    def screen_frame(self, data) -> bool:
+        """Whether a WebSocket frame may go on to engine.io; a bad one is counted and logged."""
+        if frame_is_packet(data):
+            return True
+        self._count(self.rejected, "bad_packet")
+        self._log_once("bad_frame", "closed a WebSocket that sent a frame that is no packet")
+        return False
+
     def close(self, eio_sid: str) -> None:
         """Close one Engine.IO connection without waiting for its queue to drain."""
         socket = self.eio.sockets.get(eio_sid)
@@ -333,6 +341,7 @@ def _checked_websocket(driver, guard: Guard):
         def __init__(self, handler, server):
             def checked(ws):
                 ws.wait = _checked_wait(ws.wait, guard)
+                ws.screen = guard.screen_frame  # for readers that do not call wait (direct.py)
                 return handler(ws)
 
             if hasattr(handler, "__self__"):  # the engine.io socket, for wrappers outside this one
@@ -349,9 +358,7 @@ def _checked_websocket(driver, guard: Guard):
 def _checked_wait(wait, guard: Guard):
     def checked_wait():
         data = wait()
-        if data is not None and not frame_is_packet(data):
-            guard._count(guard.rejected, "bad_packet")
-            guard._log_once("bad_frame", "closed a WebSocket that sent a frame that is no packet")
+        if data is not None and not guard.screen_frame(data):
             return None  # engine.io then closes this connection as if the client had
         return data
 

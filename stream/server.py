@@ -183,6 +183,8 @@ def _LeanHttpProtocol():
     """
     import eventlet.wsgi
 
+    from .direct import DETACH, Detach
+
     class LeanHttpProtocol(eventlet.wsgi.HttpProtocol):
         rbufsize = 512
         wbufsize = 1024
@@ -195,6 +197,30 @@ def _LeanHttpProtocol():
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+
+        detach = None
+
+        def get_environ(self):
+            environ = super().get_environ()
+            environ[DETACH] = self.detach = Detach()
+            return environ
+
+        def finish(self):
+            if self.detach is not None and self.detach.requested:
+                # A WebSocket lives on without this task (stream/direct.py): release the
+                # HTTP side only, and hand eventlet's clean-up nothing to shut down.
+                self.rfile.close()
+                self.wfile.close()
+                self.conn_state[1] = _Detached()
+                return
+            super().finish()
+
+    class _Detached:
+        def shutdown(self, how=None):
+            pass
+
+        def close(self):
+            pass
 
     return LeanHttpProtocol
 

@@ -8,9 +8,13 @@ the queue does instead of the writer task (back-pressure, order, closing) still 
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 import time
 
 import websocket
+from conftest import ROOT, free_port, http_get
 from test_fanout import metric, raw_client
 
 READING = re.compile(r'42\["random_number",\{"seq":(\d+),')
@@ -75,3 +79,117 @@ def test_a_client_that_leaves_is_forgotten_and_others_go_on(server_factory):
     assert seen == list(range(seen[0], seen[0] + 10))
     assert "Traceback" not in server.log()
     staying.close()
+
+
+# The reader: RFC 6455 frames as clients may send them ---------------------------------------
+
+def frame(opcode, payload: bytes, fin=True, masked=True, mask=b"\x01\x02\x03\x04"):
+    header = bytes(((0x80 if fin else 0) | opcode, (0x80 if masked else 0) | len(payload)))
+    if not masked:
+        return header + payload
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def close_code(ws):
+    """The status code of the close frame the server sent, reading past other frames."""
+    ws.settimeout(5)
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big") if data else None
+
+
+def test_a_message_in_fragments_and_in_single_bytes_is_put_together(server_factory):
+    server = server_factory("--interval", "0.05")
+    ws = raw_client(server.url)
+    message = b'42["resume",{"after":0}]'
+    # Three frames (text, continuation, continuation), written one byte at a time.
+    pieces = frame(0x1, message[:5], fin=False) + frame(0x0, message[5:12], fin=False) \
+        + frame(0x0, message[12:], fin=True)
+    for i in range(len(pieces)):
+        ws.sock.sendall(pieces[i:i + 1])
+        time.sleep(0.002)
+    ws.settimeout(5)
+    assert any(ws.recv().startswith('42["history"') for _ in range(50)), "the resume was answered"
+    ws.close()
+
+
+def test_a_client_close_frame_is_answered_and_the_client_forgotten(server_factory):
+    server = server_factory("--interval", "0.05")
+    ws = raw_client(server.url)
+    assert metric(server, "random_stream_connected_clients") == 1
+    ws.sock.sendall(frame(0x8, (1000).to_bytes(2, "big") + b"bye"))
+    assert close_code(ws) == 1000
+    deadline = time.monotonic() + 5
+    while metric(server, "random_stream_connected_clients") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(server, "random_stream_connected_clients") == 0
+
+
+def test_protocol_errors_close_with_their_code_and_others_go_on(server_factory):
+    server = server_factory("--interval", "0.05")
+    bystander = raw_client(server.url)
+    cases = [
+        (frame(0x1, b"42[]", masked=False), 1002),  # clients must mask
+        (frame(0x1, b"\xff\xfe"), 1007),  # text that is not UTF-8
+        (frame(0x0, b"3"), 1002),  # a continuation of nothing
+        (frame(0x9, b"x", fin=False), 1002),  # a fragmented control frame
+        (frame(0x3, b"x"), 1002),  # a reserved opcode
+    ]
+    for data, code in cases:
+        ws = raw_client(server.url)
+        ws.sock.sendall(data)
+        assert close_code(ws) == code, data
+        ws.close()
+    seen = []
+    while len(seen) < 5:
+        if match := READING.match(bystander.recv()):
+            seen.append(int(match[1]))
+    assert seen == list(range(seen[0], seen[0] + 5))
+    assert "Traceback" not in server.log()
+    bystander.close()
+
+
+def test_under_a_plain_eventlet_server_the_connection_keeps_its_task(tmp_path):
+    """socketio.run() and eventlet.wsgi.server offer no Detach: the HTTP task then waits
+    for the connection to end instead of closing it."""
+    port = free_port()
+    script = tmp_path / "plain.py"
+    script.write_text(textwrap.dedent(f"""
+        import eventlet
+        eventlet.monkey_patch()
+        import sys
+        import eventlet.wsgi
+        sys.path.insert(0, {str(ROOT)!r})
+        from random_stream import create_app
+        from stream.config import Settings
+        app = create_app(Settings(db=":memory:", interval=0.05))
+        app.extensions["random_stream"].start()
+        eventlet.wsgi.server(eventlet.listen(("127.0.0.1", {port})), app, log_output=False)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if http_get(url + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        ws = raw_client(url)
+        seen = []
+        while len(seen) < 10:
+            if match := READING.match(ws.recv()):
+                seen.append(int(match[1]))
+        assert seen == list(range(seen[0], seen[0] + 10))
+        ws.close()
+        deadline = time.monotonic() + 5
+        while http_get(url + "/healthz")[1]["clients"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert http_get(url + "/healthz")[1]["clients"] == 0
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0].decode()
+    assert "Traceback" not in output
