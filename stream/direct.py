@@ -52,6 +52,9 @@ class Detach:
 PONG = eio_packet.Packet(eio_packet.PONG)
 CLOSE_FRAME = b"\x88\x00"  # a WebSocket close frame without a status
 RECV_SIZE = 65536
+MAX_PENDING = 512  # frames waiting for a client that does not read; then it is cut off
+MAX_FRAGMENTS = 64  # pieces of one message
+LINGER = 5.0  # seconds a closed connection waits for the client to close its side
 # RFC 6455 close codes sent when a client breaks the protocol.
 PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1002, 1007, 1009
 
@@ -119,6 +122,8 @@ class Connection:
 
     `busy` is False only while a frame may be written at once: the socket is open,
     nothing is waiting and no task is writing. The broadcast's check is that attribute.
+    Ending has two steps: `closing` (no more reading of messages or writing; our side
+    half-closed) and `released` (the socket closed and the hub no longer watching it).
     """
 
     def __init__(self, eio_socket) -> None:
@@ -128,12 +133,14 @@ class Connection:
         self.sock = None  # eventlet's green socket, for waiting writes and closing
         self.send_now = None  # the raw non-blocking socket's send
         self.busy = True  # until open()
-        self.closed = False
         self.draining = False
+        self.closing = False
+        self.released = False
         self.ended = None  # an Event, when a task waits for the end
         self.listener = None
+        self.linger_timer = None
         self.screen = None
-        self.unread = b""  # received bytes not yet a whole frame
+        self.unread = bytearray()  # received bytes not yet a whole frame
         self.fragments: list[bytes] = []  # the pieces so far of a message in pieces
         self.fragmented = 0  # that message's opcode, while it arrives
         self.inbox: list[str | bytes] = []
@@ -142,14 +149,18 @@ class Connection:
     # engine.io's side: Socket.send() and close() put Packets and a final None.
 
     def put(self, pkt) -> None:
-        self.put_frame(None if pkt is None else websocket_frame(pkt.encode()))
+        if pkt is None:
+            self.put_frame(None)
+            return
+        data = pkt.encode()
+        self.put_frame(_frame(0x82, data) if isinstance(data, bytes) else websocket_frame(data))
 
     def qsize(self) -> int:
         return len(self.pending)
 
     def join(self) -> None:
         """close(wait=True): until what was put is written or the connection ended."""
-        while self.draining and not self.closed:
+        while self.draining and not self.released:
             self.eio.sleep(0.05)
 
     def get(self, block=True, timeout=None):  # polling only; never on a WebSocket
@@ -173,7 +184,10 @@ class Connection:
             if sent == len(frame):
                 return True
             frame = frame[sent:]  # the rest must go before anything else
-        if self.closed:
+        if self.closing:
+            return False
+        if len(self.pending) >= MAX_PENDING:  # a client that sends but never reads
+            self.cut()
             return False
         self.pending.append(frame)
         if self.sock is not None and not self.draining:
@@ -184,20 +198,23 @@ class Connection:
     def _drain(self) -> None:
         """Write the waiting frames in order, waiting for room; at a None, close."""
         try:
-            while self.pending and not self.closed:
+            while self.pending and not self.closing:
                 frame = self.pending[0]
                 if frame is None:  # engine.io closed the socket
                     self.sock.sendall(CLOSE_FRAME)
                     self.close()
                     self.eio.sockets.pop(self.eio_socket.sid, None)
-                    return
+                    break
                 self.sock.sendall(frame)  # green: waits for room, up to the socket timeout
-                del self.pending[0]  # a short list: a deque would cost 600 bytes per client
+                if self.pending and self.pending[0] is frame:  # (close() may have emptied it)
+                    del self.pending[0]  # at most MAX_PENDING: a deque would cost 600 B a client
         except OSError:  # gone, or stuck past the timeout
             self.cut()
         finally:
             self.draining = False
-            self.busy = self.closed  # unless it closed, frames go straight out again
+            self.busy = self.closing  # unless it is closing, frames go straight out again
+            if self.released:
+                self.sock.close()  # release() left that to this task
 
     # Reading: a callback of the hub, so no task waits on each client.
 
@@ -212,7 +229,9 @@ class Connection:
         self.screen = screen
         hub = hubs.get_hub()
         self.listener = hub.add(hub.READ, green_socket.fileno(), self._readable, self._gone, _noop)
-        self.listener.greenlet = None  # only for its repr; it would keep the ended HTTP task
+        # The listener notes the task that made it, for the hub to wake on trouble; that
+        # task (the HTTP connection's) ends now, so the hub itself stands in for it.
+        self.listener.greenlet = hub.greenlet
         if self.pending:
             self.busy = self.draining = True
             self.eio.start_background_task(self._drain)
@@ -226,11 +245,15 @@ class Connection:
             return
         except OSError:
             data = b""
+        if self.closing:  # only waiting for the client to close its side
+            if not data:
+                self.release()
+            return
         try:
             if not data:
                 self.finish(self.eio.reason.TRANSPORT_CLOSE)
                 return
-            self.unread = self.unread + data if self.unread else data
+            self.unread += data
             self._parse()
         except Exception:  # never into the hub, which would print it and drop the socket
             log.exception("WebSocket read failed; closing that connection")
@@ -238,59 +261,63 @@ class Connection:
 
     def _gone(self, *args) -> None:
         self.finish(self.eio.reason.TRANSPORT_CLOSE)
+        self.release()
 
     def _parse(self) -> None:
         """Take every whole frame out of `unread` (RFC 6455, client to server: masked)."""
-        limit = self.eio.max_http_buffer_size
-        while not self.closed:
-            buf = self.unread
-            if len(buf) < 2:
-                return
-            first, second = buf[0], buf[1]
-            fin, opcode, n = first & 0x80, first & 0x0F, second & 0x7F
-            start = 2
-            if n == 126:
-                start, n = 4, int.from_bytes(buf[2:4], "big")
-            elif n == 127:
-                start, n = 10, int.from_bytes(buf[2:10], "big")
-            if first & 0x70 or not second & 0x80 or (opcode >= 8 and (not fin or n > 125)):
-                return self.refuse(PROTOCOL_ERROR)  # extensions, unmasked or broken control
-            if n > limit:
-                return self.refuse(TOO_BIG)
-            end = start + 4 + n
-            if len(buf) < end:
-                return
-            payload = unmask(buf[start + 4:end], buf[start:start + 4])
-            self.unread = buf[end:]
-            if opcode >= 8:
-                self._control(opcode, payload)
-            elif opcode == 0:
-                if not self.fragmented:
-                    return self.refuse(PROTOCOL_ERROR)  # a continuation of nothing
-                self.fragments.append(payload)
-                if sum(map(len, self.fragments)) > limit:
+        buf, pos, limit = self.unread, 0, self.eio.max_http_buffer_size
+        try:
+            while not self.closing and len(buf) - pos >= 2:
+                first, second = buf[pos], buf[pos + 1]
+                fin, opcode, n = first & 0x80, first & 0x0F, second & 0x7F
+                start = pos + 2
+                if first & 0x70 or not second & 0x80 or (opcode >= 8 and (not fin or n > 125)):
+                    return self.refuse(PROTOCOL_ERROR)  # extensions, unmasked, bad control
+                if n == 126:
+                    start, n = pos + 4, int.from_bytes(buf[pos + 2:pos + 4], "big")
+                elif n == 127:
+                    start, n = pos + 10, int.from_bytes(buf[pos + 2:pos + 10], "big")
+                if n > limit:
                     return self.refuse(TOO_BIG)
-                if fin:
-                    message, self.fragments = b"".join(self.fragments), []
-                    opcode, self.fragmented = self.fragmented, 0
-                    self._message(opcode, message)
-            elif opcode in (1, 2):
-                if self.fragmented:
-                    return self.refuse(PROTOCOL_ERROR)  # a new message inside another
-                if fin:
-                    self._message(opcode, payload)
+                end = start + 4 + n
+                if len(buf) < end:
+                    return
+                payload = unmask(bytes(buf[start + 4:end]), bytes(buf[start:start + 4]))
+                pos = end
+                if opcode >= 8:
+                    self._control(opcode, payload)
+                elif opcode == 0:
+                    if not self.fragmented:
+                        return self.refuse(PROTOCOL_ERROR)  # a continuation of nothing
+                    self.fragments.append(payload)
+                    if len(self.fragments) > MAX_FRAGMENTS or sum(map(len, self.fragments)) > limit:
+                        return self.refuse(TOO_BIG)
+                    if fin:
+                        message, self.fragments = b"".join(self.fragments), []
+                        opcode, self.fragmented = self.fragmented, 0
+                        self._message(opcode, message)
+                elif opcode in (1, 2):
+                    if self.fragmented:
+                        return self.refuse(PROTOCOL_ERROR)  # a new message inside another
+                    if fin:
+                        self._message(opcode, payload)
+                    else:
+                        self.fragments, self.fragmented = [payload], opcode
                 else:
-                    self.fragments, self.fragmented = [payload], opcode
-            else:
-                return self.refuse(PROTOCOL_ERROR)
+                    return self.refuse(PROTOCOL_ERROR)  # a reserved opcode
+        finally:
+            del buf[:pos]  # once per read, not per frame
 
     def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == 0x9:  # ping: the same payload back
             self.put_frame(_frame(0x8A, payload))
         elif opcode == 0x8:  # close: answer with the same code, then end
+            if len(payload) == 1 or (payload and not _valid_close(payload)):
+                return self.refuse(PROTOCOL_ERROR)
             self.put_frame(_frame(0x88, payload[:2]))
             self.finish(self.eio.reason.CLIENT_DISCONNECT)
-        # 0xA, pong: nothing to do
+        elif opcode != 0xA:  # 0xA, pong: nothing to do; 0xB-0xF are reserved
+            self.refuse(PROTOCOL_ERROR)
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode == 1:
@@ -314,7 +341,7 @@ class Connection:
         """engine.io's receive() for each waiting message, in order, in a task of its own
         (handlers may wait, which the hub cannot)."""
         try:
-            while self.inbox and not self.closed:
+            while self.inbox and not self.closing:
                 data = self.inbox.pop(0)
                 try:
                     self.eio_socket.receive(eio_packet.Packet(encoded_packet=data))
@@ -336,8 +363,8 @@ class Connection:
         self.finish(self.eio.reason.TRANSPORT_ERROR)
 
     def finish(self, reason) -> None:
-        """The connection ended on the client's side: tell engine.io, then close."""
-        if self.closed:
+        """The connection ended on the client's side: close, then tell engine.io."""
+        if self.closing:
             return
         self.close()
         self.eio_socket.close(wait=False, abort=True, reason=reason)  # the disconnect event
@@ -354,25 +381,60 @@ class Connection:
                 pass
 
     def close(self) -> None:
-        """Stop reading and writing and close the socket (the last frames are out)."""
-        if self.closed:
+        """Stop reading messages and writing; half-close, so that what was written (a close
+        frame last) arrives, and release the socket once the client has closed its side."""
+        if self.closing:
             return
-        self.closed = self.busy = True
+        self.closing = self.busy = True
         self.pending.clear()
         self.inbox.clear()
-        if self.listener is not None:
-            from eventlet import hubs
+        self.fragments = []
+        self.unread = bytearray()
+        if self.sock is None:
+            return self.release()
+        try:
+            self.sock.fd.shutdown(socket.SHUT_WR)
+        except OSError:
+            return self.release()
+        from eventlet import hubs
 
+        # A client that never closes its side is let go after LINGER seconds.
+        self.linger_timer = hubs.get_hub().schedule_call_global(LINGER, self.release)
+
+    def release(self) -> None:
+        """Close the socket; the hub stops watching it."""
+        if self.released:
+            return
+        self.closing = self.released = self.busy = True
+        from eventlet import hubs
+
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
+            self.linger_timer = None
+        if self.listener is not None:
             hubs.get_hub().remove(self.listener)
             self.listener = None
         if self.sock is not None:
             try:
-                self.sock.fd.shutdown(socket.SHUT_RDWR)
+                self.sock.fd.shutdown(socket.SHUT_RDWR)  # wakes a drainer waiting for room
             except OSError:
                 pass
-            self.sock.close()
+            if not self.draining:  # else the drainer closes it as it ends
+                self.sock.close()
         if self.ended is not None:
             self.ended.set()
+
+
+def _valid_close(payload: bytes) -> bool:
+    """A close frame's status code and reason as RFC 6455 allows a client to send them."""
+    code = int.from_bytes(payload[:2], "big")
+    if not (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) and not 3000 <= code <= 4999:
+        return False
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _noop(*args) -> None:

@@ -209,9 +209,9 @@ def _LeanHttpProtocol():
             if self.detach is not None and self.detach.requested:
                 # A WebSocket lives on without this task (stream/direct.py): release the
                 # HTTP side only, and hand eventlet's clean-up nothing to shut down.
+                self.conn_state[1] = _Detached()
                 self.rfile.close()
                 self.wfile.close()
-                self.conn_state[1] = _Detached()
                 return
             super().finish()
 

@@ -193,3 +193,72 @@ def test_under_a_plain_eventlet_server_the_connection_keeps_its_task(tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=10)[0].decode()
     assert "Traceback" not in output
+
+
+def test_hostile_frame_streams_are_cut_off_without_stalling_anyone(server_factory):
+    server = server_factory("--interval", "0.05")
+    bystander = raw_client(server.url)
+    # Endless empty continuations of one message: refused after a bounded number of pieces.
+    ws = raw_client(server.url)
+    ws.sock.sendall(frame(0x1, b"4", fin=False) + frame(0x0, b"", fin=False) * 200)
+    assert close_code(ws) == 1009
+    ws.close()
+    # Pings from a client that never reads: its answers pile up only so far, then it is cut.
+    greedy = raw_client(server.url, rcvbuf=4096)
+    try:
+        for _ in range(2000):
+            greedy.sock.sendall(frame(0x9, b"x" * 125) * 10)
+    except OSError:
+        pass  # cut off: what the server does is the point
+    deadline = time.monotonic() + 10
+    while metric(server, "random_stream_connected_clients") > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(server, "random_stream_connected_clients") == 1
+    seen = []
+    while len(seen) < 5:
+        if match := READING.match(bystander.recv()):
+            seen.append(int(match[1]))
+    assert seen == list(range(seen[0], seen[0] + 5))
+    assert "Traceback" not in server.log()
+    bystander.close()
+
+
+def test_invalid_close_frames_are_protocol_errors(server_factory):
+    server = server_factory("--interval", "0.2")
+    for payload in (b"\x03", (1005).to_bytes(2, "big"), (1000).to_bytes(2, "big") + b"\xff"):
+        ws = raw_client(server.url)
+        ws.sock.sendall(frame(0x8, payload))
+        assert close_code(ws) == 1002, payload
+        ws.close()
+
+
+def test_a_server_side_close_arrives_whole_even_with_input_unread(server_factory):
+    server = server_factory("--interval", "0.2")
+    ws = raw_client(server.url)
+    # An invalid packet, and behind it more input the server will never look at.
+    ws.sock.sendall(frame(0x1, b"xyz") + frame(0x1, b"3") * 500)
+    ws.settimeout(5)
+    frames = []
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)  # a reset would raise here
+        frames.append((opcode, data))
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+    assert frames[-1][0] == websocket.ABNF.OPCODE_CLOSE
+
+
+def test_binary_packets_get_binary_frames():
+    from engineio.packet import MESSAGE, Packet
+
+    from stream.direct import Connection
+
+    class EngineIO:
+        ping_interval, ping_timeout = 25, 20
+
+    class Socket:
+        server = EngineIO()
+
+    connection = Connection(Socket())  # not open yet: frames wait in order
+    connection.put(Packet(MESSAGE, b"\x01\x02"))
+    connection.put(Packet(MESSAGE, "hi"))
+    assert connection.pending == [b"\x82\x02\x01\x02", b"\x81\x034hi"]
