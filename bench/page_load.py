@@ -8,6 +8,8 @@ Starts random_stream.py (``--db :memory:``) on a free 127.0.0.1 port, lets it bu
 per load and as median / p90 / max: milliseconds from navigation start to the moment
 ``#current-value`` first shows a number, and the bytes transferred for the page and its
 assets (compressed, as on the wire; the WebSocket's history snapshot is data, not assets).
+Each cold load starts a new browser context, so it includes starting a renderer process;
+the same loads are then repeated in one open tab with the HTTP cache disabled.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ new MutationObserver((_, observer) => {
   }
 }).observe(document, {subtree: true, childList: true, characterData: true});
 """
+
+
+def wait_first_number(page) -> float:
+    """Milliseconds from navigation start to the first number in #current-value."""
+    deadline = time.monotonic() + 10
+    while page.evaluate("() => window.__firstNumberAt") is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no number shown within 10 s")
+        time.sleep(0.02)
+    return page.evaluate("() => window.__firstNumberAt")
 
 
 def main() -> None:
@@ -73,7 +85,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         server.wait_ready()
         time.sleep(args.history * interval + 1)  # a full snapshot's worth of readings
-        first, sizes, paints = [], [], []
+        first, sizes, paints, warm = [], [], [], []
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path="/usr/bin/chromium",
@@ -93,12 +105,7 @@ def main() -> None:
                 page = context.new_page()
                 page.add_init_script(WATCH_FIRST_NUMBER)
                 page.goto(url + "/", wait_until="load")
-                deadline = time.monotonic() + 10
-                while page.evaluate("() => window.__firstNumberAt") is None:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("no number shown within 10 s")
-                    time.sleep(0.02)
-                first.append(page.evaluate("() => window.__firstNumberAt"))
+                first.append(wait_first_number(page))
                 paints.append(
                     page.evaluate("""() => {
                     const fcp = performance.getEntriesByName('first-contentful-paint')[0];
@@ -120,6 +127,19 @@ def main() -> None:
                         first: window.__firstNumberAt|0})""")
                     )
                 context.close()
+            # The same loads in one tab, the HTTP cache disabled: what a user's browser does
+            # when it already runs (no new renderer process to start for each load).
+            context = browser.new_context()
+            page = context.new_page()
+            page.add_init_script(WATCH_FIRST_NUMBER)
+            cdp = context.new_cdp_session(page)
+            cdp.send("Network.enable")
+            cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+            page.goto(url + "/", wait_until="load")  # starts the renderer
+            for _ in range(args.loads):
+                page.goto(url + "/", wait_until="load")
+                warm.append(wait_first_number(page))
+            context.close()
             browser.close()
     finally:
         server.stop()
@@ -129,6 +149,11 @@ def main() -> None:
     print(
         f"first number shown: median {statistics.median(first):.0f} ms, p90 {p90:.0f} ms, "
         f"max {first[-1]:.0f} ms over {len(first)} cold loads"
+    )
+    warm.sort()
+    print(
+        f"the same in one open tab, HTTP cache disabled: median {statistics.median(warm):.0f} ms, "
+        f"p90 {warm[min(len(warm) - 1, int(0.9 * len(warm)))]:.0f} ms, max {warm[-1]:.0f} ms"
     )
     paints = sorted(p for p in paints if p is not None)
     if paints:

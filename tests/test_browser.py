@@ -290,6 +290,7 @@ def test_pause_freezes_the_view_and_resume_catches_up(server_factory, dashboard)
     board.wait_seq_at_least(3)
 
     board.page.click("#pause-button")
+    board.wait_for("() => !document.getElementById('pause-note').hidden")  # drawn next frame
     frozen = board.state()
     assert frozen["pressed"] == "true"
     assert frozen["pauseNote"] and "Paused" in frozen["pauseNote"]

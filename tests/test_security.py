@@ -7,6 +7,8 @@ The guard's pure parts (token bucket, frame and payload checks) are tested direc
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
 import time
@@ -386,6 +388,18 @@ def test_csp_forbids_inline_script_and_the_page_has_none(server):
         assert tag.split(">", 1)[0].count("src=") == 1, "every script is a file"
         assert tag.split(">", 1)[1].startswith("</script>"), "no inline script body"
     assert " onclick=" not in html and " onload=" not in html and "javascript:" not in html
+
+
+def test_the_one_inline_stylesheet_is_admitted_by_its_hash_alone(server):
+    csp = SECURITY_HEADERS["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    sources = directives["style-src"].split()
+    assert "'unsafe-inline'" not in sources
+    _, _, page = http("GET", server.url + "/")
+    styles = page.decode().split("<style>")[1:]
+    assert len(styles) == 1 and " style=" not in page.decode()
+    digest = base64.b64encode(hashlib.sha256(styles[0].split("</style>")[0].encode()).digest())
+    assert sources == ["'self'", f"'sha256-{digest.decode()}'"]
 
 
 def test_a_500_is_json_without_a_traceback_and_has_the_headers(app):
