@@ -13,6 +13,8 @@ open on WebSocket under eventlet:
   handed, in order, to a short-lived task that runs engine.io's receive();
 - the HTTP connection task ends after the handshake when the server allows it
   (server.py's protocol offers a Detach); elsewhere it waits for the connection to end.
+The hub's callback never waits: anything that might (engine.io's receive, the disconnect
+handlers) runs in a task, except a pong, which only notes when the next ping is due.
 
 Extension points used (tests/test_direct.py and test_fanout.py fail if an upgrade moves
 them): engine.io's `connect` handler runs after the socket is made and before its first
@@ -24,6 +26,7 @@ Polling clients, upgrades from polling and the other async modes keep engine.io'
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import types
@@ -102,6 +105,7 @@ def adopt(eio_socket) -> None:
 
 def serve_websocket(eio_socket, ws) -> list:
     """engine.io's Socket._websocket_handler for a connection that opens on WebSocket."""
+    del eio_socket._websocket_handler  # used; it would keep the socket in a reference cycle
     eio_socket.connected = True
     eio_socket.upgraded = True
     connection = eio_socket.queue
@@ -109,6 +113,11 @@ def serve_websocket(eio_socket, ws) -> list:
     detach = ws.environ.get(DETACH)
     if detach is not None:
         detach.requested = True
+        # python-socketio keeps this environ for the connection's life: drop what would
+        # keep the finished HTTP request (its protocol object, buffers, headers) alive.
+        for key in ("eventlet.set_idle", "eventlet.input", "eventlet.posthooks"):
+            ws.environ.pop(key, None)
+        ws.environ["wsgi.input"] = io.BytesIO()  # the request body was read long ago
     else:  # some other eventlet server: keep its task until the connection ends
         connection.ended = eio_socket.server.create_event()
     connection.open(ws.socket, getattr(ws, "screen", None))
@@ -203,7 +212,7 @@ class Connection:
                 if frame is None:  # engine.io closed the socket
                     self.sock.sendall(CLOSE_FRAME)
                     self.close()
-                    self.eio.sockets.pop(self.eio_socket.sid, None)
+                    self._forget()
                     break
                 self.sock.sendall(frame)  # green: waits for room, up to the socket timeout
                 if self.pending and self.pending[0] is frame:  # (close() may have emptied it)
@@ -367,8 +376,19 @@ class Connection:
         if self.closing:
             return
         self.close()
+        # In a task: this often runs in the hub's callback, where the disconnect handlers
+        # could not wait for anything (a lock, a message queue) if they ever had to.
+        self.eio.start_background_task(self._disconnected, reason)
+
+    def _disconnected(self, reason) -> None:
         self.eio_socket.close(wait=False, abort=True, reason=reason)  # the disconnect event
+        self._forget()
+
+    def _forget(self) -> None:
+        """engine.io is done with this socket: drop it, and the reference cycle through it,
+        so that both go now rather than at the next full garbage collection."""
         self.eio.sockets.pop(self.eio_socket.sid, None)
+        self.eio_socket = None
 
     def cut(self) -> None:
         """Drop what waits and cut the connection now; the reader then finishes it."""

@@ -17,6 +17,7 @@ Only eventlet clients that open on WebSocket are fast-pathed; the rest use the n
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
@@ -58,7 +59,8 @@ class FastBroadcast:
             # and before it writes anything to the client.
             eio_socket = eio.sockets.get(eio_sid)
             if eio_socket is not None:
-                eio_socket.schedule_ping = lambda: self.pinger.schedule(eio_socket)
+                # By sid: a closure over the socket would keep it in a reference cycle.
+                eio_socket.schedule_ping = functools.partial(self.schedule_ping, eio_sid)
                 if self.fast and direct.opens_on_websocket(environ):
                     direct.adopt(eio_socket)
             return on_connect(eio_sid, environ, *args) if on_connect else None
@@ -68,6 +70,9 @@ class FastBroadcast:
     def initialize(self):
         super().initialize()
         self.pinger = SharedPinger(self.server.eio)
+
+    def schedule_ping(self, eio_sid: str) -> None:
+        self.pinger.schedule(eio_sid)  # the pinger starts with the first client, see above
 
     def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None,
              **kwargs):
@@ -135,10 +140,11 @@ class SharedPinger:
         self.due: deque[tuple[float, str]] = deque()
         eio.start_background_task(self.run)
 
-    def schedule(self, eio_socket) -> None:
-        if eio_socket.last_ping:  # the previous ping was answered (as engine.io checks)
+    def schedule(self, eio_sid: str) -> None:
+        eio_socket = self.eio.sockets.get(eio_sid)
+        if eio_socket is not None and eio_socket.last_ping:  # the previous ping was answered
             eio_socket.last_ping = None
-            self.due.append((time.monotonic() + self.eio.ping_interval, eio_socket.sid))
+            self.due.append((time.monotonic() + self.eio.ping_interval, eio_sid))
 
     def run(self) -> None:
         due = self.due

@@ -212,6 +212,7 @@ def _LeanHttpProtocol():
                 self.conn_state[1] = _Detached()
                 self.rfile.close()
                 self.wfile.close()
+                self.environ = None  # eventlet's set_idle in it refers back to this object
                 return
             super().finish()
 
