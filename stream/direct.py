@@ -119,7 +119,6 @@ def serve_websocket(eio_socket, ws) -> list:
             ws.environ.pop(key, None)
         ws.environ["wsgi.input"] = io.BytesIO()  # the request body was read long ago
         ws.environ["eventlet.posthooks"] = []  # eventlet reads it once the request ends
-        vars(ws).pop("wait", None)  # the guard's wrapper, unused here, refers back to ws
     else:  # some other eventlet server: keep its task until the connection ends
         connection.ended = eio_socket.server.create_event()
     connection.open(ws.socket, getattr(ws, "screen", None))

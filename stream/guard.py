@@ -342,7 +342,10 @@ def _checked_websocket(driver, guard: Guard):
             def checked(ws):
                 ws.wait = _checked_wait(ws.wait, guard)
                 ws.screen = guard.screen_frame  # for readers that do not call wait (direct.py)
-                return handler(ws)
+                try:
+                    return handler(ws)
+                finally:
+                    del ws.wait  # it refers back to ws: no cycle to outlive the handler
 
             if hasattr(handler, "__self__"):  # the engine.io socket, for wrappers outside this one
                 checked.__self__ = handler.__self__

@@ -188,6 +188,7 @@ def _LeanHttpProtocol():
     class LeanHttpProtocol(eventlet.wsgi.HttpProtocol):
         rbufsize = 512
         wbufsize = 1024
+        detach = None  # the request's offer to let its WebSocket outlive this task
 
         def setup(self):
             super().setup()
@@ -197,8 +198,6 @@ def _LeanHttpProtocol():
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-
-        detach = None
 
         def get_environ(self):
             environ = super().get_environ()
