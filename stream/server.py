@@ -408,11 +408,6 @@ def _LeanHttpProtocol(waiting: Waiting):
             except OSError:
                 pass
 
-        def get_environ(self):
-            environ = super().get_environ()
-            environ[DETACH] = self.detach = Detach()
-            return environ
-
         def finish(self):
             waiting.discard(self.connection)
             if self.detach is not None and self.detach.requested:
