@@ -358,7 +358,7 @@ def _LeanHttpProtocol(waiting: Waiting):
         def handle_one_request(self):
             if self.deadline is not None:  # keep-alive: waiting again, for the next request
                 waiting.add(self.connection)
-            self.deadline = eventlet.Timeout(REQUEST_TIMEOUT, socket.timeout("request timeout"))
+            self.deadline = eventlet.Timeout(REQUEST_TIMEOUT, TimeoutError("request timeout"))
             try:
                 super().handle_one_request()
             finally:
@@ -458,7 +458,7 @@ def _gevent_handler():
         deadline = None
 
         def handle_one_request(self):
-            self.deadline = gevent.Timeout.start_new(REQUEST_TIMEOUT, socket.timeout("request timeout"))
+            self.deadline = gevent.Timeout.start_new(REQUEST_TIMEOUT, TimeoutError("request timeout"))
             try:
                 return super().handle_one_request()
             finally:
@@ -467,7 +467,7 @@ def _gevent_handler():
         def read_request(self, raw_requestline):
             try:
                 return super().read_request(raw_requestline)
-            except socket.timeout:  # gevent would print a traceback for it: a 400, quietly
+            except TimeoutError:  # gevent would print a traceback for it: a 400, quietly
                 return False
             finally:
                 self.deadline.close()  # the request is in: the application takes its time
