@@ -22,6 +22,7 @@ LISTEN_BACKLOG = 2048
 SEND_BUFFER = 64 * 1024
 REQUEST_TIMEOUT = 5.0  # seconds a connection may wait (idle or half-sent) for its next request
 WAITING_LIMIT = 1024  # connections waiting for a request; past it the oldest is closed
+ACCEPT_BATCH = 16  # connections accepted in a row before other tasks get a turn
 FD_RESERVE = 64  # descriptors besides clients: the listener, the database, Redis, logs
 # accept() errors that mean "out of descriptors or memory": wait and retry, never exit.
 EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -140,6 +141,9 @@ class Waiting:
         if not self.sockets:
             return False
         sock, _ = self.sockets.popitem(last=False)
+        if not self.evicted:
+            log.warning("more than %d connections wait for a request: closing the longest-waiting "
+                        "ones (logged once)", self.limit)
         self.evicted += 1
         try:  # its task, blocked reading, sees the end of the stream and closes it
             sock.shutdown(socket.SHUT_RDWR)
@@ -162,6 +166,7 @@ class _Listener:
         self.waiting = waiting
         self.sleep = sleep
         self.exhausted = 0  # accept() calls that failed for want of descriptors
+        self.accepted = 0
         self._short = False
         self._logged_at = float("-inf")
 
@@ -184,6 +189,11 @@ class _Listener:
                 self._short = False
                 log.info("accepting connections again")
             self.waiting.add(conn)
+            self.accepted += 1
+            if self.accepted % ACCEPT_BATCH == 0:
+                # eventlet's loop accepts the whole backlog before anything else runs:
+                # let the ticker and the open connections in between.
+                self.sleep(0)
             return conn, address
 
     def _out_of_descriptors(self, exc: OSError) -> None:

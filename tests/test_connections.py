@@ -96,6 +96,25 @@ def test_running_out_of_descriptors_is_survived_logged_once_and_recovered(server
     assert "Traceback" not in server.log()
 
 
+def test_idle_sockets_past_the_descriptor_limit_are_closed_oldest_first(server_factory):
+    """Fails on the old code: 300 idle connects with `ulimit -n 200` ended the process."""
+    server = server_factory("--max-connections", "100", launch=False)
+    server.preexec_fn = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+    server.start()
+    socks = []
+    try:
+        for _ in range(300):
+            socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        status, body = http_get(server.url + "/healthz", timeout=5)
+        assert status == 200, body
+        assert closed_by_server(socks[0], timeout=2), "the oldest waiting one made room"
+        assert server.proc.poll() is None
+        assert "cannot accept connections" not in server.log(), "room was made before"
+    finally:
+        for s in socks:
+            s.close()
+
+
 # 2. Idle, silent and half-sent connections --------------------------------------------------
 
 def test_silent_half_sent_and_idle_sockets_leave_health_and_streams_untouched(server_factory,
