@@ -48,7 +48,9 @@ class Stream:
         self.stats = load_stats(store, settings)
         stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
         self.live = Live(socketio, self.history, stream_info, settings.history)
-        self.guard = Guard(socketio, settings.max_connections)
+        self.guard = Guard(socketio, settings.max_connections,
+                           max_per_address=settings.max_per_address,
+                           trusted_proxies=settings.trusted_proxies)
         self.metrics = Metrics(self)
         self.ticker = Ticker(
             self.history, self.stats, self.broadcast,
@@ -93,6 +95,8 @@ class Stream:
             found.append(f"last tick was {age:.1f}s ago (interval {self.settings.interval}s)")
         if self.history.store_error:
             found.append(f"store: {self.history.store_error}")
+        if getattr(self.store, "problem", None):
+            found.append(f"store: {self.store.problem}")
         return found
 
 
@@ -153,14 +157,14 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from stream.server import bind, fail, raise_fd_limit, serve
+    from stream.server import bind, fail, fd_budget, raise_fd_limit, serve
 
     try:
         settings = config.load(argv)
     except ConfigError as exc:
         fail(str(exc))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    raise_fd_limit(settings.max_connections + 256)
+    raise_fd_limit(fd_budget(settings.max_connections))
     try:
         sock = bind(settings.host, settings.port)
         try:

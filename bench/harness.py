@@ -147,8 +147,12 @@ class ServerProcess:
         self.port = port
         self.log_path = log
         self.log = open(log, "wb")
+        # Every load client comes from 127.0.0.1: lift the per-address limit (older
+        # versions ignore the variable).
+        env = {"RANDOM_STREAM_MAX_PER_ADDRESS": "1000000", **os.environ}
         self.proc = spawn(
-            cmd, cpus, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd, cpus, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
         )
         self.ps = psutil.Process(self.proc.pid)
 

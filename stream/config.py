@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -30,6 +31,8 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default=())
     async_mode: str = "eventlet"
     max_connections: int = 10_000
+    max_per_address: int = 100  # sessions one client address may hold (and ~1/10 of it per second)
+    trusted_proxies: tuple[str, ...] = field(default=())  # peers whose X-Forwarded-For is believed
     ping_interval: float = 25.0  # seconds between Engine.IO pings to each client
     ping_timeout: float = 20.0  # seconds a client may take to answer before it is dropped
     log_level: str = "INFO"
@@ -70,6 +73,18 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"--max-connections must be between 1 and 1000000 (got {s.max_connections})"
         )
+    if not 1 <= s.max_per_address <= 1_000_000:
+        raise ConfigError(
+            f"--max-per-address must be between 1 and 1000000 (got {s.max_per_address})"
+        )
+    for proxy in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"--trusted-proxies takes addresses or networks like 10.0.0.1 or 10.0.0.0/8 "
+                f"(got {proxy!r})"
+            ) from None
     if not 1 <= s.ping_interval <= 3600:
         raise ConfigError(f"--ping-interval must be between 1 and 3600 seconds (got {s.ping_interval})")
     if not 1 <= s.ping_timeout <= 3600:
@@ -112,6 +127,10 @@ def _parser() -> _Parser:
     add("--cors-origins", help="comma-separated origins allowed besides the page's own")
     add("--async-mode", help="eventlet (default), gevent or threading")
     add("--max-connections", help="concurrent connections per process (default 10000)")
+    add("--max-per-address", help="connections one client address may hold (default 100)")
+    add("--trusted-proxies",
+        help="comma-separated proxy addresses or networks whose X-Forwarded-For is believed "
+             "(default none)")
     add("--ping-interval", help="seconds between pings to each client (default 25)")
     add("--ping-timeout", help="seconds a client may take to answer a ping (default 20)")
     add("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
@@ -120,7 +139,7 @@ def _parser() -> _Parser:
 
 _CONVERTERS = {
     "port": int, "interval": float, "min": int, "max": int, "seed": int,
-    "history": int, "retention": int, "max_connections": int,
+    "history": int, "retention": int, "max_connections": int, "max_per_address": int,
     "ping_interval": float, "ping_timeout": float,
 }
 
@@ -128,6 +147,8 @@ _CONVERTERS = {
 def _convert(name: str, raw: str, source: str):
     if name == "cors_origins":
         return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    if name == "trusted_proxies":
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
     if name == "log_level":
         return raw.upper()
     if name in ("db", "message_queue") and raw == "":

@@ -3,6 +3,11 @@
 - Every HTTP response (Flask's and Engine.IO's) carries the security headers.
 - A foreign Origin is refused with 403 before Engine.IO sees the request.
 - Past --max-connections, a new Engine.IO handshake gets HTTP 503 (polling and WebSocket).
+- One client address may hold --max-per-address sessions and open about a tenth of that
+  per second (429 beyond); the address comes from X-Forwarded-For only when the peer is
+  one of --trusted-proxies.
+- A handshake without an Origin that a browser marks cross-site (Sec-Fetch-Site), such as
+  another site's <img> or <script>, is refused with 403.
 - A connection that has not joined the namespace within JOIN_TIMEOUT seconds is closed.
 - Frames are checked before Engine.IO decodes them: a frame that is not a packet, or
   larger than the buffer limit, closes that client's connection and nothing else.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import ipaddress
 import json
 import logging
 import threading
@@ -36,7 +42,10 @@ JOIN_TIMEOUT = 5.0  # seconds an Engine.IO connection may stay outside the names
 EVENT_RATE = 10.0  # client messages per second, sustained
 EVENT_BURST = 30  # client messages at once
 STRIKES = 50  # messages dropped over the limit (refilled 1/s) before a disconnect
-RETRY_AFTER = 5  # seconds, sent with the 503 at the connection cap
+RETRY_AFTER = 5  # seconds, sent with the 503 at the connection cap and the 429 per address
+ADDRESS_TABLE = 4096  # addresses whose handshake allowance is remembered before pruning
+ADDRESS = "random_stream.client_address"  # environ: the address the limits count
+CROSS_SITE = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site values refused without Origin
 
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})  # never from a client
 # Packet types a client may send over polling; engine.io stalls the POST on the others.
@@ -93,6 +102,36 @@ def frame_is_packet(data) -> bool:
     return "0" <= data[0] <= "6"
 
 
+def client_address(environ, trusted: tuple = ()) -> str:
+    """The client's address: the peer's, or from X-Forwarded-For when the peer is trusted.
+
+    X-Forwarded-For is read from the right (the hop nearest us) past every trusted proxy;
+    what a client wrote at the left end is never believed.
+    """
+    peer = environ.get("REMOTE_ADDR") or ""
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for h in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+    address = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # garbage: the last trusted hop is the best we know
+        address = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return address
+
+
+def _is_trusted(address: str, trusted: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
 def polling_payload_error(body: bytes) -> str | None:
     """Why a polling POST body is not a payload a client may send, or None if it is."""
     try:
@@ -113,9 +152,16 @@ class Guard:
     """Limits on connections and client messages for one Socket.IO server."""
 
     def __init__(self, socketio, max_connections: int, *, join_timeout: float = JOIN_TIMEOUT,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, max_per_address: int | None = None,
+                 trusted_proxies: tuple[str, ...] = ()) -> None:
         self.socketio = socketio
         self.max_connections = max_connections
+        self.max_per_address = max_per_address or max_connections
+        self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        self.per_address: dict[str, int] = {}  # client address -> sessions open now
+        self.address_of: dict[str, str] = {}  # eio sid -> client address
+        self.handshakes: dict[str, TokenBucket] = {}  # client address -> handshake allowance
+        self.others = 0  # long-lived connections that are no Engine.IO session (hold())
         self.join_timeout = join_timeout
         self.clock = clock
         self.limits: dict[str, ClientLimit] = {}  # eio sid -> allowance
@@ -135,7 +181,33 @@ class Guard:
         Counted from engine.io's connect and disconnect events: its `sockets` table keeps
         closed sockets until its service task reaps them (up to ping_timeout later).
         """
-        return len(self.limits)
+        return len(self.limits) + self.others
+
+    def hold(self, environ) -> tuple[str, str] | None:
+        """Count a long-lived connection that is no Engine.IO session (say, an event stream).
+
+        Returns a refusal (status, message) like a handshake's, or None: then the caller
+        must call release(environ) when the connection ends.
+        """
+        refusal = self.refusal(environ, {})
+        if refusal is None:
+            self.others += 1
+            self._add_address(environ[ADDRESS])
+        return refusal
+
+    def release(self, environ) -> None:
+        self.others -= 1
+        self._drop_address(environ[ADDRESS])
+
+    def _add_address(self, address: str) -> None:
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+
+    def _drop_address(self, address: str | None) -> None:
+        left = self.per_address.get(address, 0) - 1
+        if left > 0:
+            self.per_address[address] = left
+        else:
+            self.per_address.pop(address, None)
 
     # Wiring -------------------------------------------------------------------------------
 
@@ -155,11 +227,15 @@ class Guard:
 
         def connect(eio_sid, environ):
             self.limits[eio_sid] = ClientLimit(self.clock())
+            address = environ.get(ADDRESS) or client_address(environ, self.trusted)
+            self.address_of[eio_sid] = address
+            self._add_address(address)
             self._watch(eio_sid)
             try:
                 return on_connect(eio_sid, environ)
             except BaseException:  # engine.io drops the socket without a disconnect event
                 self.limits.pop(eio_sid, None)
+                self._drop_address(self.address_of.pop(eio_sid, None))
                 raise
 
         def message(eio_sid, data):
@@ -186,7 +262,8 @@ class Guard:
                 self._watch(eio_sid)
 
         def disconnect(eio_sid, reason=None):
-            self.limits.pop(eio_sid, None)
+            if self.limits.pop(eio_sid, None) is not None:
+                self._drop_address(self.address_of.pop(eio_sid, None))
             self.pending.pop(eio_sid, None)
             return on_disconnect(eio_sid, reason)
 
@@ -313,6 +390,11 @@ class Guard:
             self._count(self.refused, "origin")
             self._log_once("origin", "refused a connection from origin %s", origin[:200])
             return "403 Forbidden", "origin not allowed"
+        if not origin and environ.get("HTTP_SEC_FETCH_SITE", "").lower() in CROSS_SITE:
+            # Another site's <img>, <script> or link: browsers send no Origin on those.
+            self._count(self.refused, "cross_site")
+            self._log_once("cross_site", "refused a cross-site request without an Origin")
+            return "403 Forbidden", "cross-site requests need an allowed Origin"
         if "sid" not in query:  # a new connection
             if self.open_connections >= self.max_connections:
                 self._count(self.refused, "max_connections")
@@ -326,7 +408,39 @@ class Guard:
             if self._at_cap:
                 self._at_cap = False
                 log.info("below the connection cap again")
+            return self._address_refusal(environ)
         return None
+
+    def _address_refusal(self, environ) -> tuple[str, str] | None:
+        address = environ[ADDRESS] = client_address(environ, self.trusted)
+        if self.per_address.get(address, 0) >= self.max_per_address:
+            self._count(self.refused, "per_address")
+            self._log_once("per_address", "refused connections from %s: at the per-address "
+                           "limit (%d)", address, self.max_per_address)
+            return "429 Too Many Requests", (
+                f"at most {self.max_per_address} connections from one address; retry later"
+            )
+        now = self.clock()
+        bucket = self.handshakes.get(address)
+        if bucket is None:
+            if len(self.handshakes) >= ADDRESS_TABLE:
+                self._prune_handshakes(now)
+            rate = max(1.0, self.max_per_address / 10)
+            bucket = self.handshakes[address] = TokenBucket(rate, self.max_per_address, now)
+        if not bucket.take(now):
+            self._count(self.refused, "handshake_rate")
+            self._log_once("handshake_rate", "refused handshakes from %s: more than %g a second",
+                           address, bucket.rate)
+            return "429 Too Many Requests", "too many new connections from one address; retry later"
+        return None
+
+    def _prune_handshakes(self, now: float) -> None:
+        """Forget allowances that have refilled; if that frees nothing, forget them all."""
+        for address, bucket in list(self.handshakes.items()):
+            if bucket.tokens + (now - bucket.stamp) * bucket.rate >= bucket.capacity:
+                del self.handshakes[address]
+        if len(self.handshakes) >= ADDRESS_TABLE:
+            self.handshakes.clear()
 
 
 def _checked_websocket(driver, guard: Guard):
@@ -437,7 +551,7 @@ class _Door:
     def _json(start_response, status: str, message: str):
         body = json.dumps({"error": message}).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        if status.startswith("503"):
+        if status.startswith(("503", "429")):
             headers.append(("Retry-After", str(RETRY_AFTER)))
         start_response(status, headers)
         return [body]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import sys
 import time
 import warnings
+from collections import OrderedDict
 
 from .config import ENV_PREFIX, ConfigError
 
@@ -18,6 +20,14 @@ log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 2048
 SEND_BUFFER = 64 * 1024
+REQUEST_TIMEOUT = 5.0  # seconds a connection may wait (idle or half-sent) for its next request
+WAITING_LIMIT = 1024  # connections waiting for a request; past it the oldest is closed
+ACCEPT_BATCH = 16  # connections accepted in a row before other tasks get a turn
+FD_RESERVE = 64  # descriptors besides clients: the listener, the database, Redis, logs
+# accept() errors that mean "out of descriptors or memory": wait and retry, never exit.
+EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# accept() errors about one connection that went away before it was accepted: skip it.
+TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM}
 
 
 def prepare_async_mode(argv: list[str]) -> str:
@@ -67,6 +77,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def fd_budget(max_connections: int) -> int:
+    """Descriptors the server plans for: every session, the waiting connections, a reserve."""
+    return max_connections + WAITING_LIMIT + FD_RESERVE
+
+
 def raise_fd_limit(wanted: int) -> None:
     """Each client is a file descriptor; lift the soft limit toward the hard one."""
     try:
@@ -79,13 +94,132 @@ def raise_fd_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def fd_limit() -> int | None:
+    """The soft descriptor limit, or None where there is none to read."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def waiting_limit(max_connections: int, limit: int | None) -> int:
+    """WAITING_LIMIT, or less when the descriptor limit leaves less beside the sessions."""
+    if limit is None:
+        return WAITING_LIMIT
+    return max(16, min(WAITING_LIMIT, limit - max_connections - FD_RESERVE))
+
+
+class Waiting:
+    """Connections that wait for a request (new, idle in keep-alive, or sending headers).
+
+    They are not sessions yet and the session cap does not see them; here they are
+    counted, and past the limit the one waiting longest is closed, so silent sockets
+    can neither fill the server's slots nor its descriptors: a new connection always
+    gets in, and a request in progress is never cut.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sockets: OrderedDict = OrderedDict()  # socket -> None, oldest first
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self.sockets)
+
+    def add(self, sock) -> None:
+        self.sockets[sock] = None
+        while len(self.sockets) > self.limit:
+            self.evict()
+
+    def discard(self, sock) -> None:
+        self.sockets.pop(sock, None)
+
+    def evict(self) -> bool:
+        """Close the connection waiting longest; False if none waits."""
+        if not self.sockets:
+            return False
+        sock, _ = self.sockets.popitem(last=False)
+        if not self.evicted:
+            log.warning("more than %d connections wait for a request: closing the longest-waiting "
+                        "ones (logged once)", self.limit)
+        self.evicted += 1
+        try:  # its task, blocked reading, sees the end of the stream and closes it
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
+
+class _Listener:
+    """The listening socket as eventlet.wsgi.server sees it: accept() never raises EMFILE.
+
+    eventlet's accept loop re-raises any accept error it does not know, and the server
+    ends. Here running out of descriptors closes the longest-waiting idle connection and
+    retries with a growing pause (one line in the log); a connection that vanished before
+    accept() is skipped.
+    """
+
+    def __init__(self, sock: socket.socket, waiting: Waiting, sleep) -> None:
+        self.sock = sock
+        self.waiting = waiting
+        self.sleep = sleep
+        self.exhausted = 0  # accept() calls that failed for want of descriptors
+        self.accepted = 0
+        self._short = False
+        self._logged_at = float("-inf")
+
+    def accept(self):
+        delay = 0.01
+        while True:
+            try:
+                conn, address = self.sock.accept()
+            except OSError as exc:
+                if exc.errno in TRANSIENT:
+                    continue
+                if exc.errno not in EXHAUSTED:
+                    raise
+                self._out_of_descriptors(exc)
+                self.waiting.evict()  # its descriptor is free once its task has run
+                self.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            if self._short:
+                self._short = False
+                log.info("accepting connections again")
+            self.waiting.add(conn)
+            self.accepted += 1
+            if self.accepted % ACCEPT_BATCH == 0:
+                # eventlet's loop accepts the whole backlog before anything else runs:
+                # let the ticker and the open connections in between.
+                self.sleep(0)
+            return conn, address
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        self.exhausted += 1
+        if self._short:
+            return
+        self._short = True
+        now = time.monotonic()
+        if now - self._logged_at >= 60:  # one line per episode, at most one a minute
+            self._logged_at = now
+            log.warning("cannot accept connections: %s; closing idle connections and retrying "
+                        "(raise `ulimit -n` or lower --max-connections)", exc.strerror)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
 def serve(app, sock: socket.socket) -> None:
     """Serve until SIGINT or SIGTERM, then stop the ticker, disconnect clients and return."""
     stream = app.extensions["random_stream"]
     socketio = app.extensions["socketio"]
     mode = socketio.async_mode
     settings = stream.settings
-    stopper = _mode_server(mode, app, sock, settings.max_connections)
+    waiting = Waiting(waiting_limit(settings.max_connections, fd_limit()))
+    stream.waiting = waiting
+    stopper = _mode_server(mode, app, sock, settings.max_connections, waiting)
 
     def shutdown() -> None:
         log.info("stopping: %d client(s) connected", stream.live.clients)
@@ -140,17 +274,18 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _mode_server(mode: str, app, sock: socket.socket, max_connections: int):
+def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, waiting: Waiting):
     if mode == "eventlet":
-        return _EventletServer(app, sock, max_connections)
+        return _EventletServer(app, sock, max_connections, waiting)
     if mode == "gevent":
-        return _GeventServer(app, sock, max_connections)
+        return _GeventServer(app, sock, max_connections, waiting)
     return _ThreadingServer(app, sock)
 
 
 class _EventletServer:
-    def __init__(self, app, sock, max_connections):
+    def __init__(self, app, sock, max_connections, waiting):
         self.app, self.sock, self.max_connections = app, sock, max_connections
+        self.waiting = waiting
 
     def run(self) -> None:
         import eventlet
@@ -160,10 +295,14 @@ class _EventletServer:
         quiet.setLevel(logging.WARNING)
         # socketio.run() would pass eventlet's defaults: max_size=1024 connections and
         # debug=True, which writes Python tracebacks to clients. Neither is wanted here.
+        # Slots: every session, every waiting connection, and room to refuse past the cap.
+        # keepalive=REQUEST_TIMEOUT tells clients how long an idle connection is kept; the
+        # protocol's own deadline enforces it (and covers a half-sent request too).
         self.thread = eventlet.spawn(
-            eventlet.wsgi.server, self.sock, self.app, log=quiet, log_output=False,
-            debug=False, max_size=self.max_connections + 64,  # room to refuse past the cap
-            protocol=_LeanHttpProtocol(),
+            eventlet.wsgi.server, _Listener(self.sock, self.waiting, eventlet.sleep), self.app,
+            log=quiet, log_output=False, debug=False,
+            max_size=self.max_connections + self.waiting.limit + 64,
+            keepalive=REQUEST_TIMEOUT, protocol=_LeanHttpProtocol(self.waiting),
         )
         self.thread.wait()
 
@@ -173,14 +312,49 @@ class _EventletServer:
         self.thread.kill(SystemExit)
 
 
-def _LeanHttpProtocol():
-    """eventlet's HTTP protocol with small per-connection buffers.
+def refusal_bytes(code: int, message: str) -> bytes:
+    """A complete HTTP/1.1 error response: JSON body, security headers, connection closed."""
+    from http import HTTPStatus
+
+    from .web import SECURITY_HEADERS
+
+    body = json.dumps({"error": message}).encode()
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "Error"
+    head = [f"HTTP/1.1 {code} {phrase}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in SECURITY_HEADERS.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+def bad_framing(headers) -> str | None:
+    """Why a request's length headers are ambiguous (a request smuggling vector), or None."""
+    lengths = headers.get_all("Content-Length") or []
+    if any(not v.strip().isdigit() for v in lengths):
+        return "Content-Length must be a whole number"
+    if len({v.strip() for v in lengths}) > 1:
+        return "two different Content-Length headers"
+    if lengths and headers.get("Transfer-Encoding") is not None:
+        return "Content-Length and Transfer-Encoding together"
+    return None
+
+
+def _LeanHttpProtocol(waiting: Waiting):
+    """eventlet's HTTP protocol with small per-connection buffers and a request deadline.
 
     A WebSocket keeps its HTTP connection's buffered reader (8 KiB) and writer (16 KiB)
     for life, though it reads and writes the socket directly after the upgrade: more than
     the rest of an idle client's memory. Request headers take a read or two more; response
     headers fit in 1 KiB; larger reads and writes bypass these buffers anyway.
+
+    From the moment a connection waits for a request (new, or idle after one) its request
+    line and headers must be in within REQUEST_TIMEOUT; the application (a long poll, a
+    WebSocket) runs without a deadline. Refusals of eventlet's parser (414, 400, 431,
+    505) go out as ours: JSON, security headers, no Python version.
     """
+    import eventlet
     import eventlet.wsgi
 
     from .direct import DETACH, Detach
@@ -189,6 +363,51 @@ def _LeanHttpProtocol():
         rbufsize = 512
         wbufsize = 1024
         detach = None  # the request's offer to let its WebSocket outlive this task
+        deadline = None  # eventlet.Timeout until the request's headers are in
+
+        def handle_one_request(self):
+            if self.deadline is not None:  # keep-alive: waiting again, for the next request
+                waiting.add(self.connection)
+            self.deadline = eventlet.Timeout(REQUEST_TIMEOUT, TimeoutError("request timeout"))
+            try:
+                super().handle_one_request()
+            finally:
+                self.deadline.cancel()
+
+        def _read_request_line(self):
+            line = super()._read_request_line()
+            if len(line) >= self.server.url_length_limit:  # eventlet would answer a bare 414
+                self.send_error(414, "request line too long")
+                return ""
+            return line
+
+        def parse_request(self):
+            try:
+                if not super().parse_request():
+                    return False
+            except (eventlet.wsgi.HeaderLineTooLong, eventlet.wsgi.HeadersTooLarge):
+                self.send_error(431, "request headers too large")
+                return False
+            problem = bad_framing(self.headers)
+            if problem is not None:
+                self.send_error(400, problem)
+                return False
+            return True
+
+        def send_error(self, code, message=None, explain=None):
+            self.close_connection = True
+            try:
+                self.wfile.write(refusal_bytes(int(code), message or "bad request"))
+                self.wfile.flush()
+            except OSError:
+                pass
+
+        def get_environ(self):
+            self.deadline.cancel()  # the request is in: the application takes its time
+            waiting.discard(self.connection)
+            environ = super().get_environ()
+            environ[DETACH] = self.detach = Detach()
+            return environ
 
         def setup(self):
             super().setup()
@@ -199,12 +418,8 @@ def _LeanHttpProtocol():
             except OSError:
                 pass
 
-        def get_environ(self):
-            environ = super().get_environ()
-            environ[DETACH] = self.detach = Detach()
-            return environ
-
         def finish(self):
+            waiting.discard(self.connection)
             if self.detach is not None and self.detach.requested:
                 # A WebSocket lives on without this task (stream/direct.py): release the
                 # HTTP side only, and hand eventlet's clean-up nothing to shut down.
@@ -226,13 +441,15 @@ def _LeanHttpProtocol():
 
 
 class _GeventServer:
-    def __init__(self, app, sock, max_connections):
+    """gevent's server already logs accept errors and retries with backoff; it gets the deadline."""
+
+    def __init__(self, app, sock, max_connections, waiting):
         from gevent.pool import Pool
         from gevent.pywsgi import WSGIServer
 
         self.server = WSGIServer(
             sock, app, log=None, error_log=logging.getLogger("gevent.pywsgi"),
-            spawn=Pool(max_connections + 64),
+            spawn=Pool(max_connections + waiting.limit + 64), handler_class=_gevent_handler(),
         )
 
     def run(self) -> None:
@@ -240,6 +457,32 @@ class _GeventServer:
 
     def stop(self) -> None:
         self.server.stop(timeout=2)
+
+
+def _gevent_handler():
+    """gevent's handler with the same request deadline as eventlet's protocol."""
+    import gevent
+    from gevent.pywsgi import WSGIHandler
+
+    class DeadlineHandler(WSGIHandler):
+        deadline = None
+
+        def handle_one_request(self):
+            self.deadline = gevent.Timeout.start_new(REQUEST_TIMEOUT, TimeoutError("request timeout"))
+            try:
+                return super().handle_one_request()
+            finally:
+                self.deadline.close()
+
+        def read_request(self, raw_requestline):
+            try:
+                return super().read_request(raw_requestline)
+            except TimeoutError:  # gevent would print a traceback for it: a 400, quietly
+                return False
+            finally:
+                self.deadline.close()  # the request is in: the application takes its time
+
+    return DeadlineHandler
 
 
 class _ThreadingServer:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
+import time
 
 from .history import Reading, StoreError
 
@@ -24,23 +26,78 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+CHECK_EVERY = 5.0  # seconds between checks that the database file is still the one open
+
+
 class SqliteStore:
-    """One connection, serialised by a lock; WAL, so a killed process loses no committed write."""
+    """One connection, serialised by a lock; WAL, so a killed process loses no committed write.
+
+    A database file deleted or replaced while open (rm, a restore, a bad deploy) would go
+    on taking writes that nobody can read again, and the next start would begin at seq 1.
+    So every CHECK_EVERY seconds an append compares the path's inode with the open file's;
+    on a mismatch the store opens the path afresh (a new file if it is gone), writes the
+    seq high-water mark into it and goes on: seq is never reused. The readings before are
+    not in the new file, so `problem` stays set (/healthz 503) until a restart.
+    """
 
     def __init__(self, path: str, retention: int) -> None:
         self.path = path
         self.retention = retention
+        self.problem: str | None = None  # sticky: the file was swapped under us
         self._lock = threading.Lock()
         self._appends = 0
+        self._checked = time.monotonic()
+        self._db = self._open()
+        self._identity = self._file_identity()
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             if path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode survives a process crash; only power loss can undo commits.
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
+        return db
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return (-1, -1)
+        return (st.st_dev, st.st_ino)
+
+    def _check_file(self, seq: int) -> None:
+        """Reopen the path if the open file is no longer the one there (called under the lock)."""
+        now = time.monotonic()
+        if self._identity is None or now - self._checked < CHECK_EVERY:
+            return
+        self._checked = now
+        if self._file_identity() == self._identity:
+            return
+        self.problem = (f"database file {self.path} was deleted or replaced while in use; "
+                        f"continuing in a new file from seq {seq}, earlier readings are not "
+                        "in it (restart to clear this)")
+        log.warning("%s", self.problem)
+        old = self._db
+        self._db = self._open()
+        self._identity = self._file_identity()
+        try:
+            old.close()
+        except sqlite3.Error:
+            pass
+        # The high-water mark first: even if no reading is ever stored here, a restart
+        # continues after the seqs already handed out.
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE "
+            "SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            (str(seq - 1),),
+        )
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
@@ -75,6 +132,7 @@ class SqliteStore:
         trim = self._appends % 1000 == 0  # retention is enforced in batches, not per tick
         try:
             with self._lock:
+                self._check_file(reading.seq)
                 db = self._db
                 db.execute("BEGIN IMMEDIATE")
                 try:

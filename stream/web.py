@@ -171,7 +171,7 @@ def compress(response: Response) -> Response:
     response.vary.add("Accept-Encoding")
     if (response.status_code != 200 or response.is_streamed and not response.direct_passthrough
             or response.mimetype not in COMPRESSIBLE or "Content-Encoding" in response.headers
-            or "gzip" not in request.headers.get("Accept-Encoding", "")):
+            or request.accept_encodings["gzip"] <= 0):  # absent, or refused with q=0
         return response
     etag, _ = response.get_etag()
     key = (request.path, etag) if etag and request.path.startswith("/static/") else None

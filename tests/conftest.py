@@ -51,6 +51,7 @@ class ServerProcess:
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.preexec_fn = None  # e.g. a lower RLIMIT_NOFILE for this server only
 
     @property
     def url(self) -> str:
@@ -66,7 +67,7 @@ class ServerProcess:
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
                 self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, preexec_fn=self.preexec_fn,
             )
         return self.wait_until_answering(timeout)
 
