@@ -28,16 +28,19 @@ def prepare_async_mode(argv: list[str]) -> str:
             mode = argv[i + 1]
         elif arg.startswith("--async-mode="):
             mode = arg.split("=", 1)[1]
-    if mode == "eventlet":
-        with warnings.catch_warnings():
-            # eventlet prints a six-line deprecation notice at import; we log one line instead.
-            warnings.simplefilter("ignore")
-            import eventlet
-        eventlet.monkey_patch()
-    elif mode == "gevent":
-        from gevent import monkey
+    try:
+        if mode == "eventlet":
+            with warnings.catch_warnings():
+                # eventlet prints a six-line deprecation notice at import; we log one line instead.
+                warnings.simplefilter("ignore")
+                import eventlet
+            eventlet.monkey_patch()
+        elif mode == "gevent":
+            from gevent import monkey
 
-        monkey.patch_all()
+            monkey.patch_all()
+    except ModuleNotFoundError:
+        fail(f"--async-mode {mode} needs the Python package {mode}: pip install {mode}")
     return mode
 
 
@@ -161,7 +164,7 @@ class _EventletServer:
         # socketio.run() would pass eventlet's defaults: max_size=1024 connections and
         # debug=True, which writes Python tracebacks to clients. Neither is wanted here.
         self.thread = eventlet.spawn(
-            eventlet.wsgi.server, self.sock, self.app, log=quiet, log_output=False,
+            eventlet.wsgi.server, self.sock, _LogFailures(self.app), log=quiet, log_output=False,
             debug=False, max_size=self.max_connections + 64,  # room to refuse past the cap
             protocol=_LeanHttpProtocol(),
         )
@@ -171,6 +174,21 @@ class _EventletServer:
         # eventlet.wsgi.server ends its accept loop on SystemExit, then waits for the
         # open connections, which shutdown() has closed already.
         self.thread.kill(SystemExit)
+
+
+class _LogFailures:
+    """Log what escapes the app, once: with log_output=False eventlet.wsgi answers 500
+    and drops the traceback (its LoggerNull), so a failing handshake left no trace."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        try:
+            return self.app(environ, start_response)
+        except Exception:
+            log.exception("request failed: %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            raise
 
 
 def _LeanHttpProtocol():
