@@ -38,6 +38,7 @@ from stream.store import SqliteStore
 from stream.ticker import Ticker
 
 log = logging.getLogger("random_stream")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Stream:
@@ -181,7 +182,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     if settings is None:
         try:
-            app = create_app(settings_from_env())
+            settings = settings_from_env()
+            if not logging.getLogger().handlers:  # the host set none up: our lines, as main() logs them
+                logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+            app = create_app(settings)
         except (ConfigError, StoreError) as exc:
             print(f"random_stream: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = config.load(argv)
     except ConfigError as exc:
         fail(str(exc))
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     raise_fd_limit(settings.max_connections + 256)
     try:
         sock = bind(settings.host, settings.port)
