@@ -190,6 +190,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             print(f"random_stream: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         app.wsgi_app = StartOnFirstRequest(app.wsgi_app, app.extensions["random_stream"])
+        log.info("app created for a WSGI host: async mode %s, pid %d; the ticker starts "
+                 "with the first request", settings.async_mode, os.getpid())
         return app
     if settings.async_mode != "threading":
         require(settings.async_mode, settings.async_mode, f"--async-mode {settings.async_mode}")

@@ -128,6 +128,7 @@ def test_flask_run_streams_with_one_ticker(host):
     port = free_port()
     h = host(*flask_run(port=port), port=port).wait_until_answering()
     assert_live(h)
+    assert "async mode threading" in h.log()
 
 
 def test_flask_run_debug_ticks_only_in_the_reloaders_child(host):
@@ -137,12 +138,19 @@ def test_flask_run_debug_ticks_only_in_the_reloaders_child(host):
     assert_live(h)
 
 
-def test_gunicorn_threads_streams_with_one_ticker(host):
+@pytest.mark.parametrize("worker, mode", [
+    (("--threads", "50"), "threading"),  # simple-websocket on gunicorn's own socket
+    (("--worker-class", "gevent"), "gevent"),
+])
+def test_gunicorn_streams_with_one_ticker(host, worker, mode):
     pytest.importorskip("gunicorn")
+    if mode == "gevent":
+        pytest.importorskip("gevent")
     port = free_port()
-    h = host(sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "50",
+    h = host(sys.executable, "-m", "gunicorn", "--workers", "1", *worker,
              "--bind", f"127.0.0.1:{port}", "random_stream:create_app()", port=port)
     assert_live(h.wait_until_answering())
+    assert f"async mode {mode}" in h.log()
 
 
 def test_a_bad_variable_stops_flask_run_with_the_flags_message(host):
