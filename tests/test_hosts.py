@@ -116,6 +116,8 @@ def assert_live(h: Host) -> None:
             reader.close()
     status, health = http_get(h.url + "/healthz")
     assert status == 200, health
+    status, page = http_get(h.url + "/")
+    assert status == 200 and 'id="current-value"' in page
     assert h.log().count("ticker started") == 1, h.log()
 
 
