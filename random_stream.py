@@ -15,15 +15,18 @@ if __name__ == "__main__":
 
     prepare_async_mode(sys.argv[1:])
 
+import dataclasses
+import importlib.util
 import logging
 import os
+import sys
 import threading
 import time
 
 from flask import Flask
 from flask_socketio import SocketIO
 
-from stream import config, scaleout, web
+from stream import config, web
 from stream.config import ConfigError, Settings
 from stream.fanout import FastManager
 from stream.guard import Guard, library_logger
@@ -35,6 +38,7 @@ from stream.store import SqliteStore
 from stream.ticker import Ticker
 
 log = logging.getLogger("random_stream")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Stream:
@@ -116,6 +120,8 @@ def load_stats(store, settings: Settings) -> Stats:
 def open_store(app: Flask, settings: Settings):
     """SQLite in the instance folder unless --db says otherwise; Redis when scaled out."""
     if settings.message_queue:
+        from stream import scaleout
+
         return scaleout.open_store(settings)
     path = settings.db
     if path is None:
@@ -128,9 +134,74 @@ def open_store(app: Flask, settings: Settings):
     return SqliteStore(path, retention=settings.retention)
 
 
+def require(module: str, package: str, feature: str) -> None:
+    """ConfigError naming the package to install when an optional feature's is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{feature} needs the Python package {package}: pip install {package}")
+
+
+def host_async_mode() -> str:
+    """The async mode the host has set up: a gunicorn gevent worker or eventlet's monkey
+    patching, else threads (flask run, gunicorn --threads, any plain WSGI server)."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
+        return "gevent"
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("socket"):
+        return "eventlet"
+    return "threading"
+
+
+def settings_from_env() -> Settings:
+    """Settings from RANDOM_STREAM_* alone, for a WSGI host; the async mode is the host's
+    unless RANDOM_STREAM_ASYNC_MODE names one."""
+    settings = config.load([])
+    if config.ENV_PREFIX + "ASYNC_MODE" not in os.environ:
+        settings = dataclasses.replace(settings, async_mode=host_async_mode())
+    return settings
+
+
+class StartOnFirstRequest:
+    """WSGI wrapper: the ticker starts with the first request this process serves.
+
+    Under `flask run --debug` the reloader's parent builds the app too but never serves,
+    so only the serving process ticks; start() itself runs at most once.
+    """
+
+    def __init__(self, wsgi_app, stream: Stream) -> None:
+        self.wsgi_app, self.stream = wsgi_app, stream
+
+    def __call__(self, environ, start_response):
+        if self.stream.started_at is None:
+            self.stream.start()
+        return self.wsgi_app(environ, start_response)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
-    """Create the app and its stream; the ticker starts when the server does."""
-    settings = settings or Settings()
+    """Create the app and its stream; the caller starts the ticker (`main()` does).
+
+    Without settings (`flask --app random_stream run`, gunicorn) they come from the
+    RANDOM_STREAM_* variables, an invalid one is one line on stderr and exit status 2,
+    and the ticker starts with the first request served.
+    """
+    if settings is None:
+        try:
+            settings = settings_from_env()
+            if not logging.getLogger().handlers:  # the host set none up: our lines, as main() logs them
+                logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+            app = create_app(settings)
+        except (ConfigError, StoreError) as exc:
+            print(f"random_stream: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        app.wsgi_app = StartOnFirstRequest(app.wsgi_app, app.extensions["random_stream"])
+        log.info("app created for a WSGI host: async mode %s, pid %d; the ticker starts "
+                 "with the first request", settings.async_mode, os.getpid())
+        return app
+    if settings.async_mode != "threading":
+        require(settings.async_mode, settings.async_mode, f"--async-mode {settings.async_mode}")
+    if settings.message_queue:
+        require("redis", "redis", "--message-queue")
+        from stream import scaleout
     app = Flask(
         "random_stream", root_path=os.path.dirname(os.path.abspath(__file__)),
         instance_relative_config=True,
@@ -146,7 +217,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         logger=library_logger("socketio.server"),
         engineio_logger=library_logger("engineio.server"),
         # The Redis message queue when scaled out, else the in-process fast broadcast.
-        **(scaleout.socketio_options(settings) or {"client_manager": FastManager()}),
+        **(scaleout.socketio_options(settings) if settings.message_queue
+           else {"client_manager": FastManager()}),
     )
     stream = app.extensions["random_stream"] = Stream(settings, socketio, open_store(app, settings))
     if settings.message_queue:
@@ -163,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = config.load(argv)
     except ConfigError as exc:
         fail(str(exc))
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     raise_fd_limit(fd_budget(settings.max_connections))
     try:
         sock = bind(settings.host, settings.port)

@@ -1,85 +1,132 @@
-"""Prometheus metrics, read from the stream's own counters at scrape time (nothing per tick)."""
+"""Prometheus metrics, read from the stream's own counters at scrape time (nothing per tick).
+
+The text exposition format (version 0.0.4) is written here, a few lines, rather than
+through prometheus-client: /metrics then works with the three runtime packages alone.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+import math
+import time
+from collections.abc import Iterable, Iterator
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+BROADCAST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Histogram:
+    """Observations counted into cumulative buckets, as Prometheus histograms are."""
+
+    def __init__(self, buckets: Iterable[float]) -> None:
+        self.bounds = tuple(sorted(buckets)) + (math.inf,)
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+
+    def time(self) -> _Timer:
+        return _Timer(self)
+
+
+class _Timer:
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+
+    def __enter__(self) -> _Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.histogram.observe(time.perf_counter() - self.start)
 
 
 class Metrics:
     def __init__(self, stream) -> None:
-        self.registry = CollectorRegistry()
-        self.broadcast_seconds = Histogram(
-            "random_stream_broadcast_seconds", "Time to hand one reading to every client",
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            registry=self.registry,
-        )
-        self.registry.register(_StreamCollector(stream))
+        self.stream = stream
+        self.broadcast_seconds = Histogram(BROADCAST_BUCKETS)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return "".join(_lines(self.stream, self.broadcast_seconds)).encode()
 
 
-class _StreamCollector:
-    def __init__(self, stream) -> None:
-        self.stream = stream
+def _number(value: float) -> str:
+    value = float(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
 
-    def collect(self):
-        s = self.stream
-        yield CounterMetricFamily("random_stream_ticks", "Readings drawn", value=s.ticker.ticks)
-        yield CounterMetricFamily(
-            "random_stream_tick_failures", "Ticks that raised", value=s.ticker.failures
-        )
-        yield GaugeMetricFamily(
-            "random_stream_tick_lag_seconds", "How late the last tick woke", value=s.ticker.tick_lag
-        )
-        yield GaugeMetricFamily("random_stream_last_seq", "Newest seq", value=s.history.last_seq)
-        yield GaugeMetricFamily(
-            "random_stream_connected_clients", "Socket.IO clients connected", value=s.live.clients
-        )
-        yield CounterMetricFamily("random_stream_connects", "Client connects", value=s.live.connects)
-        yield CounterMetricFamily(
-            "random_stream_disconnects", "Client disconnects", value=s.live.disconnects
-        )
-        yield CounterMetricFamily("random_stream_resumes", "Resume requests served", value=s.live.resumes)
-        rejected = CounterMetricFamily(
-            "random_stream_rejected_inputs", "Client input refused", labels=["reason"]
-        )
-        counts = dict(s.live.rejected)
-        for reason, count in s.guard.rejected.items():
-            counts[reason] = counts.get(reason, 0) + count
-        for reason, count in sorted(counts.items()):
-            rejected.add_metric([reason], count)
-        yield rejected
-        refused = CounterMetricFamily(
-            "random_stream_refused_connections",
-            "Connections refused or closed by the server, by reason", labels=["reason"],
-        )
-        for reason, count in sorted(s.guard.refused.items()):
-            refused.add_metric([reason], count)
-        yield refused
-        yield GaugeMetricFamily(
-            "random_stream_open_connections",
-            "Engine.IO connections open, joined or not (the cap applies to these)",
-            value=s.guard.open_connections,
-        )
-        yield GaugeMetricFamily(
-            "random_stream_max_connections", "The --max-connections cap",
-            value=s.guard.max_connections,
-        )
-        sends = CounterMetricFamily(
-            "random_stream_broadcast_sends", "Readings handed to clients, by path", labels=["path"]
-        )
-        manager = s.socketio.server.manager
-        sends.add_metric(["direct"], getattr(manager, "fast_sends", 0))
-        sends.add_metric(["queued"], getattr(manager, "slow_sends", 0))
-        yield sends
-        yield CounterMetricFamily(
-            "random_stream_laggards_dropped", "Clients cut off for being too far behind",
-            value=getattr(manager, "laggards_dropped", 0),
-        )
-        yield CounterMetricFamily(
-            "random_stream_store_errors", "Store operations that failed (writes; with Redis also lease claims and catch-up reads)", value=s.history.store_errors
-        )
+
+def _label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _family(name: str, kind: str, doc: str, samples: Iterable[tuple[str, dict, float]]) -> Iterator[str]:
+    yield f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
+    for sample, labels, value in samples:
+        if labels:
+            label_text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            sample = f"{sample}{{{label_text}}}"
+        yield f"{sample} {_number(value)}\n"
+
+
+def _counter(name: str, doc: str, value: float) -> Iterator[str]:
+    return _family(name + "_total", "counter", doc, [(name + "_total", {}, value)])
+
+
+def _gauge(name: str, doc: str, value: float) -> Iterator[str]:
+    return _family(name, "gauge", doc, [(name, {}, value)])
+
+
+def _labelled(name: str, doc: str, label: str, counts: dict) -> Iterator[str]:
+    return _family(name + "_total", "counter", doc,
+                   [(name + "_total", {label: key}, count) for key, count in sorted(counts.items())])
+
+
+def _histogram(name: str, doc: str, h: Histogram) -> Iterator[str]:
+    samples, running = [], 0
+    for bound, count in zip(h.bounds, h.counts):
+        running += count
+        samples.append((name + "_bucket", {"le": _number(bound)}, running))
+    samples += [(name + "_count", {}, running), (name + "_sum", {}, h.sum)]
+    return _family(name, "histogram", doc, samples)
+
+
+def _lines(s, broadcast_seconds: Histogram) -> Iterator[str]:
+    yield from _counter("random_stream_ticks", "Readings drawn", s.ticker.ticks)
+    yield from _counter("random_stream_tick_failures", "Ticks that raised", s.ticker.failures)
+    yield from _gauge("random_stream_tick_lag_seconds", "How late the last tick woke", s.ticker.tick_lag)
+    yield from _histogram("random_stream_broadcast_seconds", "Time to hand one reading to every client",
+                          broadcast_seconds)
+    yield from _gauge("random_stream_last_seq", "Newest seq", s.history.last_seq)
+    yield from _gauge("random_stream_connected_clients", "Socket.IO clients connected", s.live.clients)
+    yield from _counter("random_stream_connects", "Client connects", s.live.connects)
+    yield from _counter("random_stream_disconnects", "Client disconnects", s.live.disconnects)
+    yield from _counter("random_stream_resumes", "Resume requests served", s.live.resumes)
+    rejected = dict(s.live.rejected)
+    for reason, count in s.guard.rejected.items():
+        rejected[reason] = rejected.get(reason, 0) + count
+    yield from _labelled("random_stream_rejected_inputs", "Client input refused", "reason", rejected)
+    yield from _labelled("random_stream_refused_connections",
+                         "Connections refused or closed by the server, by reason", "reason",
+                         dict(s.guard.refused))
+    yield from _gauge("random_stream_open_connections",
+                      "Engine.IO connections open, joined or not (the cap applies to these)",
+                      s.guard.open_connections)
+    yield from _gauge("random_stream_max_connections", "The --max-connections cap", s.guard.max_connections)
+    manager = s.socketio.server.manager
+    yield from _labelled("random_stream_broadcast_sends", "Readings handed to clients, by path", "path",
+                         {"direct": getattr(manager, "fast_sends", 0),
+                          "queued": getattr(manager, "slow_sends", 0)})
+    yield from _counter("random_stream_laggards_dropped", "Clients cut off for being too far behind",
+                        getattr(manager, "laggards_dropped", 0))
+    yield from _counter(
+        "random_stream_store_errors",
+        "Store operations that failed (writes; with Redis also lease claims and catch-up reads)",
+        s.history.store_errors,
+    )

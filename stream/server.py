@@ -38,16 +38,19 @@ def prepare_async_mode(argv: list[str]) -> str:
             mode = argv[i + 1]
         elif arg.startswith("--async-mode="):
             mode = arg.split("=", 1)[1]
-    if mode == "eventlet":
-        with warnings.catch_warnings():
-            # eventlet prints a six-line deprecation notice at import; we log one line instead.
-            warnings.simplefilter("ignore")
-            import eventlet
-        eventlet.monkey_patch()
-    elif mode == "gevent":
-        from gevent import monkey
+    try:
+        if mode == "eventlet":
+            with warnings.catch_warnings():
+                # eventlet prints a six-line deprecation notice at import; we log one line instead.
+                warnings.simplefilter("ignore")
+                import eventlet
+            eventlet.monkey_patch()
+        elif mode == "gevent":
+            from gevent import monkey
 
-        monkey.patch_all()
+            monkey.patch_all()
+    except ModuleNotFoundError:
+        fail(f"--async-mode {mode} needs the Python package {mode}: pip install {mode}")
     return mode
 
 
@@ -299,8 +302,8 @@ class _EventletServer:
         # keepalive=REQUEST_TIMEOUT tells clients how long an idle connection is kept; the
         # protocol's own deadline enforces it (and covers a half-sent request too).
         self.thread = eventlet.spawn(
-            eventlet.wsgi.server, _Listener(self.sock, self.waiting, eventlet.sleep), self.app,
-            log=quiet, log_output=False, debug=False,
+            eventlet.wsgi.server, _Listener(self.sock, self.waiting, eventlet.sleep),
+            _LogFailures(self.app), log=quiet, log_output=False, debug=False,
             max_size=self.max_connections + self.waiting.limit + 64,
             keepalive=REQUEST_TIMEOUT, protocol=_LeanHttpProtocol(self.waiting),
         )
@@ -310,6 +313,21 @@ class _EventletServer:
         # eventlet.wsgi.server ends its accept loop on SystemExit, then waits for the
         # open connections, which shutdown() has closed already.
         self.thread.kill(SystemExit)
+
+
+class _LogFailures:
+    """Log what escapes the app, once: with log_output=False eventlet.wsgi answers 500
+    and drops the traceback (its LoggerNull), so a failing handshake left no trace."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        try:
+            return self.app(environ, start_response)
+        except Exception:
+            log.exception("request failed: %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            raise
 
 
 def refusal_bytes(code: int, message: str) -> bytes:

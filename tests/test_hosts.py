@@ -1,0 +1,202 @@
+"""Flask's own hosts: `flask run` (also with the reloader) and gunicorn, real processes, real clients.
+
+Under them nothing calls main(): create_app() reads RANDOM_STREAM_*, takes the host's async
+mode (threads) and starts the ticker with the first request, once per serving process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import socketio
+from conftest import ROOT, free_port, http_get
+
+from random_stream import create_app
+
+ENV = {"RANDOM_STREAM_INTERVAL": "0.1", "RANDOM_STREAM_DB": ":memory:", "PYTHONUNBUFFERED": "1"}
+
+
+class Host:
+    """A command that serves the app on 127.0.0.1:port, in its own process group."""
+
+    def __init__(self, command: list[str], port: int, log_path: Path, env: dict) -> None:
+        self.port, self.log_path = port, log_path
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("RANDOM_STREAM_")}
+        with open(log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=ROOT, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,  # the reloader's child too
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_until_answering(self, timeout: float = 30.0) -> Host:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                http_get(self.url + "/healthz", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"no answer within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def host(tmp_path):
+    started: list[Host] = []
+
+    def start(*command: str, port: int, env: dict | None = None) -> Host:
+        started.append(Host(list(command), port, tmp_path / f"host-{len(started)}.log", {**ENV, **(env or {})}))
+        return started[-1]
+
+    yield start
+    for h in started:
+        h.stop()
+
+
+class Reader:
+    """A python-socketio client on one transport, recording the readings it receives."""
+
+    def __init__(self, url: str, transport: str) -> None:
+        self.numbers: list[dict] = []
+        self.histories: list[dict] = []
+        self.changed = threading.Condition()
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("random_number", lambda data: self._record(self.numbers, data))
+        self.client.on("history", lambda data: self._record(self.histories, data))
+        self.client.connect(url, transports=[transport], wait_timeout=10)
+
+    def _record(self, bucket: list, data: dict) -> None:
+        with self.changed:
+            bucket.append(data)
+            self.changed.notify_all()
+
+    def consecutive(self, count: int, timeout: float = 30.0) -> list[int]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.numbers) >= count, timeout), self.numbers
+            return [r["seq"] for r in self.numbers]
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+def assert_live(h: Host) -> None:
+    """WebSocket and polling clients both see seq move by exactly 1; one ticker in the process tree."""
+    readers = [Reader(h.url, "websocket"), Reader(h.url, "polling")]
+    try:
+        for reader in readers:
+            seqs = reader.consecutive(8)
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+            assert reader.histories, "no history snapshot on connect"
+    finally:
+        for reader in readers:
+            reader.close()
+    status, health = http_get(h.url + "/healthz")
+    assert status == 200, health
+    status, page = http_get(h.url + "/")
+    assert status == 200 and 'id="current-value"' in page
+    assert h.log().count("ticker started") == 1, h.log()
+
+
+def flask_run(*extra: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "flask", "--app", "random_stream", "run",
+            "--host", "127.0.0.1", "--port", str(port), *extra]
+
+
+def test_flask_run_streams_with_one_ticker(host):
+    port = free_port()
+    h = host(*flask_run(port=port), port=port).wait_until_answering()
+    assert_live(h)
+    assert "async mode threading" in h.log()
+
+
+def test_flask_run_debug_ticks_only_in_the_reloaders_child(host):
+    port = free_port()
+    h = host(*flask_run("--debug", port=port), port=port).wait_until_answering()
+    assert "Restarting with" in h.log() or "reloader" in h.log(), h.log()
+    assert_live(h)
+
+
+@pytest.mark.parametrize("worker, mode", [
+    (("--threads", "50"), "threading"),  # simple-websocket on gunicorn's own socket
+    (("--worker-class", "gevent"), "gevent"),
+])
+def test_gunicorn_streams_with_one_ticker(host, worker, mode):
+    pytest.importorskip("gunicorn")
+    if mode == "gevent":
+        pytest.importorskip("gevent")
+    port = free_port()
+    h = host(sys.executable, "-m", "gunicorn", "--workers", "1", *worker,
+             "--bind", f"127.0.0.1:{port}", "random_stream:create_app()", port=port)
+    assert_live(h.wait_until_answering())
+    assert f"async mode {mode}" in h.log()
+
+
+def test_a_bad_variable_stops_flask_run_with_the_flags_message(host):
+    port = free_port()
+    h = host(*flask_run(port=port), port=port, env={"RANDOM_STREAM_INTERVAL": "0"})
+    assert h.proc.wait(30) == 2
+    lines = h.log().strip().splitlines()
+    assert lines == ["random_stream: error: --interval must be between 0.01 and 3600 seconds (got 0.0)"]
+
+
+def test_create_app_reads_the_environment(monkeypatch, tmp_path):
+    for name, value in {"INTERVAL": "0.25", "MIN": "5", "MAX": "9", "HISTORY": "40",
+                        "DB": str(tmp_path / "env.sqlite3"), "PING_INTERVAL": "7"}.items():
+        monkeypatch.setenv("RANDOM_STREAM_" + name, value)
+    monkeypatch.delenv("RANDOM_STREAM_ASYNC_MODE", raising=False)
+    app = create_app()
+    stream = app.extensions["random_stream"]
+    try:
+        s = stream.settings
+        assert (s.interval, s.min, s.max, s.history, s.ping_interval) == (0.25, 5, 9, 40, 7.0)
+        assert s.async_mode == "threading"  # nothing monkey-patched this process: threads
+        assert (tmp_path / "env.sqlite3").exists()
+        assert stream.started_at is None, "no ticker before the first request"
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("RANDOM_STREAM_INTERVAL", "0"),
+    ("RANDOM_STREAM_PORT", "eighty"),
+    ("RANDOM_STREAM_MIN", "101"),  # above the default max
+    ("RANDOM_STREAM_ASYNC_MODE", "asyncio"),
+    ("RANDOM_STREAM_MESSAGE_QUEUE", "http://nope"),
+])
+def test_a_bad_variable_fails_create_app_as_it_fails_the_cli(monkeypatch, capsys, name, value):
+    cli = subprocess.run(
+        [sys.executable, str(ROOT / "random_stream.py")], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "RANDOM_STREAM_DB": ":memory:", "RANDOM_STREAM_PORT": "0", name: value},
+        timeout=60,
+    )
+    assert cli.returncode == 2
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_:
+        create_app()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == cli.stderr
+    assert cli.stderr.startswith("random_stream: error: ") and cli.stderr.count("\n") == 1
