@@ -316,18 +316,37 @@ class _EventletServer:
 
 
 class _LogFailures:
-    """Log what escapes the app, once: with log_output=False eventlet.wsgi answers 500
-    and drops the traceback (its LoggerNull), so a failing handshake left no trace."""
+    """Log what escapes the app: with log_output=False eventlet.wsgi answers 500 and drops
+    the traceback (its LoggerNull), so a failing handshake left no trace. A client that
+    hung up mid-answer is no failure of ours and is not logged; the first failure of each
+    kind is logged with its traceback, repeats in one line at most once a minute."""
+
+    GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
     def __init__(self, app) -> None:
         self.app = app
+        self.seen: dict[tuple[str, str], float] = {}
 
     def __call__(self, environ, start_response):
         try:
             return self.app(environ, start_response)
-        except Exception:
-            log.exception("request failed: %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+        except self.GONE:
             raise
+        except Exception as exc:
+            self._log(exc, environ)
+            raise
+
+    def _log(self, exc: Exception, environ) -> None:
+        where = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+        kind = (type(exc).__name__, where[:100])
+        now, last = time.monotonic(), self.seen.get(kind)
+        if last is None:
+            if len(self.seen) < 256:
+                self.seen[kind] = now
+            log.exception("request failed: %s", where)
+        elif now - last >= 60:
+            self.seen[kind] = now
+            log.error("request failed again: %s (%s: %.200s)", where, kind[0], exc)
 
 
 def refusal_bytes(code: int, message: str) -> bytes:
