@@ -122,6 +122,7 @@ class Guard:
         self.pending: dict[str, float] = {}  # eio sid -> when it connected or left "/"
         self.rejected: dict[str, int] = {}  # client input refused, by reason
         self.refused: dict[str, int] = {}  # connections refused or closed, by reason
+        self.streams = 0  # open GET /api/stream responses (sse.py): they count against the cap
         self._logged: set[str] = set()
         self._at_cap = False
         self._sweeping = False
@@ -135,7 +136,7 @@ class Guard:
         Counted from engine.io's connect and disconnect events: its `sockets` table keeps
         closed sockets until its service task reaps them (up to ping_timeout later).
         """
-        return len(self.limits)
+        return len(self.limits) + self.streams
 
     # Wiring -------------------------------------------------------------------------------
 

@@ -121,7 +121,7 @@ def history_csv():
 @bp.get("/api/stats")
 def stats():
     check_args(set())
-    return jsonify(stream().stats.to_dict())
+    return jsonify(stream().stats_json())
 
 
 @bp.get("/healthz")
@@ -133,6 +133,8 @@ def healthz():
         "last_seq": s.history.last_seq,
         "last_tick_age": s.tick_age(now),
         "clients": s.live.clients,
+        "sse_clients": s.feed.clients,
+        "source": s.source.health(),
         "problems": problems,
     }
     return jsonify(body), 200 if not problems else 503
