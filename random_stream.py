@@ -47,7 +47,7 @@ class Stream:
         self.socketio = socketio
         self.store = store
         self.history = History(store, ring_size=settings.history)
-        self.source = make_source(settings)
+        self.source = make_source(settings, socketio.async_mode)
         self.stats = load_stats(store, settings, self.source.kind)
         self.feed = Feed(self.history, settings.history)
         self.history.on_new = self.feed.publish

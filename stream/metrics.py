@@ -83,3 +83,27 @@ class _StreamCollector:
         yield CounterMetricFamily(
             "random_stream_store_errors", "Store operations that failed (writes; with Redis also lease claims and catch-up reads)", value=s.history.store_errors
         )
+        yield from _source_metrics(s)
+
+
+def _source_metrics(s):
+    """The source's problems by kind, skipped pull ticks, and the SSE clients."""
+    problems = CounterMetricFamily(
+        "random_stream_source_errors", "Source values refused or calls that failed, by kind",
+        labels=["kind"],
+    )
+    source_problems = getattr(s.source, "problems", None)
+    for kind, count in sorted((source_problems.counts if source_problems else {}).items()):
+        problems.add_metric([kind], count)
+    yield problems
+    yield CounterMetricFamily(
+        "random_stream_source_skipped_ticks", "Ticks skipped: the pull call was still running",
+        value=getattr(s.source, "skipped", 0),
+    )
+    yield GaugeMetricFamily(
+        "random_stream_sse_clients", "GET /api/stream responses open", value=s.feed.clients
+    )
+    yield CounterMetricFamily(
+        "random_stream_sse_dropped", "SSE clients cut off for being too far behind",
+        value=s.feed.dropped,
+    )

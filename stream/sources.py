@@ -21,7 +21,6 @@ import math
 import numbers
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -194,24 +193,30 @@ class StdinSource:
     mode = "push"
     uniform = False
 
-    def __init__(self, stream=None) -> None:
-        self.stream = stream if stream is not None else sys.stdin.buffer
+    def __init__(self, fd: int = 0, green_read: bool = False) -> None:
+        # os.read on the descriptor, not sys.stdin: a thread blocked in a buffered read
+        # holds the buffer's lock, and the interpreter's exit then dies on that lock.
+        self.fd = fd
+        # eventlet's patched os.read waits in the hub for a pipe or tty (and reads a file
+        # directly): no thread needed, and none for eventlet's exit to wait for (it joins
+        # its thread pool, where a read blocked on a quiet pipe would never return).
+        self.green_read = green_read
         self.problems = Problems("stdin")
         self.lines = 0
         self.ended_at: float | None = None
 
     def run(self, record: Callable[[int | float], object], call: Callable[[Callable], object],
             running: Callable[[], bool]) -> None:
-        """Read until end of input; each line is read in an OS thread (`call`)."""
-        readline = self.stream.readline
-        while running():
-            line = call(lambda: readline(MAX_LINE + 1))
-            if not line:
-                break
+        """Read until end of input; each read happens in an OS thread (`call`)."""
+        if self.green_read:
+            def read() -> bytes:
+                return os.read(self.fd, 65536)
+        else:
+            def read() -> bytes:
+                return call(lambda: os.read(self.fd, 65536))
+        for line in split_lines(read, running):
             self.lines += 1
-            if len(line) > MAX_LINE and not line.endswith(b"\n"):
-                while line and not line.endswith(b"\n"):  # the rest of the long line goes too
-                    line = call(lambda: readline(MAX_LINE + 1))
+            if line is None:
                 self.problems.report("too_long", f"a line longer than {MAX_LINE} bytes")
                 continue
             try:
@@ -230,6 +235,33 @@ class StdinSource:
     def health(self) -> dict:
         return {"kind": self.kind, "lines": self.lines, "ended": self.ended_at is not None,
                 "ended_at": self.ended_at, **self.problems.health()}
+
+
+def split_lines(read: Callable[[], bytes], running: Callable[[], bool]):
+    """Lines (without the newline) from successive reads; None for a line over MAX_LINE."""
+    pending = b""
+    skipping = False  # inside a line already reported as too long
+    while running():
+        chunk = read()
+        if not chunk:
+            break
+        pending += chunk
+        while True:
+            end = pending.find(b"\n")
+            if end < 0:
+                break
+            line, pending = pending[:end], pending[end + 1:]
+            if skipping:
+                skipping = False
+            else:
+                yield None if len(line) > MAX_LINE else line
+        if len(pending) > MAX_LINE and not skipping:
+            skipping, pending = True, b""
+            yield None
+        elif skipping:
+            pending = b""
+    if pending and not skipping and running():
+        yield None if len(pending) > MAX_LINE else pending
 
 
 class IngestError(ValueError):
@@ -355,13 +387,13 @@ def load_callable(spec: str) -> Callable[[], object]:
     return fn
 
 
-def make_source(settings: Settings):
+def make_source(settings: Settings, async_mode: str = "threading"):
     """The source named by --source."""
     spec = settings.source
     if spec == "random":
         return RandomSource(settings.min, settings.max, settings.seed)
     if spec == "stdin":
-        return StdinSource()
+        return StdinSource(green_read=async_mode == "eventlet")
     if spec == "http":
         return HttpSource(settings.ingest_token or "")
     return PullSource(spec, load_callable(spec))

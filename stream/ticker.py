@@ -125,7 +125,12 @@ class Ticker:
         self.running = True
         if self.source.mode == "push":
             log.info("ticker started: readings %s", self.source.describe())
-            self.source.run(self.record, self.off_loop, lambda: self.running)
+            feed = lambda: self.source.run(self.record, self.off_loop, lambda: self.running)  # noqa: E731
+            feed() if self.spawn is None else self.spawn(feed)
+            # Nothing else may be due on the event loop: without a timer, eventlet's hub
+            # sleeps up to a minute and a SIGTERM waits that long to be acted on.
+            while self.running:
+                self.sleep(1.0)
             return
         start = self.clock()
         log.info("ticker started: every %gs, %s", self.interval, self.source.describe())
