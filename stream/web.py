@@ -71,7 +71,8 @@ def index():
     # The newest reading is rendered into the page: a number shows before any script runs.
     return render_template(
         "index.html", settings=stream().settings, latest=stream().history.latest_reading(),
-        dashboard_css=DASHBOARD_CSS,
+        dashboard_css=DASHBOARD_CSS, source_uniform=stream().source.uniform,
+        source_kind=stream().source.kind,
     )
 
 
