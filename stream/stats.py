@@ -176,6 +176,8 @@ def binned(values: list, bins: int = HISTOGRAM_BINS) -> dict:
         edges = [lo + i * width for i in range(bins)] + [hi]
     counts = [0] * (len(edges) - 1)
     span = edges[-1] - edges[0]
+    if not 0 < span < math.inf:  # values too large for a half-unit margin: one bin
+        return {"edges": [edges[0], edges[-1]], "counts": [len(values)], "readings": len(values)}
     for v in values:
         i = int((v - edges[0]) / span * len(counts))
         counts[min(max(i, 0), len(counts) - 1)] += 1

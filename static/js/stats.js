@@ -168,6 +168,9 @@ export function binned(values, bins = 20) {
   }
   const counts = new Array(edges.length - 1).fill(0);
   const span = edges[edges.length - 1] - edges[0];
+  if (!(span > 0 && span < Infinity)) {
+    return { edges: [edges[0], edges[edges.length - 1]], counts: [values.length] };
+  }
   for (const v of values) {
     const i = Math.floor(((v - edges[0]) / span) * counts.length);
     counts[Math.min(Math.max(i, 0), counts.length - 1)] += 1;
