@@ -70,6 +70,7 @@ class Stream:
             if self.started_at is None:
                 self.started_at = time.time()
                 self.socketio.start_background_task(self.ticker.run)
+                self.feed.start_heartbeat(self.socketio.start_background_task, self.socketio.sleep)
 
     def broadcast(self, reading) -> None:
         with self.metrics.broadcast_seconds.time():

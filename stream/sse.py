@@ -41,6 +41,8 @@ class Feed:
         self.opened = 0
         self.dropped = 0  # clients cut off for being too far behind
         self.closed = False
+        self.beats = 0  # heartbeats so far, from one shared task (start_heartbeat)
+        self._beating = False
         self._event = threading.Event()
         self._encoded: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
@@ -49,6 +51,18 @@ class Feed:
         """A new reading is in the history: wake every waiting response."""
         event, self._event = self._event, threading.Event()
         event.set()
+
+    def start_heartbeat(self, spawn, sleep) -> None:
+        """One task wakes every response each HEARTBEAT seconds: no timer per client wait."""
+        self._beating = True
+
+        def beat() -> None:
+            while not self.closed:
+                sleep(HEARTBEAT)
+                self.beats += 1
+                self.publish()
+
+        spawn(beat)
 
     def close(self) -> None:
         """Server stop: every response ends at its next wake-up, which is now."""
@@ -71,9 +85,16 @@ class Feed:
         history = self.history
         yield f"retry: {RETRY_MS}\n\n".encode()
         cursor = max(after, history.last_seq - self.history_size)  # capped like resume
+        beat = self.beats
         while not self.closed:
             wake = self._event  # taken before reading: a reading after this sets it
-            readings = history.after(cursor, BATCH)
+            newest = history.latest_reading()
+            if newest is not None and newest.seq == cursor + 1:
+                readings = [newest]  # the live case: no copy of the ring per client
+            elif newest is None or newest.seq <= cursor:
+                readings = []
+            else:
+                readings = history.after(cursor, BATCH)
             if readings:
                 cursor = readings[-1].seq
                 yield b"".join(self.encode(r) for r in readings)
@@ -82,7 +103,11 @@ class Feed:
                     yield b": too far behind; reconnect to resume from Last-Event-ID\n\n"
                     return
                 continue
-            if not wake.wait(HEARTBEAT) and not self.closed:
+            woken = wake.wait(None if self._beating else HEARTBEAT)
+            if self.closed:
+                return
+            if not woken or self.beats != beat:
+                beat = self.beats
                 yield b": heartbeat\n\n"
 
 
@@ -96,6 +121,18 @@ class _Events:
 
     def __iter__(self):
         return self.chunks
+
+    def start_heartbeat(self, spawn, sleep) -> None:
+        """One task wakes every response each HEARTBEAT seconds: no timer per client wait."""
+        self._beating = True
+
+        def beat() -> None:
+            while not self.closed:
+                sleep(HEARTBEAT)
+                self.beats += 1
+                self.publish()
+
+        spawn(beat)
 
     def close(self) -> None:
         if self.open:
