@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from test_browser import READ_STATE, browser, dashboard, wait_server_seq  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, ServerProcess, free_port
 from rawsocket import http
 

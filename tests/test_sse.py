@@ -7,9 +7,9 @@ import socket
 import time
 
 import pytest
-
 from conftest import http_get
 from rawsocket import http
+
 from stream.history import History, Reading
 from stream.sse import Feed
 from stream.store import SqliteStore
