@@ -26,14 +26,16 @@ import time
 from flask import Flask
 from flask_socketio import SocketIO
 
-from stream import config, web
+from stream import config, sources, sse, web
 from stream.config import ConfigError, Settings
 from stream.fanout import FastManager
 from stream.guard import Guard, library_logger
 from stream.history import History, StoreError
 from stream.live import Live, origin_policy
 from stream.metrics import Metrics
-from stream.stats import Stats
+from stream.sources import make_source
+from stream.sse import Feed
+from stream.stats import ObservedStats, Stats
 from stream.store import SqliteStore
 from stream.ticker import Ticker
 
@@ -49,7 +51,10 @@ class Stream:
         self.socketio = socketio
         self.store = store
         self.history = History(store, ring_size=settings.history)
-        self.stats = load_stats(store, settings)
+        self.source = make_source(settings, socketio.async_mode)
+        self.stats = load_stats(store, settings, self.source.kind)
+        self.feed = Feed(self.history, settings.history)
+        self.history.on_new = self.feed.publish
         stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
         self.live = Live(socketio, self.history, stream_info, settings.history)
         self.guard = Guard(socketio, settings.max_connections,
@@ -59,7 +64,8 @@ class Stream:
         self.ticker = Ticker(
             self.history, self.stats, self.broadcast,
             interval=settings.interval, lo=settings.min, hi=settings.max, seed=settings.seed,
-            sleep=socketio.sleep,
+            sleep=socketio.sleep, source=self.source, spawn=socketio.start_background_task,
+            off_loop=sources.off_loop(socketio.async_mode),
         )
         self.started_at: float | None = None
         self._start_lock = threading.Lock()
@@ -70,6 +76,7 @@ class Stream:
             if self.started_at is None:
                 self.started_at = time.time()
                 self.socketio.start_background_task(self.ticker.run)
+                self.feed.start_heartbeat(self.socketio.start_background_task, self.socketio.sleep)
 
     def broadcast(self, reading) -> None:
         with self.metrics.broadcast_seconds.time():
@@ -81,6 +88,13 @@ class Stream:
 
     def stop(self) -> None:
         self.ticker.stop()
+        self.feed.close()  # every GET /api/stream ends now, so the server's stop is not held
+
+    def stats_json(self) -> dict:
+        """/api/stats: an observed source's histogram is of the readings new clients get."""
+        if self.source.uniform:
+            return self.stats.to_dict()
+        return self.stats.to_dict(self.history.latest(self.settings.history))
 
     def close(self) -> None:
         self.store.close()
@@ -93,7 +107,13 @@ class Stream:
         """What is wrong, for /healthz; empty when all is well."""
         found = []
         age = self.tick_age(now)
-        if age is None or not self.ticker.running:
+        if self.source.mode == "pull" and self.ticker.last_wake_at is not None:
+            # A pull source may answer None or be slow: the schedule itself must be alive.
+            age = round(now - self.ticker.last_wake_at, 3)
+        if self.source.mode == "push":
+            if not self.ticker.running:  # readings arrive when they arrive: no staleness
+                found.append("ticker is not running")
+        elif age is None or not self.ticker.running:
             found.append("ticker is not running")
         elif age > 3 * self.settings.interval + 1:
             found.append(f"last tick was {age:.1f}s ago (interval {self.settings.interval}s)")
@@ -104,11 +124,20 @@ class Stream:
         return found
 
 
-def load_stats(store, settings: Settings) -> Stats:
-    """The stats saved with the last reading, or fresh ones; refuses a changed range."""
+def load_stats(store, settings: Settings, kind: str = "random") -> Stats | ObservedStats:
+    """The stats saved with the last reading, or fresh ones; refuses a changed source or range."""
     state = store.stats_state()
     if state is None:
-        return Stats(settings.min, settings.max)
+        return Stats(settings.min, settings.max) if kind == "random" else ObservedStats(kind)
+    stored_kind = state.get("kind", "random")  # databases from before sources are random
+    if stored_kind != kind:
+        raise ConfigError(
+            f"the stored stream comes from --source {stored_kind}, not {kind}: "
+            f"pass --source {stored_kind if stored_kind != 'pull' else 'module:callable'} "
+            "or another --db"
+        )
+    if kind != "random":
+        return ObservedStats.from_state(state)
     if (state["lo"], state["hi"]) != (settings.min, settings.max):
         raise ConfigError(
             f"the stored stream draws from [{state['lo']}, {state['hi']}], not "
@@ -224,7 +253,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.message_queue:
         scaleout.attach(stream)  # one ticker per cluster: the lease holder draws
     web.init_app(app)
+    sources.init_app(app, stream.source)
     stream.guard.init_app(app)
+    sse.init_app(app)
     return app
 
 

@@ -36,6 +36,8 @@ class Settings:
     ping_interval: float = 25.0  # seconds between Engine.IO pings to each client
     ping_timeout: float = 20.0  # seconds a client may take to answer before it is dropped
     log_level: str = "INFO"
+    source: str = "random"  # random, stdin, http, or module:callable / path.py:callable
+    ingest_token: str | None = field(default=None, repr=False)  # --source http only
 
     def __post_init__(self) -> None:
         validate(self)
@@ -89,8 +91,31 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--ping-interval must be between 1 and 3600 seconds (got {s.ping_interval})")
     if not 1 <= s.ping_timeout <= 3600:
         raise ConfigError(f"--ping-timeout must be between 1 and 3600 seconds (got {s.ping_timeout})")
+    check_source(s)
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR (got {s.log_level!r})")
+
+
+MIN_TOKEN = 16
+
+
+def check_source(s: Settings) -> None:
+    if s.source not in ("random", "stdin", "http") and ":" not in s.source:
+        raise ConfigError(
+            f"--source must be random, stdin, http or module:callable (got {s.source!r})"
+        )
+    if s.source == "http" and (s.ingest_token is None or len(s.ingest_token) < MIN_TOKEN):
+        raise ConfigError(
+            f"--source http needs --ingest-token (or RANDOM_STREAM_INGEST_TOKEN) of at least "
+            f"{MIN_TOKEN} characters"
+        )
+    if s.source != "random" and s.message_queue is not None:
+        # The lease holder of a scaled-out stream draws for everyone; a value pushed into
+        # one process, or a callable run in several, has no single owner to order it.
+        raise ConfigError(
+            f"--source {s.source} does not go with --message-queue: a scaled-out stream "
+            "is drawn by --source random; run other sources in one process"
+        )
 
 
 def check_redis_url(url: str) -> None:
@@ -134,6 +159,8 @@ def _parser() -> _Parser:
     add("--ping-interval", help="seconds between pings to each client (default 25)")
     add("--ping-timeout", help="seconds a client may take to answer a ping (default 20)")
     add("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    add("--source", help="random (default), stdin, http, or module:callable / file.py:callable")
+    add("--ingest-token", help="bearer token for POST /api/readings (--source http)")
     return p
 
 
@@ -151,7 +178,7 @@ def _convert(name: str, raw: str, source: str):
         return tuple(p.strip() for p in raw.split(",") if p.strip())
     if name == "log_level":
         return raw.upper()
-    if name in ("db", "message_queue") and raw == "":
+    if name in ("db", "message_queue", "ingest_token") and raw == "":
         return None
     convert = _CONVERTERS.get(name)
     if convert is None:

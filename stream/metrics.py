@@ -130,3 +130,18 @@ def _lines(s, broadcast_seconds: Histogram) -> Iterator[str]:
         "Store operations that failed (writes; with Redis also lease claims and catch-up reads)",
         s.history.store_errors,
     )
+    yield from _source_lines(s)
+
+
+def _source_lines(s) -> Iterator[str]:
+    """The source's problems by kind, skipped pull ticks, and the SSE clients."""
+    problems = getattr(s.source, "problems", None)
+    yield from _labelled("random_stream_source_errors",
+                         "Source values refused or calls that failed, by kind", "kind",
+                         dict(problems.counts) if problems else {})
+    yield from _counter("random_stream_source_skipped_ticks",
+                        "Ticks skipped: the pull call was still running",
+                        getattr(s.source, "skipped", 0))
+    yield from _gauge("random_stream_sse_clients", "GET /api/stream responses open", s.feed.clients)
+    yield from _counter("random_stream_sse_dropped", "SSE clients cut off for being too far behind",
+                        s.feed.dropped)

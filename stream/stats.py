@@ -74,6 +74,8 @@ class Stats:
             "range": {"min": self.lo, "max": self.hi},
             "since_seq": self.since_seq,
             "through_seq": self.through_seq,
+            "kind": "uniform",  # integers over a declared range: the chi-square applies
+            "uniformity": {"chi_square": test[0], "p_value": test[1]} if test else None,
         }
 
     def state(self) -> dict:
@@ -88,6 +90,98 @@ class Stats:
     @classmethod
     def from_state(cls, state: dict) -> Stats:
         return cls(**state)
+
+
+HISTOGRAM_BINS = 20
+
+
+@dataclass
+class ObservedStats:
+    """Count, min, max, mean and standard deviation of any numbers; no uniformity test.
+
+    A source without a declared integer range has no expected distribution to test
+    against; its histogram is of the recent readings, in bins over what they span.
+    """
+
+    kind: str  # the source kind, remembered by the store
+    count: int = 0
+    min: float | None = None
+    max: float | None = None
+    mean: float = 0.0
+    m2: float = 0.0
+    since_seq: int | None = None
+    through_seq: int | None = None
+
+    def add(self, value: float, seq: int | None = None) -> None:
+        if self.since_seq is None:
+            self.since_seq = seq
+        self.through_seq = seq
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (value - self.mean)
+        self.min = value if self.min is None else min(self.min, value)
+        self.max = value if self.max is None else max(self.max, value)
+
+    @property
+    def stddev(self) -> float | None:
+        return math.sqrt(max(0.0, self.m2) / self.count) if self.count else None
+
+    def to_dict(self, recent: list | None = None) -> dict:
+        """The /api/stats JSON; `recent` are the readings the histogram is of."""
+        values = [r.value for r in recent or []]
+        return {
+            "count": self.count,
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean if self.count else None,
+            "stddev": self.stddev,
+            "histogram": binned(values),
+            "chi_square": None,
+            "p_value": None,
+            "range": None,
+            "since_seq": self.since_seq,
+            "through_seq": self.through_seq,
+            "kind": "observed",
+            "uniformity": None,
+            "source": self.kind,
+        }
+
+    def state(self) -> dict:
+        return {
+            "kind": self.kind, "count": self.count, "min": self.min, "max": self.max,
+            "mean": self.mean, "m2": self.m2, "since_seq": self.since_seq,
+            "through_seq": self.through_seq,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> ObservedStats:
+        return cls(**state)
+
+
+def binned(values: list, bins: int = HISTOGRAM_BINS) -> dict:
+    """{"edges": [...], "counts": [...], "readings": n}: equal bins over the values' span.
+
+    Integers spanning fewer than `bins` values get one bin per integer.
+    """
+    if not values:
+        return {"edges": [], "counts": [], "readings": 0}
+    lo, hi = min(values), max(values)
+    if all(isinstance(v, int) for v in values) and hi - lo < bins:
+        edges = [lo + i - 0.5 for i in range(hi - lo + 2)]
+    elif hi == lo:
+        edges = [lo - 0.5, hi + 0.5]
+    else:
+        width = (hi - lo) / bins
+        edges = [lo + i * width for i in range(bins)] + [hi]
+    counts = [0] * (len(edges) - 1)
+    span = edges[-1] - edges[0]
+    if not 0 < span < math.inf:  # values too large for a half-unit margin: one bin
+        return {"edges": [edges[0], edges[-1]], "counts": [len(values)], "readings": len(values)}
+    for v in values:
+        i = int((v - edges[0]) / span * len(counts))
+        counts[min(max(i, 0), len(counts) - 1)] += 1
+    return {"edges": edges, "counts": counts, "readings": len(values)}
 
 
 def chi_square_p_value(statistic: float, dof: int) -> float:

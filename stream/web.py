@@ -71,7 +71,8 @@ def index():
     # The newest reading is rendered into the page: a number shows before any script runs.
     return render_template(
         "index.html", settings=stream().settings, latest=stream().history.latest_reading(),
-        dashboard_css=DASHBOARD_CSS,
+        dashboard_css=DASHBOARD_CSS, source_uniform=stream().source.uniform,
+        source_kind=stream().source.kind,
     )
 
 
@@ -121,7 +122,7 @@ def history_csv():
 @bp.get("/api/stats")
 def stats():
     check_args(set())
-    return jsonify(stream().stats.to_dict())
+    return jsonify(stream().stats_json())
 
 
 @bp.get("/healthz")
@@ -133,6 +134,8 @@ def healthz():
         "last_seq": s.history.last_seq,
         "last_tick_age": s.tick_age(now),
         "clients": s.live.clients,
+        "sse_clients": s.feed.clients,
+        "source": s.source.health(),
         "problems": problems,
     }
     return jsonify(body), 200 if not problems else 503

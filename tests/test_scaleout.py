@@ -366,3 +366,19 @@ def test_db_with_message_queue_is_refused(redis_server):
     )
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "--db" in result.stderr
+
+
+def test_sse_on_every_process_of_a_cluster_carries_the_one_stream(cluster):
+    from test_sse import SseReader
+
+    servers = cluster(2)
+    readers = [SseReader(s.url) for s in servers]
+    got = [[r.next_event() for _ in range(8)] for r in readers]
+    for events in got:
+        seqs = [e["seq"] for e in events]
+        assert seqs == list(range(seqs[0], seqs[0] + 8))  # the follower's too: no gap
+    a, b = ({e["seq"]: e for e in events} for events in got)
+    common = set(a) & set(b)
+    assert len(common) >= 5 and all(a[s] == b[s] for s in common)
+    for reader in readers:
+        reader.close()

@@ -80,7 +80,7 @@ export function drawLineChart(canvas, { readings, fromTs, toTs, lo, hi, maxStep 
     ctx.moveTo(left, py);
     ctx.lineTo(left + plotWidth, py);
     ctx.stroke();
-    ctx.fillText(String(value), left - 6, py);
+    ctx.fillText(String(Number(value.toPrecision(6))), left - 6, py);
   }
 
   // x labels: seconds or minutes before the right edge
@@ -136,7 +136,10 @@ export function drawLineChart(canvas, { readings, fromTs, toTs, lo, hi, maxStep 
  * The histogram of counts per value from `lo`, with the uniform expectation
  * count / bins as a line and a band of two standard deviations around it.
  */
-export function drawHistogram(canvas, { histogram, lo }) {
+export function drawHistogram(canvas, { histogram, lo, edges = null }) {
+  // With `edges` (a source without a declared range): bins over the observed values,
+  // and no uniform expectation to draw.
+  const uniform = edges === null;
   const { ctx, width, height, palette } = prepare(canvas);
   const left = 48;
   const right = 12;
@@ -166,7 +169,7 @@ export function drawHistogram(canvas, { histogram, lo }) {
     ctx.fillText(n.toLocaleString("en"), left - 6, py);
   }
 
-  if (count > 0) {
+  if (count > 0 && uniform) {
     ctx.fillStyle = palette.band;
     const bandTop = y(expected + spread);
     const bandBottom = y(Math.max(0, expected - spread));
@@ -182,7 +185,7 @@ export function drawHistogram(canvas, { histogram, lo }) {
     }
   });
 
-  if (count > 0) {
+  if (count > 0 && uniform) {
     const py = Math.round(y(expected)) + 0.5;
     ctx.strokeStyle = palette.expected;
     ctx.lineWidth = 2;
@@ -197,6 +200,16 @@ export function drawHistogram(canvas, { histogram, lo }) {
   ctx.fillStyle = palette.text;
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
+  if (!uniform) {
+    if (edges.length >= 2) {
+      const label = (v) => String(Number(v.toPrecision(4)));
+      ctx.textAlign = "left";
+      ctx.fillText(label(edges[0]), left, top + plotHeight + 6);
+      ctx.textAlign = "right";
+      ctx.fillText(label(edges[edges.length - 1]), left + plotWidth, top + plotHeight + 6);
+    }
+    return;
+  }
   for (const value of ticks(lo, lo + bins - 1, Math.max(2, Math.min(5, Math.floor(plotWidth / 70))))) {
     if (Number.isInteger(value)) {
       const px = left + (value - lo + 0.5) * barWidth;

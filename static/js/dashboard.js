@@ -4,12 +4,12 @@
 
 import { drawHistogram, drawLineChart } from "./chart.js";
 import {
-  formatAgo, formatCount, formatFixed, formatIn, formatInterval, formatPValue,
+  formatAgo, formatCount, formatFixed, formatIn, formatInterval, formatPValue, formatValue,
 } from "./format.js";
 import { socketUrl } from "./packet.js";
 import { ReadingBuffer, asReading } from "./readings.js";
 import { connect } from "./socket.js";
-import { StreamStats } from "./stats.js";
+import { ObservedStats, StreamStats, binned } from "./stats.js";
 
 const WINDOWS = [60, 300, 900];
 const OFFLINE_AFTER_MS = 30000; // "reconnecting" turns "offline" after this long
@@ -51,6 +51,8 @@ function readConfig(data) {
   return {
     lo, hi, interval: interval > 0 ? interval : 1, history,
     statsUrl: data.statsUrl || "/api/stats",
+    // "observed": a source without a declared integer range (no uniformity test)
+    observed: data.statsKind === "observed",
     historyUrl: data.historyUrl || "/api/history",
   };
 }
@@ -233,7 +235,7 @@ function applyStream(stream) {
   const lo = Number.isInteger(stream.min) ? stream.min : config.lo;
   const hi = Number.isInteger(stream.max) ? stream.max : config.hi;
   const interval = Number.isFinite(stream.interval) && stream.interval > 0 ? stream.interval : config.interval;
-  if (lo !== config.lo || hi !== config.hi) {
+  if (!config.observed && (lo !== config.lo || hi !== config.hi)) {
     config.lo = lo;
     config.hi = hi;
     el.range.textContent = `${lo}–${hi}`;
@@ -299,7 +301,7 @@ async function loadStats() {
     if (!response.ok) {
       throw new Error(`HTTP ${response.status}`);
     }
-    const stats = StreamStats.fromServer(await response.json());
+    const stats = (config.observed ? ObservedStats : StreamStats).fromServer(await response.json());
     if (stats === null) {
       throw new Error("unexpected answer");
     }
@@ -405,7 +407,7 @@ function setText(node, text) {
 }
 
 function renderCurrent(newest) {
-  setText(el.value, newest ? String(newest.value) : "–");
+  setText(el.value, newest ? formatValue(newest.value) : "–");
   el.value.dataset.seq = newest ? String(newest.seq) : "";
   setText(el.seq, newest ? String(newest.seq) : "–");
 }
@@ -414,7 +416,15 @@ function renderChart(toTs, untilSeq) {
   const fromTs = toTs - state.windowSeconds;
   const readings = state.buffer.window(fromTs, untilSeq);
   const maxStep = Math.max(3 * config.interval, config.interval + 2); // longer silence: server down
-  drawLineChart(el.chart, { readings, fromTs, toTs, lo: config.lo, hi: config.hi, maxStep });
+  let { lo, hi } = config;
+  if (config.observed) { // no declared range: the window's own, with a margin
+    const values = readings.map((r) => r.value);
+    lo = values.length ? Math.min(...values) : 0;
+    hi = values.length ? Math.max(...values) : 1;
+    const margin = hi > lo ? (hi - lo) * 0.05 : Math.max(1, Math.abs(lo) * 0.05);
+    [lo, hi] = [lo - margin, hi + margin];
+  }
+  drawLineChart(el.chart, { readings, fromTs, toTs, lo, hi, maxStep });
 
   const gaps = state.buffer.gaps();
   const missing = gaps.reduce((sum, gap) => sum + gap.missing, 0);
@@ -432,7 +442,7 @@ function renderChart(toTs, untilSeq) {
   if (readings.length) {
     text += ` (seq ${readings[0].seq}–${readings[readings.length - 1].seq})`;
     const values = readings.map((r) => r.value);
-    text += `, lowest ${Math.min(...values)}, highest ${Math.max(...values)}`;
+    text += `, lowest ${formatValue(Math.min(...values))}, highest ${formatValue(Math.max(...values))}`;
   }
   if (shownGaps.length) {
     const lost = shownGaps.reduce((sum, gap) => sum + gap.missing, 0);
@@ -444,8 +454,8 @@ function renderChart(toTs, untilSeq) {
 
 const STAT_FIELDS = [
   ["stat-count", "count", (v) => formatCount(v)],
-  ["stat-min", "min", (v) => formatCount(v)],
-  ["stat-max", "max", (v) => formatCount(v)],
+  ["stat-min", "min", (v) => (Number.isInteger(v) ? formatCount(v) : formatValue(v))],
+  ["stat-max", "max", (v) => (Number.isInteger(v) ? formatCount(v) : formatValue(v))],
   ["stat-mean", "mean", (v) => formatFixed(v, 2)],
   ["stat-stddev", "stddev", (v) => formatFixed(v, 2)],
   ["stat-chi-square", "chiSquare", (v) => formatFixed(v, 1)],
@@ -463,9 +473,13 @@ function renderStats(stats) {
     node.dataset.value = value === null || value === undefined ? "" : String(value);
   }
   el.stats.dataset.throughSeq = String(stats?.throughSeq ?? "");
-  setText(el.verdict, verdict(summary?.pValue ?? null));
+  setText(el.verdict, config.observed ? "not tested: this source has no declared range" : verdict(summary?.pValue ?? null));
+  el.verdict.dataset.uniformity = config.observed ? "none" : "chi-square";
   let note;
-  if (stats) {
+  if (stats && config.observed) {
+    note = `Through seq ${stats.throughSeq ?? "–"} · no uniformity test for this source; `
+      + `the histogram is of the ${formatCount(Math.min(state.buffer.size, config.history))} most recent readings`;
+  } else if (stats) {
     note = `Through seq ${stats.throughSeq ?? "–"} · ${stats.hi - stats.lo} degrees of freedom`;
   } else if (state.statsError) {
     note = `Statistics are unavailable right now (${state.statsError}); trying again.`;
@@ -473,9 +487,19 @@ function renderStats(stats) {
     note = "Fetching statistics…";
   }
   setText(el.statsNote, note);
+  const size = `${el.histogram.clientWidth}x${el.histogram.clientHeight}`;
+  if (config.observed) {
+    const recent = state.buffer.latest(config.history);
+    const { edges, counts } = binned(recent.map((r) => r.value));
+    const key = `observed:${recent[recent.length - 1]?.seq}:${recent.length}:${size}:${themeVersion}`;
+    if (key !== drawnHistogram) {
+      drawnHistogram = key;
+      drawHistogram(el.histogram, { histogram: counts, lo: edges[0] ?? 0, edges });
+    }
+    return;
+  }
   const histogram = stats ? stats.histogram : new Array(config.hi - config.lo + 1).fill(0);
   const lo = stats ? stats.lo : config.lo;
-  const size = `${el.histogram.clientWidth}x${el.histogram.clientHeight}`;
   const key = `${lo}:${stats?.count ?? 0}:${stats?.throughSeq}:${size}:${themeVersion}`;
   if (key !== drawnHistogram) {
     drawnHistogram = key;

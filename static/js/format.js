@@ -44,3 +44,11 @@ export function formatInterval(seconds) {
   }
   return `${Number(seconds.toPrecision(6))} s`;
 }
+
+/** A reading's value: integers as they are, other numbers to six significant digits. */
+export function formatValue(v) {
+  if (v === null || v === undefined || !Number.isFinite(v)) {
+    return "–";
+  }
+  return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(6)));
+}

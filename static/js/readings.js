@@ -134,6 +134,11 @@ export class ReadingBuffer {
     return items.slice(start, end);
   }
 
+  /** The newest `n` readings, oldest first. */
+  latest(n) {
+    return n > 0 ? this.#items.slice(-n) : [];
+  }
+
   /** Readings with seq > `afterSeq`, oldest first. */
   after(afterSeq) {
     return this.#items.slice(this.#indexOf(afterSeq + 1));

@@ -74,6 +74,110 @@ export class StreamStats {
   }
 }
 
+/**
+ * Statistics of a source without a declared integer range (GET /api/stats with
+ * "kind": "observed"): count, min, max, mean and standard deviation, kept in
+ * step with Welford's update; no uniformity test.
+ */
+export class ObservedStats {
+  constructor() {
+    this.count = 0;
+    this.mean = 0;
+    this.m2 = 0;
+    this.min = null;
+    this.max = null;
+    this.throughSeq = null;
+  }
+
+  static fromServer(json) {
+    if (json?.kind !== "observed" || !Number.isInteger(json.count) || json.count < 0) {
+      return null;
+    }
+    const stats = new ObservedStats();
+    stats.count = json.count;
+    if (json.count > 0) {
+      if (![json.mean, json.stddev, json.min, json.max].every(Number.isFinite)) {
+        return null;
+      }
+      stats.mean = json.mean;
+      stats.m2 = json.stddev ** 2 * json.count;
+      stats.min = json.min;
+      stats.max = json.max;
+    }
+    stats.throughSeq = throughSeqOf(json, stats.count);
+    return stats;
+  }
+
+  clone() {
+    return Object.assign(new ObservedStats(), this);
+  }
+
+  add(reading) {
+    if (this.throughSeq !== null && reading.seq <= this.throughSeq) {
+      return "old";
+    }
+    if (this.throughSeq !== null && reading.seq !== this.throughSeq + 1) {
+      return "gap";
+    }
+    const v = reading.value;
+    if (Number.isFinite(v)) {
+      this.count += 1;
+      const delta = v - this.mean;
+      this.mean += delta / this.count;
+      this.m2 += delta * (v - this.mean);
+      this.min = this.min === null ? v : Math.min(this.min, v);
+      this.max = this.max === null ? v : Math.max(this.max, v);
+    }
+    this.throughSeq = reading.seq;
+    return "added";
+  }
+
+  catchUp(readings) {
+    return StreamStats.prototype.catchUp.call(this, readings);
+  }
+
+  summary() {
+    const some = this.count > 0;
+    return {
+      count: this.count, min: this.min, max: this.max,
+      mean: some ? this.mean : null, stddev: some ? Math.sqrt(Math.max(0, this.m2) / this.count) : null,
+      chiSquare: null, pValue: null,
+    };
+  }
+}
+
+/** {edges, counts}: equal bins over the values' span (one per integer for a few integers). */
+export function binned(values, bins = 20) {
+  if (values.length === 0) {
+    return { edges: [], counts: [] };
+  }
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  let edges;
+  if (values.every(Number.isInteger) && hi - lo < bins) {
+    edges = Array.from({ length: hi - lo + 2 }, (_, i) => lo + i - 0.5);
+  } else if (hi === lo) {
+    edges = [lo - 0.5, hi + 0.5];
+  } else {
+    const width = (hi - lo) / bins;
+    edges = Array.from({ length: bins }, (_, i) => lo + i * width).concat([hi]);
+  }
+  const counts = new Array(edges.length - 1).fill(0);
+  const span = edges[edges.length - 1] - edges[0];
+  if (!(span > 0 && span < Infinity)) {
+    return { edges: [edges[0], edges[edges.length - 1]], counts: [values.length] };
+  }
+  for (const v of values) {
+    const i = Math.floor(((v - edges[0]) / span) * counts.length);
+    counts[Math.min(Math.max(i, 0), counts.length - 1)] += 1;
+  }
+  return { edges, counts };
+}
+
 /** The newest seq a stats snapshot covers. */
 function throughSeqOf(json, count) {
   for (const key of ["through_seq", "last_seq"]) {

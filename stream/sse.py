@@ -1,0 +1,198 @@
+"""GET /api/stream: the readings as Server-Sent Events, for curl -N and EventSource.
+
+No task or queue per reading per client: every SSE response waits on one shared
+event that History sets for each new reading, then reads what it has not sent yet
+from the history ring, at its own pace. The bytes of each event are encoded once. A
+client that falls more than --history readings behind is dropped (it reconnects with
+Last-Event-ID and gets the capped replay), so nothing is buffered per client but the
+socket's own send buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .history import History, Reading
+from .web import BadRequest, bad_request, check_args, int_arg
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 15.0  # seconds between comment lines on a quiet stream
+BATCH = 256  # readings written per wake-up
+RETRY_MS = 2000  # what EventSource waits before reconnecting
+ENCODED_KEPT = 1024  # encoded events kept for all clients
+
+bp = Blueprint("sse", __name__)
+bp.register_error_handler(BadRequest, bad_request)
+
+
+class Feed:
+    """The shared wake-up for every SSE response, and each event's bytes, encoded once."""
+
+    def __init__(self, history: History, history_size: int) -> None:
+        self.history = history
+        self.history_size = history_size
+        self.clients = 0
+        self.opened = 0
+        self.dropped = 0  # clients cut off for being too far behind
+        self.closed = False
+        self.beats = 0  # heartbeats so far, from one shared task (start_heartbeat)
+        self._beating = False
+        self._event = threading.Event()
+        self._encoded: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def publish(self) -> None:
+        """A new reading is in the history: wake every waiting response."""
+        event, self._event = self._event, threading.Event()
+        event.set()
+
+    def start_heartbeat(self, spawn, sleep) -> None:
+        """One task wakes every response each HEARTBEAT seconds: no timer per client wait."""
+        self._beating = True
+
+        def beat() -> None:
+            while not self.closed:
+                sleep(HEARTBEAT)
+                self.beats += 1
+                self.publish()
+
+        spawn(beat)
+
+    def close(self) -> None:
+        """Server stop: every response ends at its next wake-up, which is now."""
+        self.closed = True
+        self.publish()
+
+    def encode(self, reading: Reading) -> bytes:
+        data = self._encoded.get(reading.seq)
+        if data is None:
+            payload = json.dumps(reading.to_dict(), separators=(",", ":"))
+            data = f"id: {reading.seq}\nevent: reading\ndata: {payload}\n\n".encode()
+            with self._lock:
+                self._encoded[reading.seq] = data
+                while len(self._encoded) > ENCODED_KEPT:
+                    self._encoded.popitem(last=False)
+        return data
+
+    def events(self, after: int):
+        """The byte chunks of one response: replay after `after`, then live, until stop."""
+        history = self.history
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        cursor = max(after, history.last_seq - self.history_size)  # capped like resume
+        beat = self.beats
+        while not self.closed:
+            wake = self._event  # taken before reading: a reading after this sets it
+            newest = history.latest_reading()
+            if newest is not None and newest.seq == cursor + 1:
+                readings = [newest]  # the live case: no copy of the ring per client
+            elif newest is None or newest.seq <= cursor:
+                readings = []
+            else:
+                readings = history.after(cursor, BATCH)
+            if readings:
+                cursor = readings[-1].seq
+                yield b"".join(self.encode(r) for r in readings)
+                if history.last_seq - cursor > self.history_size:
+                    self.dropped += 1
+                    yield b": too far behind; reconnect to resume from Last-Event-ID\n\n"
+                    return
+                continue
+            woken = wake.wait(None if self._beating else HEARTBEAT)
+            if self.closed:
+                return
+            if not woken or self.beats != beat:
+                beat = self.beats
+                yield b": heartbeat\n\n"
+
+
+class _Events:
+    """The response body: counts the client from the first byte to close(), exactly once."""
+
+    def __init__(self, feed: Feed, guard, environ, after: int) -> None:
+        self.feed, self.guard, self.environ = feed, guard, environ
+        self.chunks = feed.events(after)
+        self.open = True
+
+    def __iter__(self):
+        return self.chunks
+
+    def start_heartbeat(self, spawn, sleep) -> None:
+        """One task wakes every response each HEARTBEAT seconds: no timer per client wait."""
+        self._beating = True
+
+        def beat() -> None:
+            while not self.closed:
+                sleep(HEARTBEAT)
+                self.beats += 1
+                self.publish()
+
+        spawn(beat)
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self.feed.clients -= 1
+            self.guard.release(self.environ)
+            self.chunks.close()
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)
+    app.wsgi_app = _Unbuffered(app.wsgi_app)
+
+
+class _Unbuffered:
+    """eventlet.wsgi holds back chunks below 4 KiB unless told otherwise: each event must go
+    at once. Set on the server's own environ (Flask-SocketIO's middleware passes a copy on)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/api/stream":
+            environ["eventlet.minimum_write_chunk_size"] = 0
+        return self.app(environ, start_response)
+
+
+def _after() -> int:
+    """Where the replay starts: Last-Event-ID (an EventSource reconnecting) wins over ?after."""
+    check_args({"after"})
+    after = int_arg("after", None, 0, 2**53)
+    last_id = request.headers.get("Last-Event-ID")
+    if last_id is not None and last_id.strip():
+        last_id = last_id.strip()
+        if not last_id.isascii() or not last_id.isdigit() or len(last_id) > 16:
+            raise BadRequest("Last-Event-ID must be a seq (a whole number)")
+        return int(last_id)
+    stream = current_app.extensions["random_stream"]
+    return stream.history.last_seq if after is None else after  # no replay asked: live
+
+
+@bp.get("/api/stream")
+def events():
+    stream = current_app.extensions["random_stream"]
+    after = _after()
+    if stream.feed.closed:
+        return jsonify(error="the server is stopping"), 503
+    # The origin policy, the connection cap and the per-address limit; counted until close().
+    refusal = stream.guard.hold(request.environ)
+    if refusal is not None:
+        status, message = refusal
+        headers = {"Retry-After": "5"} if status.startswith("503") else {}
+        return jsonify(error=message), int(status[:3]), headers
+    feed = stream.feed
+    feed.clients += 1
+    feed.opened += 1
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    origin = request.headers.get("Origin")
+    if origin:  # allowed by the policy above: a listed cross origin may read it
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
+    return Response(_Events(feed, stream.guard, request.environ, after), mimetype="text/event-stream",
+                    headers=headers)
