@@ -25,36 +25,64 @@ from flask_socketio import SocketIO
 
 from stream import config, scaleout, web
 from stream.config import ConfigError, Settings
-from stream.fanout import FastManager
 from stream.guard import Guard, library_logger
 from stream.history import History, StoreError
 from stream.live import Live, origin_policy
 from stream.metrics import Metrics
+from stream.server import FullCollections
 from stream.stats import Stats
 from stream.store import SqliteStore
 from stream.ticker import Ticker
+from stream.transport import Transport
 
 log = logging.getLogger("random_stream")
 
 
-class Stream:
-    """One random number stream: its ticker, history, statistics and live clients."""
+class Service:
+    """One running service: its stream's ticker, history and statistics, its live clients.
 
-    def __init__(self, settings: Settings, socketio: SocketIO, store) -> None:
+    Built once, in order, by create_app(); nothing in it is replaced afterwards.
+    """
+
+    def __init__(self, app: Flask, settings: Settings, store, transport: Transport) -> None:
         self.settings = settings
-        self.socketio = socketio
         self.store = store
+        self.transport = transport
         self.history = History(store, ring_size=settings.history)
         self.stats = load_stats(store, settings)
-        stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
-        self.live = Live(socketio, self.history, stream_info, settings.history)
-        self.guard = Guard(socketio, settings.max_connections)
-        self.metrics = Metrics(self)
-        self.ticker = Ticker(
-            self.history, self.stats, self.broadcast,
-            interval=settings.interval, lo=settings.min, hi=settings.max, seed=settings.seed,
-            sleep=socketio.sleep,
+        self.collections = FullCollections()  # idle until serve() starts it
+        link = scaleout.link_for(settings) if settings.message_queue else None
+        self.socketio = socketio = SocketIO(
+            app,
+            async_mode=settings.async_mode,
+            cors_allowed_origins=origin_policy(settings.cors_origins),
+            always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
+            max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            logger=library_logger("socketio.server"),
+            engineio_logger=library_logger("engineio.server"),
+            # The Redis message queue when scaled out, else the in-process one.
+            client_manager=transport.client_manager(
+                settings.message_queue, link, on_reading=self.follow_reading),
         )
+        stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
+        self.live = Live(socketio, self.history, stream_info, settings.history, transport)
+        self.guard = Guard(socketio, settings.max_connections)
+        transport.install(socketio, self.guard)  # after the guard: the fast connect hook runs first
+        self.metrics = Metrics(self)
+        if settings.message_queue:  # one ticker per cluster: the lease holder draws
+            self.ticker = scaleout.SharedTicker(
+                self.history, self.stats, self.broadcast, settings=settings,
+                sleep=socketio.sleep, store=store, link=link,
+                start_queue=transport.queue_starter(socketio),
+            )
+        else:
+            self.ticker = Ticker(
+                self.history, self.stats, self.broadcast,
+                interval=settings.interval, lo=settings.min, hi=settings.max, seed=settings.seed,
+                sleep=socketio.sleep,
+            )
         self.started_at: float | None = None
         self._start_lock = threading.Lock()
 
@@ -68,10 +96,11 @@ class Stream:
     def broadcast(self, reading) -> None:
         with self.metrics.broadcast_seconds.time():
             self.live.broadcast(reading)
-        self.after_broadcast()
+        self.collections.after_broadcast()  # the quiet moment until the next tick
 
-    def after_broadcast(self) -> None:
-        """The quiet moment until the next tick; serve() puts garbage collection here."""
+    def follow_reading(self, data) -> None:
+        """A reading from the message queue (scaled out): the ticker follows it."""
+        self.ticker.observe(data)
 
     def stop(self) -> None:
         self.ticker.stop()
@@ -125,30 +154,18 @@ def open_store(app: Flask, settings: Settings):
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Create the app and its stream; the ticker starts when the server does."""
+    """Create the app and its service; the ticker starts when the server does."""
     settings = settings or Settings()
     app = Flask(
         "random_stream", root_path=os.path.dirname(os.path.abspath(__file__)),
         instance_relative_config=True,
     )
-    socketio = SocketIO(
-        app,
-        async_mode=settings.async_mode,
-        cors_allowed_origins=origin_policy(settings.cors_origins),
-        always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
-        max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
-        ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout,
-        logger=library_logger("socketio.server"),
-        engineio_logger=library_logger("engineio.server"),
-        # The Redis message queue when scaled out, else the in-process fast broadcast.
-        **(scaleout.socketio_options(settings) or {"client_manager": FastManager()}),
-    )
-    stream = app.extensions["random_stream"] = Stream(settings, socketio, open_store(app, settings))
-    if settings.message_queue:
-        scaleout.attach(stream)  # one ticker per cluster: the lease holder draws
+    transport = Transport(settings.async_mode, settings.fast_path, settings.message_queue)
+    service = Service(app, settings, open_store(app, settings), transport)
+    app.extensions["random_stream"] = service
     web.init_app(app)
-    stream.guard.init_app(app)
+    service.guard.init_app(app)
+    transport.log_choice()
     return app
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 ASYNC_MODES = ("eventlet", "gevent", "threading")
+FAST_PATHS = ("auto", "off")  # off: the libraries' own delivery path only (stream/transport)
 ENV_PREFIX = "RANDOM_STREAM_"
 
 
@@ -32,6 +33,7 @@ class Settings:
     max_connections: int = 10_000
     ping_interval: float = 25.0  # seconds between Engine.IO pings to each client
     ping_timeout: float = 20.0  # seconds a client may take to answer before it is dropped
+    fast_path: str = "auto"
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -74,6 +76,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--ping-interval must be between 1 and 3600 seconds (got {s.ping_interval})")
     if not 1 <= s.ping_timeout <= 3600:
         raise ConfigError(f"--ping-timeout must be between 1 and 3600 seconds (got {s.ping_timeout})")
+    if s.fast_path not in FAST_PATHS:
+        raise ConfigError(f"--fast-path must be auto or off (got {s.fast_path!r})")
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR (got {s.log_level!r})")
 
@@ -114,6 +118,7 @@ def _parser() -> _Parser:
     add("--max-connections", help="concurrent connections per process (default 10000)")
     add("--ping-interval", help="seconds between pings to each client (default 25)")
     add("--ping-timeout", help="seconds a client may take to answer a ping (default 20)")
+    add("--fast-path", help="auto (default: checked at start) or off (the libraries' own path)")
     add("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     return p
 
@@ -130,6 +135,8 @@ def _convert(name: str, raw: str, source: str):
         return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     if name == "log_level":
         return raw.upper()
+    if name == "fast_path":
+        return raw.lower()
     if name in ("db", "message_queue") and raw == "":
         return None
     convert = _CONVERTERS.get(name)

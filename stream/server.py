@@ -85,7 +85,7 @@ def serve(app, sock: socket.socket) -> None:
     socketio = app.extensions["socketio"]
     mode = socketio.async_mode
     settings = stream.settings
-    stopper = _mode_server(mode, app, sock, settings.max_connections)
+    stopper = _mode_server(mode, app, sock, settings.max_connections, stream.transport)
 
     def shutdown() -> None:
         log.info("stopping: %d client(s) connected", stream.live.clients)
@@ -102,8 +102,7 @@ def serve(app, sock: socket.socket) -> None:
     host, port = sock.getsockname()[:2]
     note = " (deprecated upstream; gevent is the maintained alternative)" if mode == "eventlet" else ""
     log.info("serving http://%s:%d, async mode %s%s, pid %d", _url_host(host), port, mode, note, os.getpid())
-    collections = FullCollections()
-    stream.after_broadcast = collections.after_broadcast
+    stream.collections.start()
     stream.start()
     stopper.run()
     stream.close()
@@ -115,14 +114,18 @@ class FullCollections:
 
     Python's own full collections scan every tracked object: with 10,000 clients that is
     1.7 million objects and a 1.5 s pause, at whatever moment the allocator decides, and
-    the ticker waits through it. Here start-up objects are frozen out of collection, the
-    automatic full collection is switched off, and one runs every EVERY seconds just
-    after a reading went out, when the next tick is furthest away.
+    the ticker waits through it. Here, from start() on, start-up objects are frozen out of
+    collection, the automatic full collection is switched off, and one runs every EVERY
+    seconds just after a reading went out, when the next tick is furthest away.
     """
 
     EVERY = 60.0  # seconds; cyclic garbage of closed connections lives at most this long
 
     def __init__(self) -> None:
+        self.last: float | None = None  # Python's own collections until start()
+
+    def start(self) -> None:
+        """Take over full collections (serve() does, just before the ticker starts)."""
         gc.collect()
         gc.freeze()  # modules, the app, the stream: never garbage, never scanned again
         young, middle, _ = gc.get_threshold()
@@ -130,6 +133,8 @@ class FullCollections:
         self.last = time.monotonic()
 
     def after_broadcast(self) -> None:
+        if self.last is None:
+            return
         now = time.monotonic()
         if now - self.last >= self.EVERY:
             self.last = now
@@ -140,17 +145,18 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _mode_server(mode: str, app, sock: socket.socket, max_connections: int):
+def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, transport):
     if mode == "eventlet":
-        return _EventletServer(app, sock, max_connections)
+        return _EventletServer(app, sock, max_connections, transport.http_protocol())
     if mode == "gevent":
         return _GeventServer(app, sock, max_connections)
     return _ThreadingServer(app, sock)
 
 
 class _EventletServer:
-    def __init__(self, app, sock, max_connections):
+    def __init__(self, app, sock, max_connections, protocol=None):
         self.app, self.sock, self.max_connections = app, sock, max_connections
+        self.protocol = protocol  # stream.transport's, or None for eventlet's own
 
     def run(self) -> None:
         import eventlet
@@ -163,7 +169,7 @@ class _EventletServer:
         self.thread = eventlet.spawn(
             eventlet.wsgi.server, self.sock, self.app, log=quiet, log_output=False,
             debug=False, max_size=self.max_connections + 64,  # room to refuse past the cap
-            protocol=_LeanHttpProtocol(),
+            protocol=self.protocol or eventlet.wsgi.HttpProtocol,
         )
         self.thread.wait()
 
@@ -171,58 +177,6 @@ class _EventletServer:
         # eventlet.wsgi.server ends its accept loop on SystemExit, then waits for the
         # open connections, which shutdown() has closed already.
         self.thread.kill(SystemExit)
-
-
-def _LeanHttpProtocol():
-    """eventlet's HTTP protocol with small per-connection buffers.
-
-    A WebSocket keeps its HTTP connection's buffered reader (8 KiB) and writer (16 KiB)
-    for life, though it reads and writes the socket directly after the upgrade: more than
-    the rest of an idle client's memory. Request headers take a read or two more; response
-    headers fit in 1 KiB; larger reads and writes bypass these buffers anyway.
-    """
-    import eventlet.wsgi
-
-    from .direct import DETACH, Detach
-
-    class LeanHttpProtocol(eventlet.wsgi.HttpProtocol):
-        rbufsize = 512
-        wbufsize = 1024
-        detach = None  # the request's offer to let its WebSocket outlive this task
-
-        def setup(self):
-            super().setup()
-            # Headers and body go out as separate writes; without this the body can wait
-            # for the client's delayed ACK of the headers (Nagle), up to 40 ms.
-            try:
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-
-        def get_environ(self):
-            environ = super().get_environ()
-            environ[DETACH] = self.detach = Detach()
-            return environ
-
-        def finish(self):
-            if self.detach is not None and self.detach.requested:
-                # A WebSocket lives on without this task (stream/direct.py): release the
-                # HTTP side only, and hand eventlet's clean-up nothing to shut down.
-                self.conn_state[1] = _Detached()
-                self.rfile.close()
-                self.wfile.close()
-                self.environ = None  # eventlet's set_idle in it refers back to this object
-                return
-            super().finish()
-
-    class _Detached:
-        def shutdown(self, how=None):
-            pass
-
-        def close(self):
-            pass
-
-    return LeanHttpProtocol
 
 
 class _GeventServer:
