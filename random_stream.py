@@ -28,45 +28,78 @@ from flask_socketio import SocketIO
 
 from stream import config, sources, sse, web
 from stream.config import ConfigError, Settings
-from stream.fanout import FastManager
 from stream.guard import Guard, library_logger
 from stream.history import History, StoreError
 from stream.live import Live, origin_policy
 from stream.metrics import Metrics
+from stream.server import FullCollections
 from stream.sources import make_source
 from stream.sse import Feed
 from stream.stats import ObservedStats, Stats
 from stream.store import SqliteStore
 from stream.ticker import Ticker
+from stream.transport import Transport
 
 log = logging.getLogger("random_stream")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class Stream:
-    """One random number stream: its ticker, history, statistics and live clients."""
+class Service:
+    """One running service: its stream's ticker, history and statistics, its live clients.
 
-    def __init__(self, settings: Settings, socketio: SocketIO, store) -> None:
+    Built once, in order, by create_app(); nothing in it is replaced afterwards.
+    """
+
+    def __init__(self, app: Flask, settings: Settings, store, transport: Transport) -> None:
         self.settings = settings
-        self.socketio = socketio
         self.store = store
+        self.transport = transport
         self.history = History(store, ring_size=settings.history)
-        self.source = make_source(settings, socketio.async_mode)
+        self.source = make_source(settings, settings.async_mode)
         self.stats = load_stats(store, settings, self.source.kind)
         self.feed = Feed(self.history, settings.history)
         self.history.on_new = self.feed.publish
+        self.collections = FullCollections()  # idle until serve() starts it
+        if settings.message_queue:
+            from stream import scaleout  # needs redis: imported only when scaled out
+
+            link = scaleout.link_for(settings)
+        else:
+            link = None
+        self.socketio = socketio = SocketIO(
+            app,
+            async_mode=settings.async_mode,
+            cors_allowed_origins=origin_policy(settings.cors_origins),
+            always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
+            max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            logger=library_logger("socketio.server"),
+            engineio_logger=library_logger("engineio.server"),
+            # The Redis message queue when scaled out, else the in-process one.
+            client_manager=transport.client_manager(
+                settings.message_queue, link, on_reading=self.follow_reading),
+        )
         stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
-        self.live = Live(socketio, self.history, stream_info, settings.history)
+        self.live = Live(socketio, self.history, stream_info, settings.history, transport)
         self.guard = Guard(socketio, settings.max_connections,
                            max_per_address=settings.max_per_address,
                            trusted_proxies=settings.trusted_proxies)
+        transport.install(socketio, self.guard)  # after the guard: the fast connect hook runs first
         self.metrics = Metrics(self)
-        self.ticker = Ticker(
-            self.history, self.stats, self.broadcast,
-            interval=settings.interval, lo=settings.min, hi=settings.max, seed=settings.seed,
-            sleep=socketio.sleep, source=self.source, spawn=socketio.start_background_task,
-            off_loop=sources.off_loop(socketio.async_mode),
-        )
+        if settings.message_queue:  # one ticker per cluster: the lease holder draws
+            self.ticker = scaleout.SharedTicker(
+                self.history, self.stats, self.broadcast, settings=settings,
+                sleep=socketio.sleep, store=store, link=link,
+                start_queue=transport.queue_starter(socketio),
+            )
+        else:
+            self.ticker = Ticker(
+                self.history, self.stats, self.broadcast,
+                interval=settings.interval, lo=settings.min, hi=settings.max, seed=settings.seed,
+                sleep=socketio.sleep, source=self.source, spawn=socketio.start_background_task,
+                off_loop=sources.off_loop(socketio.async_mode),
+            )
         self.started_at: float | None = None
         self._start_lock = threading.Lock()
 
@@ -81,10 +114,11 @@ class Stream:
     def broadcast(self, reading) -> None:
         with self.metrics.broadcast_seconds.time():
             self.live.broadcast(reading)
-        self.after_broadcast()
+        self.collections.after_broadcast()  # the quiet moment until the next tick
 
-    def after_broadcast(self) -> None:
-        """The quiet moment until the next tick; serve() puts garbage collection here."""
+    def follow_reading(self, data) -> None:
+        """A reading from the message queue (scaled out): the ticker follows it."""
+        self.ticker.observe(data)
 
     def stop(self) -> None:
         self.ticker.stop()
@@ -197,12 +231,12 @@ class StartOnFirstRequest:
     so only the serving process ticks; start() itself runs at most once.
     """
 
-    def __init__(self, wsgi_app, stream: Stream) -> None:
-        self.wsgi_app, self.stream = wsgi_app, stream
+    def __init__(self, wsgi_app, service: Service) -> None:
+        self.wsgi_app, self.service = wsgi_app, service
 
     def __call__(self, environ, start_response):
-        if self.stream.started_at is None:
-            self.stream.start()
+        if self.service.started_at is None:
+            self.service.start()
         return self.wsgi_app(environ, start_response)
 
 
@@ -230,32 +264,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         require(settings.async_mode, settings.async_mode, f"--async-mode {settings.async_mode}")
     if settings.message_queue:
         require("redis", "redis", "--message-queue")
-        from stream import scaleout
     app = Flask(
         "random_stream", root_path=os.path.dirname(os.path.abspath(__file__)),
         instance_relative_config=True,
     )
-    socketio = SocketIO(
-        app,
-        async_mode=settings.async_mode,
-        cors_allowed_origins=origin_policy(settings.cors_origins),
-        always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
-        max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
-        ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout,
-        logger=library_logger("socketio.server"),
-        engineio_logger=library_logger("engineio.server"),
-        # The Redis message queue when scaled out, else the in-process fast broadcast.
-        **(scaleout.socketio_options(settings) if settings.message_queue
-           else {"client_manager": FastManager()}),
-    )
-    stream = app.extensions["random_stream"] = Stream(settings, socketio, open_store(app, settings))
-    if settings.message_queue:
-        scaleout.attach(stream)  # one ticker per cluster: the lease holder draws
+    transport = Transport(settings.async_mode, settings.fast_path, settings.message_queue)
+    service = Service(app, settings, open_store(app, settings), transport)
+    app.extensions["random_stream"] = service
     web.init_app(app)
-    sources.init_app(app, stream.source)
-    stream.guard.init_app(app)
+    sources.init_app(app, service.source)
+    service.guard.init_app(app)
     sse.init_app(app)
+    transport.log_choice()
     return app
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 ASYNC_MODES = ("eventlet", "gevent", "threading")
+FAST_PATHS = ("auto", "off")  # off: the libraries' own delivery path only (stream/transport)
 ENV_PREFIX = "RANDOM_STREAM_"
 
 
@@ -35,6 +36,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = field(default=())  # peers whose X-Forwarded-For is believed
     ping_interval: float = 25.0  # seconds between Engine.IO pings to each client
     ping_timeout: float = 20.0  # seconds a client may take to answer before it is dropped
+    fast_path: str = "auto"
     log_level: str = "INFO"
     source: str = "random"  # random, stdin, http, or module:callable / path.py:callable
     ingest_token: str | None = field(default=None, repr=False)  # --source http only
@@ -91,6 +93,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--ping-interval must be between 1 and 3600 seconds (got {s.ping_interval})")
     if not 1 <= s.ping_timeout <= 3600:
         raise ConfigError(f"--ping-timeout must be between 1 and 3600 seconds (got {s.ping_timeout})")
+    if s.fast_path not in FAST_PATHS:
+        raise ConfigError(f"--fast-path must be auto or off (got {s.fast_path!r})")
     check_source(s)
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR (got {s.log_level!r})")
@@ -158,6 +162,7 @@ def _parser() -> _Parser:
              "(default none)")
     add("--ping-interval", help="seconds between pings to each client (default 25)")
     add("--ping-timeout", help="seconds a client may take to answer a ping (default 20)")
+    add("--fast-path", help="auto (default: checked at start) or off (the libraries' own path)")
     add("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     add("--source", help="random (default), stdin, http, or module:callable / file.py:callable")
     add("--ingest-token", help="bearer token for POST /api/readings (--source http)")
@@ -178,6 +183,8 @@ def _convert(name: str, raw: str, source: str):
         return tuple(p.strip() for p in raw.split(",") if p.strip())
     if name == "log_level":
         return raw.upper()
+    if name == "fast_path":
+        return raw.lower()
     if name in ("db", "message_queue", "ingest_token") and raw == "":
         return None
     convert = _CONVERTERS.get(name)

@@ -16,7 +16,9 @@
 
 Engine.IO offers none of these hooks, so the guard wraps its three event handlers
 (connect, message, disconnect), its WebSocket driver and the WSGI app: no library
-source is patched, and the Socket.IO handlers in live.py stay plain.
+source is patched, and the Socket.IO handlers in live.py stay plain. What that takes of
+engine.io is in stream/transport/ (engineio.py: current_handler, close_session...; screen.py:
+the frame check around the WebSocket driver).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from urllib.parse import parse_qs
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
+from .transport import engineio as eio_adapter
 from .web import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
@@ -222,7 +225,8 @@ class Guard:
     def _install_handlers(self) -> None:
         eio = self.eio
         on_connect, on_message, on_disconnect = (
-            eio.handlers["connect"], eio.handlers["message"], eio.handlers["disconnect"]
+            eio_adapter.current_handler(eio, "connect"), eio_adapter.current_handler(eio, "message"),
+            eio_adapter.current_handler(eio, "disconnect"),
         )
 
         def connect(eio_sid, environ):
@@ -270,8 +274,7 @@ class Guard:
         eio.on("connect", connect)
         eio.on("message", message)
         eio.on("disconnect", disconnect)
-        # engine.io's drivers are a shared module-level dict: override on this server only.
-        eio._async = {**eio._async, "websocket": _checked_websocket(eio._async["websocket"], self)}
+        # The WebSocket frame check (screen_frame) is wired by stream.transport, in order.
 
     # Counting and logging -----------------------------------------------------------------
 
@@ -294,9 +297,7 @@ class Guard:
 
     def close(self, eio_sid: str) -> None:
         """Close one Engine.IO connection without waiting for its queue to drain."""
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is not None:
-            socket.close(wait=False, abort=False, reason=self.eio.reason.SERVER_DISCONNECT)
+        eio_adapter.close_session(self.eio, eio_sid)
 
     def close_all(self) -> None:
         """Close every connection, each with a close packet, without waiting.
@@ -304,7 +305,7 @@ class Guard:
         engine.io's own disconnect() waits for each client's queue to drain, which is
         forever for a polling client that does not poll again: a stop would hang.
         """
-        for eio_sid in list(self.eio.sockets):
+        for eio_sid in eio_adapter.open_sessions(self.eio):
             self.close(eio_sid)
 
     # Client messages ----------------------------------------------------------------------
@@ -336,8 +337,8 @@ class Guard:
         if not isinstance(pkt.data, list) or not pkt.data:
             return "bad_packet"
         name = pkt.data[0]
-        handlers = self.socketio.server.handlers.get(pkt.namespace or "/", {})
-        if not isinstance(name, str) or name in RESERVED_EVENTS or name not in handlers:
+        if (not isinstance(name, str) or name in RESERVED_EVENTS
+                or not eio_adapter.has_event_handler(self.socketio.server, pkt.namespace, name)):
             return "unknown_event"
         return None
 
@@ -364,7 +365,7 @@ class Guard:
             now = self.clock()
             for eio_sid, since in list(self.pending.items()):
                 try:
-                    if eio_sid not in self.eio.sockets:
+                    if eio_adapter.session_state(self.eio, eio_sid) is None:
                         self.pending.pop(eio_sid, None)
                     elif manager.sid_from_eio_sid(eio_sid, "/") is not None:
                         self.pending.pop(eio_sid, None)
@@ -443,45 +444,6 @@ class Guard:
             self.handshakes.clear()
 
 
-def _checked_websocket(driver, guard: Guard):
-    """engine.io's WebSocket driver class, with every incoming frame checked before decoding.
-
-    The WebSocket object engine.io gets is the driver's own (other wrappers, such as the
-    fast broadcast in fanout.py, may rely on that); only its `wait` is shadowed.
-    """
-    limit = guard.eio.max_http_buffer_size
-
-    class CheckedWebSocket(driver):
-        def __init__(self, handler, server):
-            def checked(ws):
-                ws.wait = _checked_wait(ws.wait, guard)
-                ws.screen = guard.screen_frame  # for readers that do not call wait (direct.py)
-                try:
-                    return handler(ws)
-                finally:
-                    del ws.wait  # it refers back to ws: no cycle to outlive the handler
-
-            if hasattr(handler, "__self__"):  # the engine.io socket, for wrappers outside this one
-                checked.__self__ = handler.__self__
-            super().__init__(checked, server)
-            # simple-websocket (threading, gevent) reads a whole message before engine.io
-            # measures it; with the limit it stops reading at the buffer size.
-            if isinstance(getattr(self, "server_args", None), dict):
-                self.server_args.setdefault("max_message_size", limit)
-
-    return CheckedWebSocket
-
-
-def _checked_wait(wait, guard: Guard):
-    def checked_wait():
-        data = wait()
-        if data is not None and not guard.screen_frame(data):
-            return None  # engine.io then closes this connection as if the client had
-        return data
-
-    return checked_wait
-
-
 class _Door:
     """WSGI middleware: security headers on every response, JSON refusals, no tracebacks."""
 
@@ -525,10 +487,10 @@ class _Door:
     def _check_post(self, environ, query: dict) -> tuple[str, str] | None:
         """A polling POST is read and checked here; engine.io logs tracebacks or stalls on junk."""
         sid = query.get("sid", [None])[0]
-        socket = self.guard.eio.sockets.get(sid)
-        if environ.get("REQUEST_METHOD") != "POST" or socket is None:
+        state = eio_adapter.session_state(self.guard.eio, sid)
+        if environ.get("REQUEST_METHOD") != "POST" or state is None:
             return None  # engine.io answers the rest itself, with 400 "Invalid session" etc.
-        if socket.closed:  # engine.io would raise KeyError here: an HTTP 500
+        if state == "closed":  # engine.io would raise KeyError here: an HTTP 500
             return "400 Bad Request", "this session is closed; open a new connection"
         limit = self.guard.eio.max_http_buffer_size
         try:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from engineio import packet as eio_packet
 from flask import request
 from flask_socketio import SocketIO, emit
-from socketio import packet as sio_packet
 
 from .history import History, Reading
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +21,10 @@ MAX_WAITING_ANSWERS = 32
 class Live:
     """The Socket.IO side of the stream. Clients read; nothing they send changes it."""
 
-    def __init__(self, socketio: SocketIO, history: History, stream_info: dict, history_size: int) -> None:
+    def __init__(self, socketio: SocketIO, history: History, stream_info: dict, history_size: int,
+                 transport: Transport) -> None:
         self.socketio = socketio
+        self.transport = transport
         self.history = history
         self.stream_info = stream_info
         self.history_size = history_size
@@ -32,7 +33,7 @@ class Live:
         self.disconnects = 0
         self.resumes = 0
         self.rejected: dict[str, int] = {}
-        self._snapshot: tuple[int, eio_packet.Packet] | None = None
+        self._snapshot: tuple[int, object] | None = None
 
         socketio.on_event("connect", self.on_connect)
         socketio.on_event("disconnect", self.on_disconnect)
@@ -48,10 +49,10 @@ class Live:
     def on_connect(self, auth=None) -> None:
         self.clients += 1
         self.connects += 1
-        # What emit() ends in, minus encoding the same snapshot again for every client.
-        self.socketio.server._send_eio_packet(self.requester_eio_sid(), self.snapshot())
+        # emit(), minus encoding the same snapshot again for every client (on the fast path).
+        self.transport.send_prepared(self.socketio, request.sid, self.snapshot())
 
-    def snapshot(self) -> eio_packet.Packet:
+    def snapshot(self):
         """The `history` packet for new clients, encoded once per reading, not per client.
 
         900 readings take milliseconds to encode; after a restart thousands of clients
@@ -61,9 +62,8 @@ class Live:
         cached = self._snapshot
         if cached is None or cached[0] != key:
             payload = self.history_payload(self.history.latest(self.history_size))
-            encoded = self.socketio.server.packet_class(
-                sio_packet.EVENT, namespace="/", data=["history", payload]).encode()
-            cached = self._snapshot = (key, eio_packet.Packet(eio_packet.MESSAGE, encoded))
+            cached = self._snapshot = (key, self.transport.prepare_event(
+                self.socketio, "history", payload))
         return cached[1]
 
     def on_disconnect(self, reason=None) -> None:
@@ -85,12 +85,7 @@ class Live:
 
     def answers_waiting(self) -> int:
         """Packets queued for the requesting client that it has not taken yet."""
-        eio_socket = self.socketio.server.eio.sockets.get(self.requester_eio_sid())
-        return eio_socket.queue.qsize() if eio_socket is not None else 0
-
-    def requester_eio_sid(self) -> str:
-        """The Engine.IO session of the client whose event is being handled."""
-        return self.socketio.server.manager.eio_sid_from_sid(request.sid, "/")
+        return self.transport.queued_packets(self.socketio, request.sid)
 
     def reject(self, reason: str, message: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

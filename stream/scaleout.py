@@ -15,32 +15,18 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import redis
-import socketio
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .config import ConfigError, Settings
-from .fanout import FastManager
-from .history import Reading, StoreError
+from .history import History, Reading, StoreError
 from .lease import lease_ttl
-from .redis_store import (
-    CONNECT_TIMEOUT,
-    PREFIX,
-    Fenced,
-    RedisStore,
-    connect,
-    location,
-    open_redis_store,
-)
+from .redis_store import Fenced, RedisStore, location, open_redis_store
 from .stats import Stats
 from .ticker import Ticker
 
 log = logging.getLogger(__name__)
-
-CHANNEL = PREFIX + "socketio"
-RESUBSCRIBE_MIN, RESUBSCRIBE_MAX = 0.25, 1.0  # seconds between attempts while Redis is away
 
 
 class RedisLink:
@@ -68,77 +54,6 @@ class RedisLink:
             f"{part}: {msg}" for part, msg in sorted(self.troubles.items())) + ")"
 
 
-class StreamQueue(socketio.RedisManager, FastManager):
-    """Flask-SocketIO's Redis message queue, delivering locally with the fast broadcast.
-
-    (The bases in this order put FastBroadcast between PubSubManager and Manager:
-    StreamQueue, RedisManager, PubSubManager, FastManager, FastBroadcast, Manager.)
-    Changed so:
-
-    - clients that fail fast, and one log line per outage (RedisManager logs an error per
-      retry, backs off to 60 s, and would block forever on a Redis that stopped answering);
-    - replies to one of this process's own clients (`history`, `error`) skip Redis;
-    - every `random_number` passing through is shown to `on_reading` first, so followers
-      keep their history and stats in step with what their clients receive.
-    """
-
-    def __init__(self, url: str, link: RedisLink) -> None:
-        options = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_keepalive": True,
-                   "retry": Retry(NoBackoff(), 1)}  # no read timeout: a quiet channel is fine
-        super().__init__(url, channel=CHANNEL, redis_options=options)
-        self.link = link
-        self.publisher = connect(url)
-        self.on_reading = None
-
-    def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None,
-             to=None, **kwargs):
-        room = to or room
-        if isinstance(room, str) and self._is_local(room, namespace or "/"):
-            kwargs["ignore_queue"] = True
-        return super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
-                            callback=callback, **kwargs)
-
-    def _is_local(self, sid: str, namespace: str) -> bool:
-        try:
-            return self.rooms[namespace][None].get(sid) is not None
-        except KeyError:
-            return False
-
-    def _handle_emit(self, message):
-        data = message.get("data")
-        if (message.get("event") == "random_number" and self.on_reading is not None
-                and isinstance(data, list) and len(data) == 1):
-            try:
-                self.on_reading(data[0])
-            except Exception:
-                log.exception("could not follow a reading from the queue")
-        super()._handle_emit(message)
-
-    def _publish(self, data):
-        try:
-            self.publisher.publish(self.channel, self.json.dumps(data))
-        except redis.RedisError as exc:
-            self.link.trouble("publish", exc)
-        else:
-            self.link.fine("publish")
-
-    def _redis_listen_with_retries(self):
-        wait = RESUBSCRIBE_MIN
-        while True:
-            try:
-                if self.pubsub is not None:
-                    self.pubsub.close()
-                self._redis_connect()
-                self.pubsub.subscribe(self.channel)
-                self.link.fine("subscribe")
-                wait = RESUBSCRIBE_MIN
-                yield from self.pubsub.listen()
-            except Exception as exc:  # redis errors, or OSError from a socket Redis dropped
-                self.link.trouble("subscribe", exc)
-                self.server.sleep(wait)
-                wait = min(2 * wait, RESUBSCRIBE_MAX)
-
-
 def replace_stats(target: Stats, state: dict) -> None:
     """Make `target` (shared by the ticker, the API and metrics) equal to `state`, in place."""
     vars(target).update(vars(Stats.from_state(state)))
@@ -147,11 +62,13 @@ def replace_stats(target: Stats, state: dict) -> None:
 class SharedTicker(Ticker):
     """Runs in every process; only the lease holder draws, the others follow Redis."""
 
-    def __init__(self, stream, store: RedisStore, link: RedisLink) -> None:
-        s = stream.settings
+    def __init__(self, history: History, stats: Stats, broadcast: Callable[[Reading], None], *,
+                 settings: Settings, sleep: Callable[[float], None], store: RedisStore,
+                 link: RedisLink, start_queue: Callable[[], None] | None = None) -> None:
+        s = settings
         super().__init__(
-            stream.history, stream.stats, stream.broadcast, interval=s.interval,
-            lo=s.min, hi=s.max, seed=s.seed, sleep=stream.socketio.sleep,
+            history, stats, broadcast, interval=s.interval,
+            lo=s.min, hi=s.max, seed=s.seed, sleep=sleep,
         )
         self.store = store
         self.lease = store.lease
@@ -159,7 +76,7 @@ class SharedTicker(Ticker):
         self.link = link
         self.seed = s.seed
         self.ring_size = s.history
-        self.server = stream.socketio.server
+        self.start_queue = start_queue
         self.leading: bool | None = None  # None until the first claim answers
         self.takeovers = 0
         self._lock = threading.Lock()  # followers are fed from the queue task too
@@ -172,10 +89,9 @@ class SharedTicker(Ticker):
 
     def run(self) -> None:
         # python-socketio starts the queue listener when the first client connects;
-        # a follower needs the readings from the start.
-        if not self.server.manager_initialized:
-            self.server.manager_initialized = True
-            self.server.manager.initialize()
+        # a follower needs the readings from the start (else it catches up each interval).
+        if self.start_queue is not None:
+            self.start_queue()
         super().run()
 
     def stop(self) -> None:
@@ -276,14 +192,6 @@ class SharedTicker(Ticker):
         self.last_tick_at = time.time()
 
 
-def socketio_options(settings: Settings) -> dict:
-    """Extra SocketIO(...) options: the Redis message queue when scaled out."""
-    if not settings.message_queue:
-        return {}
-    url = settings.message_queue
-    return {"client_manager": StreamQueue(url, RedisLink(location(url)))}
-
-
 def open_store(settings: Settings) -> RedisStore:
     """The shared store; --db makes no sense here and is refused rather than ignored."""
     if settings.db is not None:
@@ -303,8 +211,6 @@ def open_store(settings: Settings) -> RedisStore:
     return store
 
 
-def attach(stream) -> None:
-    """Turn a Stream built on a RedisStore into one member of the shared stream."""
-    queue = stream.socketio.server.manager
-    stream.ticker = SharedTicker(stream, stream.store, queue.link)
-    queue.on_reading = stream.ticker.observe
+def link_for(settings: Settings) -> RedisLink:
+    """The RedisLink a scaled-out process reports its Redis troubles through."""
+    return RedisLink(location(settings.message_queue))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import json
 import logging
 import os
 import signal
@@ -221,8 +220,7 @@ def serve(app, sock: socket.socket) -> None:
     mode = socketio.async_mode
     settings = stream.settings
     waiting = Waiting(waiting_limit(settings.max_connections, fd_limit()))
-    stream.waiting = waiting
-    stopper = _mode_server(mode, app, sock, settings.max_connections, waiting)
+    stopper = _mode_server(mode, app, sock, settings.max_connections, waiting, stream.transport)
 
     def shutdown() -> None:
         log.info("stopping: %d client(s) connected", stream.live.clients)
@@ -239,8 +237,7 @@ def serve(app, sock: socket.socket) -> None:
     host, port = sock.getsockname()[:2]
     note = " (deprecated upstream; gevent is the maintained alternative)" if mode == "eventlet" else ""
     log.info("serving http://%s:%d, async mode %s%s, pid %d", _url_host(host), port, mode, note, os.getpid())
-    collections = FullCollections()
-    stream.after_broadcast = collections.after_broadcast
+    stream.collections.start()
     stream.start()
     stopper.run()
     stream.close()
@@ -252,14 +249,18 @@ class FullCollections:
 
     Python's own full collections scan every tracked object: with 10,000 clients that is
     1.7 million objects and a 1.5 s pause, at whatever moment the allocator decides, and
-    the ticker waits through it. Here start-up objects are frozen out of collection, the
-    automatic full collection is switched off, and one runs every EVERY seconds just
-    after a reading went out, when the next tick is furthest away.
+    the ticker waits through it. Here, from start() on, start-up objects are frozen out of
+    collection, the automatic full collection is switched off, and one runs every EVERY
+    seconds just after a reading went out, when the next tick is furthest away.
     """
 
     EVERY = 60.0  # seconds; cyclic garbage of closed connections lives at most this long
 
     def __init__(self) -> None:
+        self.last: float | None = None  # Python's own collections until start()
+
+    def start(self) -> None:
+        """Take over full collections (serve() does, just before the ticker starts)."""
         gc.collect()
         gc.freeze()  # modules, the app, the stream: never garbage, never scanned again
         young, middle, _ = gc.get_threshold()
@@ -267,6 +268,8 @@ class FullCollections:
         self.last = time.monotonic()
 
     def after_broadcast(self) -> None:
+        if self.last is None:
+            return
         now = time.monotonic()
         if now - self.last >= self.EVERY:
             self.last = now
@@ -277,18 +280,21 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, waiting: Waiting):
+def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, waiting: Waiting,
+                 transport):
     if mode == "eventlet":
-        return _EventletServer(app, sock, max_connections, waiting)
+        protocol = transport.http_protocol(waiting, REQUEST_TIMEOUT)
+        return _EventletServer(app, sock, max_connections, waiting, protocol)
     if mode == "gevent":
         return _GeventServer(app, sock, max_connections, waiting)
     return _ThreadingServer(app, sock)
 
 
 class _EventletServer:
-    def __init__(self, app, sock, max_connections, waiting):
+    def __init__(self, app, sock, max_connections, waiting, protocol):
         self.app, self.sock, self.max_connections = app, sock, max_connections
         self.waiting = waiting
+        self.protocol = protocol  # from stream.transport: deadline, refusals, detach
 
     def run(self) -> None:
         import eventlet
@@ -305,7 +311,7 @@ class _EventletServer:
             eventlet.wsgi.server, _Listener(self.sock, self.waiting, eventlet.sleep),
             _LogFailures(self.app), log=quiet, log_output=False, debug=False,
             max_size=self.max_connections + self.waiting.limit + 64,
-            keepalive=REQUEST_TIMEOUT, protocol=_LeanHttpProtocol(self.waiting),
+            keepalive=REQUEST_TIMEOUT, protocol=self.protocol,
         )
         self.thread.wait()
 
@@ -347,134 +353,6 @@ class _LogFailures:
         elif now - last >= 60:
             self.seen[kind] = now
             log.error("request failed again: %s (%s: %.200s)", where, kind[0], exc)
-
-
-def refusal_bytes(code: int, message: str) -> bytes:
-    """A complete HTTP/1.1 error response: JSON body, security headers, connection closed."""
-    from http import HTTPStatus
-
-    from .web import SECURITY_HEADERS
-
-    body = json.dumps({"error": message}).encode()
-    try:
-        phrase = HTTPStatus(code).phrase
-    except ValueError:
-        phrase = "Error"
-    head = [f"HTTP/1.1 {code} {phrase}", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", "Connection: close"]
-    head += [f"{name}: {value}" for name, value in SECURITY_HEADERS.items()]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-
-
-def bad_framing(headers) -> str | None:
-    """Why a request's length headers are ambiguous (a request smuggling vector), or None."""
-    lengths = headers.get_all("Content-Length") or []
-    if any(not v.strip().isdigit() for v in lengths):
-        return "Content-Length must be a whole number"
-    if len({v.strip() for v in lengths}) > 1:
-        return "two different Content-Length headers"
-    if lengths and headers.get("Transfer-Encoding") is not None:
-        return "Content-Length and Transfer-Encoding together"
-    return None
-
-
-def _LeanHttpProtocol(waiting: Waiting):
-    """eventlet's HTTP protocol with small per-connection buffers and a request deadline.
-
-    A WebSocket keeps its HTTP connection's buffered reader (8 KiB) and writer (16 KiB)
-    for life, though it reads and writes the socket directly after the upgrade: more than
-    the rest of an idle client's memory. Request headers take a read or two more; response
-    headers fit in 1 KiB; larger reads and writes bypass these buffers anyway.
-
-    From the moment a connection waits for a request (new, or idle after one) its request
-    line and headers must be in within REQUEST_TIMEOUT; the application (a long poll, a
-    WebSocket) runs without a deadline. Refusals of eventlet's parser (414, 400, 431,
-    505) go out as ours: JSON, security headers, no Python version.
-    """
-    import eventlet
-    import eventlet.wsgi
-
-    from .direct import DETACH, Detach
-
-    class LeanHttpProtocol(eventlet.wsgi.HttpProtocol):
-        rbufsize = 512
-        wbufsize = 1024
-        detach = None  # the request's offer to let its WebSocket outlive this task
-        deadline = None  # eventlet.Timeout until the request's headers are in
-
-        def handle_one_request(self):
-            if self.deadline is not None:  # keep-alive: waiting again, for the next request
-                waiting.add(self.connection)
-            self.deadline = eventlet.Timeout(REQUEST_TIMEOUT, TimeoutError("request timeout"))
-            try:
-                super().handle_one_request()
-            finally:
-                self.deadline.cancel()
-
-        def _read_request_line(self):
-            line = super()._read_request_line()
-            if len(line) >= self.server.url_length_limit:  # eventlet would answer a bare 414
-                self.send_error(414, "request line too long")
-                return ""
-            return line
-
-        def parse_request(self):
-            try:
-                if not super().parse_request():
-                    return False
-            except (eventlet.wsgi.HeaderLineTooLong, eventlet.wsgi.HeadersTooLarge):
-                self.send_error(431, "request headers too large")
-                return False
-            problem = bad_framing(self.headers)
-            if problem is not None:
-                self.send_error(400, problem)
-                return False
-            return True
-
-        def send_error(self, code, message=None, explain=None):
-            self.close_connection = True
-            try:
-                self.wfile.write(refusal_bytes(int(code), message or "bad request"))
-                self.wfile.flush()
-            except OSError:
-                pass
-
-        def get_environ(self):
-            self.deadline.cancel()  # the request is in: the application takes its time
-            waiting.discard(self.connection)
-            environ = super().get_environ()
-            environ[DETACH] = self.detach = Detach()
-            return environ
-
-        def setup(self):
-            super().setup()
-            # Headers and body go out as separate writes; without this the body can wait
-            # for the client's delayed ACK of the headers (Nagle), up to 40 ms.
-            try:
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-
-        def finish(self):
-            waiting.discard(self.connection)
-            if self.detach is not None and self.detach.requested:
-                # A WebSocket lives on without this task (stream/direct.py): release the
-                # HTTP side only, and hand eventlet's clean-up nothing to shut down.
-                self.conn_state[1] = _Detached()
-                self.rfile.close()
-                self.wfile.close()
-                self.environ = None  # eventlet's set_idle in it refers back to this object
-                return
-            super().finish()
-
-    class _Detached:
-        def shutdown(self, how=None):
-            pass
-
-        def close(self):
-            pass
-
-    return LeanHttpProtocol
 
 
 class _GeventServer:

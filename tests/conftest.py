@@ -52,6 +52,7 @@ class ServerProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.preexec_fn = None  # e.g. a lower RLIMIT_NOFILE for this server only
+        self.launcher = [str(ROOT / "random_stream.py")]  # or tests/moved_internal.py SIMULATION
 
     @property
     def url(self) -> str:
@@ -59,7 +60,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         db = ["--db", self.db] if self.db is not None else []
-        return [sys.executable, str(ROOT / "random_stream.py"), "--host", "127.0.0.1",
+        return [sys.executable, *self.launcher, "--host", "127.0.0.1",
                 "--port", str(self.port), *db, *self.args]
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
@@ -107,14 +108,37 @@ class ServerProcess:
         return http_get(self.url + path)
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fast-path", choices=("auto", "off"), default="auto",
+        help="the servers' and apps' --fast-path: off runs the suite on the libraries' own path",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--fast-path") == "off":
+        skip = pytest.mark.skip(reason="tests the fast path itself (stream/transport)")
+        for item in items:
+            if "fast_path" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def fast_path(request) -> str:
+    return request.config.getoption("--fast-path")
+
+
 @pytest.fixture
-def server_factory(tmp_path):
+def server_factory(tmp_path, fast_path):
     """Start real servers: server_factory("--interval", "0.2", db=path or None)."""
     started: list[ServerProcess] = []
 
     def start(*args: str, db: str | None = ":memory:", env: dict | None = None,
-              launch: bool = True) -> ServerProcess:
+              launch: bool = True, launcher: list[str] | None = None) -> ServerProcess:
+        env = {"RANDOM_STREAM_FAST_PATH": fast_path, **(env or {})}
         server = ServerProcess(args, db, tmp_path / f"server-{len(started)}.log", env)
+        if launcher is not None:
+            server.launcher = launcher
         started.append(server)
         return server.start() if launch else server
 
@@ -175,8 +199,9 @@ def viewers():
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(db=":memory:", async_mode="threading", interval=0.1, history=50)
+def settings(fast_path) -> Settings:
+    return Settings(db=":memory:", async_mode="threading", interval=0.1, history=50,
+                    fast_path=fast_path)
 
 
 @pytest.fixture

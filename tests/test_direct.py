@@ -1,4 +1,4 @@
-"""WebSocket clients without a writer task (stream/direct.py): written through, in order.
+"""WebSocket clients without a writer task (stream/transport/eventlet.py): written through, in order.
 
 The direct path is taken only if engine.io still calls the `connect` handler before its
 first write and still looks up `_websocket_handler` on the socket; if an upgrade moves
@@ -13,11 +13,14 @@ import sys
 import textwrap
 import time
 
+import pytest
 import websocket
 from conftest import ROOT, free_port, http_get
 from test_fanout import metric, raw_client
 
 READING = re.compile(r'42\["random_number",\{"seq":(\d+),')
+
+pytestmark = pytest.mark.fast_path
 
 
 def test_a_client_that_reads_late_gets_every_frame_whole_and_in_order(server_factory):
@@ -250,7 +253,7 @@ def test_a_server_side_close_arrives_whole_even_with_input_unread(server_factory
 def test_binary_packets_get_binary_frames():
     from engineio.packet import MESSAGE, Packet
 
-    from stream.direct import Connection
+    from stream.transport.eventlet import Connection
 
     class EngineIO:
         ping_interval, ping_timeout = 25, 20

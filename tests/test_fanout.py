@@ -1,6 +1,6 @@
 """The fast broadcast: one frame for everyone, written directly; stuck clients hurt no one.
 
-These tests also guard the two extension points stream/fanout.py relies on: if an upgrade
+These tests also guard the two extension points stream/transport/engineio.py relies on: if an upgrade
 of python-socketio or python-engineio moves them, the direct path stops being used and
 test_broadcasts_take_the_direct_path fails.
 """
@@ -12,7 +12,9 @@ import time
 import pytest
 import websocket
 
-from stream.fanout import MAX_BACKLOG, websocket_frame
+from stream.transport.engineio import MAX_BACKLOG, websocket_frame
+
+pytestmark = pytest.mark.fast_path
 
 
 @pytest.mark.parametrize("size, header", [

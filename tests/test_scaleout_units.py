@@ -73,7 +73,8 @@ def test_stats_are_replaced_in_place_so_every_holder_sees_them():
 def test_the_redis_queue_delivers_with_the_fast_broadcast():
     from socketio import Manager, PubSubManager
 
-    from stream.fanout import FastBroadcast
+    from stream.transport.engineio import FastBroadcast
+    from stream.transport.redis_queue import RedisQueue
 
-    order = scaleout.StreamQueue.__mro__
+    order = RedisQueue.__mro__
     assert order.index(PubSubManager) < order.index(FastBroadcast) < order.index(Manager)

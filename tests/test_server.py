@@ -150,7 +150,10 @@ def test_full_collections_wait_for_the_moment_after_a_broadcast():
 
     before = gc.get_threshold()
     try:
-        collections = FullCollections()
+        collections = FullCollections()  # built by create_app: idle until serve() starts it
+        collections.after_broadcast()
+        assert gc.get_threshold() == before and collections.last is None
+        collections.start()
         assert gc.get_threshold()[2] >= 1_000_000, "no automatic full collection"
         assert gc.get_freeze_count() > 0, "start-up objects are frozen"
         cycle = Node()

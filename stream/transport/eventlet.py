@@ -16,12 +16,17 @@ open on WebSocket under eventlet:
 The hub's callback never waits: anything that might (engine.io's receive, the disconnect
 handlers) runs in a task, except a pong, which only notes when the next ping is due.
 
-Extension points used (tests/test_direct.py and test_fanout.py fail if an upgrade moves
-them): engine.io's `connect` handler runs after the socket is made and before its first
-write, and `adopt` replaces the socket's `queue` (used through put, qsize and join) and
-its `_websocket_handler` there; eventlet's WebSocket keeps its socket in `.socket`, with
-the raw one in `.socket.fd`, and sends no close frame once `websocket_closed` is set.
-Polling clients, upgrades from polling and the other async modes keep engine.io's way.
+Extension points used (EXTENSION_POINTS below, checked at start; tests/test_transport.py
+and test_direct.py fail if an upgrade moves them): engine.io's `connect` handler runs after
+the socket is made and before its first write, and `adopt` replaces the socket's `queue`
+(used through put, qsize and join) and its `_websocket_handler` there; eventlet's WebSocket
+keeps its socket in `.socket`, with the raw one in `.socket.fd`, and sends no close frame
+once `websocket_closed` is set; the HTTP protocol (http_protocol) lets a connection's task
+end without closing it through `conn_state`. Polling clients, upgrades from polling and the
+other async modes keep engine.io's way.
+
+This is the eventlet runtime's module of stream.transport: EXTENSION_POINTS, adopt,
+opens_on_websocket, Connection and http_protocol are what a runtime module provides.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from urllib.parse import parse_qs
 
 from engineio import exceptions
 from engineio import packet as eio_packet
+
+from .points import ExtensionPoint, code_names
 
 log = logging.getLogger(__name__)
 
@@ -460,3 +467,210 @@ def _valid_close(payload: bytes) -> bool:
 
 def _noop(*args) -> None:
     pass
+
+
+# The HTTP side: a connection's task may end while its WebSocket lives on ---------------------
+
+def http_protocol(waiting, request_timeout: float, *, detach: bool):
+    """eventlet's HTTP protocol with a request deadline, our refusals, small buffers and,
+    on the fast path (`detach`), a WebSocket that outlives its HTTP task.
+
+    From the moment a connection waits for a request (new, or idle after one) its request
+    line and headers must be in within `request_timeout`; the application (a long poll, a
+    WebSocket) runs without a deadline. `waiting` (server.Waiting) counts the connections
+    waiting so. Refusals of eventlet's parser (414, 400, 431, 505) go out as ours: JSON,
+    security headers, no Python version; where eventlet's parser internals moved
+    (PARSER_POINTS), its own bare refusals stay.
+
+    A WebSocket keeps its HTTP connection's buffered reader (8 KiB) and writer (16 KiB)
+    for life, though it reads and writes the socket directly after the upgrade: more than
+    the rest of an idle client's memory. Request headers take a read or two more; response
+    headers fit in 1 KiB; larger reads and writes bypass these buffers anyway.
+    """
+    import eventlet
+    import eventlet.wsgi
+
+    from ..refusals import bad_framing, refusal_bytes
+
+    parser_ok = not parser_problems()
+    too_large = ((eventlet.wsgi.HeaderLineTooLong, eventlet.wsgi.HeadersTooLarge)
+                 if parser_ok else ())
+
+    class LeanHttpProtocol(eventlet.wsgi.HttpProtocol):
+        rbufsize = 512
+        wbufsize = 1024
+        detach = None  # the request's offer to let its WebSocket outlive this task
+        deadline = None  # eventlet.Timeout until the request's headers are in
+
+        def handle_one_request(self):
+            if self.deadline is not None:  # keep-alive: waiting again, for the next request
+                waiting.add(self.connection)
+            self.deadline = eventlet.Timeout(request_timeout, TimeoutError("request timeout"))
+            try:
+                super().handle_one_request()
+            finally:
+                self.deadline.cancel()
+
+        if parser_ok:
+            def _read_request_line(self):
+                line = super()._read_request_line()
+                if len(line) >= self.server.url_length_limit:  # eventlet: a bare 414
+                    self.send_error(414, "request line too long")
+                    return ""
+                return line
+
+        def parse_request(self):
+            try:
+                if not super().parse_request():
+                    return False
+            except too_large:
+                self.send_error(431, "request headers too large")
+                return False
+            problem = bad_framing(self.headers)
+            if problem is not None:
+                self.send_error(400, problem)
+                return False
+            return True
+
+        def send_error(self, code, message=None, explain=None):
+            self.close_connection = True
+            try:
+                self.wfile.write(refusal_bytes(int(code), message or "bad request"))
+                self.wfile.flush()
+            except OSError:
+                pass
+
+        def get_environ(self):
+            self.deadline.cancel()  # the request is in: the application takes its time
+            waiting.discard(self.connection)
+            environ = super().get_environ()
+            if detach:
+                environ[DETACH] = self.detach = Detach()
+            return environ
+
+        def setup(self):
+            super().setup()
+            # Headers and body go out as separate writes; without this the body can wait
+            # for the client's delayed ACK of the headers (Nagle), up to 40 ms.
+            try:
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+        def finish(self):
+            waiting.discard(self.connection)
+            if self.detach is not None and self.detach.requested:
+                # A WebSocket lives on without this task (serve_websocket above): release the
+                # HTTP side only, and hand eventlet's clean-up nothing to shut down.
+                self.conn_state[1] = _Detached()
+                self.rfile.close()
+                self.wfile.close()
+                self.environ = None  # eventlet's set_idle in it refers back to this object
+                return
+            super().finish()
+
+    class _Detached:
+        def shutdown(self, how=None):
+            pass
+
+        def close(self):
+            pass
+
+    return LeanHttpProtocol
+
+
+def _check_parser() -> str | None:
+    import eventlet.wsgi
+
+    protocol = eventlet.wsgi.HttpProtocol
+    if not callable(getattr(protocol, "_read_request_line", None)):
+        return "HttpProtocol._read_request_line is gone"
+    if "url_length_limit" not in code_names(protocol._read_request_line) and \
+            "url_length_limit" not in code_names(protocol.handle_one_request):
+        return "HttpProtocol no longer reads server.url_length_limit"
+    for name in ("HeaderLineTooLong", "HeadersTooLarge"):
+        if not isinstance(getattr(eventlet.wsgi, name, None), type):
+            return f"eventlet.wsgi.{name} is gone"
+    return None
+
+
+def parser_problems() -> list[str]:
+    """What is wrong with the parser internals our refusals use (checked once, at start)."""
+    return [f"{p.name} ({problem})" for p in PARSER_POINTS if (problem := p.problem()) is not None]
+
+
+# Checked at start (stream.transport): each returns None, or what is wrong --------------------
+
+def _check_websocket_closed() -> str | None:
+    from eventlet import websocket
+
+    if "websocket_closed" not in code_names(websocket.RFC6455WebSocket._send_closing_frame):
+        return "RFC6455WebSocket._send_closing_frame no longer reads websocket_closed"
+    return None
+
+
+def _check_raw_socket() -> str | None:
+    from eventlet import greenio
+
+    probe = greenio.GreenSocket()
+    try:
+        raw = probe.fd
+        if not callable(getattr(raw, "send", None)) or raw.gettimeout() != 0.0:
+            return "GreenSocket.fd is not the raw non-blocking socket"
+    finally:
+        probe.close()
+    return None
+
+
+def _check_listener_task() -> str | None:
+    from eventlet import hubs
+
+    hub = hubs.get_hub()
+    a, b = socket.socketpair()
+    try:
+        listener = hub.add(hub.READ, a.fileno(), _noop, _noop, _noop)
+        try:
+            if not hasattr(listener, "greenlet"):
+                return "the hub's FdListener has no greenlet"
+        finally:
+            hub.remove(listener)
+    finally:
+        a.close()
+        b.close()
+    return None
+
+
+def _check_http_protocol() -> str | None:
+    import eventlet.wsgi
+
+    protocol = eventlet.wsgi.HttpProtocol
+    if "conn_state" not in code_names(protocol.__init__):
+        return "HttpProtocol no longer keeps conn_state"
+    missing = {"eventlet.set_idle", "eventlet.input", "eventlet.posthooks"} - code_names(
+        protocol.get_environ)
+    if missing:
+        return "HttpProtocol.get_environ no longer sets " + ", ".join(sorted(missing))
+    if "eventlet.posthooks" not in code_names(protocol.handle_one_response):
+        return "HttpProtocol.handle_one_response no longer runs eventlet.posthooks"
+    return None
+
+
+EXTENSION_POINTS = [
+    ExtensionPoint("eventlet WebSocket.websocket_closed",
+                   "the direct path sends its own close frames, not eventlet",
+                   _check_websocket_closed),
+    ExtensionPoint("eventlet GreenSocket.fd",
+                   "one non-blocking send per client, no task switch", _check_raw_socket),
+    ExtensionPoint("eventlet FdListener.greenlet",
+                   "the hub reads WebSockets after their HTTP task ended", _check_listener_task),
+    ExtensionPoint("eventlet HttpProtocol.conn_state and environ eventlet.*",
+                   "a WebSocket's HTTP task ends; its buffers and request are let go",
+                   _check_http_protocol),
+]
+
+# Not the fast path: our own 414/431 answers (JSON, security headers). If these moved,
+# eventlet's own bare refusals answer instead; nothing else changes.
+PARSER_POINTS = [
+    ExtensionPoint("eventlet HttpProtocol._read_request_line, HeaderLineTooLong, HeadersTooLarge",
+                   "parser refusals carry security headers and no Python version", _check_parser),
+]

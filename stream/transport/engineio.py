@@ -1,17 +1,21 @@
-"""Broadcast fan-out: encode a packet once, write the same WebSocket frame to every client.
+"""engine.io and python-socketio internals, for every async mode, behind named functions.
 
+Broadcast fan-out: encode a packet once, write the same WebSocket frame to every client.
 python-socketio already encodes a broadcast once, then hands each recipient to engine.io,
 which queues it for a per-client writer task that frames and sends it: a queue put, a task
 switch, a frame and a send for every client, about 80 us of CPU per client under eventlet.
-Here the frame is built once and handed to each client's write-through queue (direct.py):
-one non-blocking send per client, or a place in that client's queue if the kernel cannot
-take it at once.
+Here the frame is built once and handed to each client's write-through queue (the runtime
+module, eventlet.py): one non-blocking send per client, or a place in that client's queue
+if the kernel cannot take it at once.
 
-Extension points used (tests/test_fanout.py fails if an upgrade moves them):
+Extension points used (EXTENSION_POINTS and REQUIRED below, checked at start; each has a
+test in tests/test_transport.py that fails if an upgrade moves it):
 - a custom client manager, the documented way to change how python-socketio delivers
-  (FastManager here; scaleout.StreamQueue puts it under the Redis pub/sub layer);
+  (FastManager here; redis_queue.RedisQueue puts it under the Redis pub/sub layer);
 - engine.io's `connect` handler and the socket's `schedule_ping`, for the shared pinger;
-- the engine.io server's `_async["websocket"]` class, wrapped to refuse compression.
+- the engine.io server's `_async["websocket"]` class, wrapped (wrap_websocket_driver) to
+  refuse compression and to screen frames;
+- its `handlers`, `sockets` and python-socketio's `_send_eio_packet`, `manager_initialized`.
 Only eventlet clients that open on WebSocket are fast-pathed; the rest use the normal path.
 """
 
@@ -26,8 +30,7 @@ from engineio import packet as eio_packet
 from socketio import Manager
 from socketio import packet as sio_packet
 
-from . import direct
-from .direct import Connection, websocket_frame
+from .eventlet import Connection, websocket_frame
 
 log = logging.getLogger(__name__)
 
@@ -39,33 +42,24 @@ MAX_BACKLOG = 256
 class FastBroadcast:
     """Mixin for a python-socketio client manager: the fast path for plain broadcasts."""
 
-    fast = False  # until set_server(): eventlet only
+    runtime = None  # the runtime module (eventlet.py) whose clients get the direct path
     fast_sends = 0
     slow_sends = 0
     laggards_dropped = 0
 
-    def set_server(self, server):
-        # Called as python-socketio builds its server, before any client can connect
-        # (initialize() only runs inside the first client's connect).
-        super().set_server(server)
-        eio = server.eio
-        self.fast = eio.async_mode == "eventlet"
-        if self.fast:
-            eio._async = {**eio._async, "websocket": _uncompressed(eio._async["websocket"])}
-        on_connect = eio.handlers.get("connect")
+    @property
+    def fast(self) -> bool:
+        return self.runtime is not None
 
-        def connect(eio_sid, environ, *args):
-            # Runs after engine.io made the socket, before it schedules the first ping
-            # and before it writes anything to the client.
-            eio_socket = eio.sockets.get(eio_sid)
-            if eio_socket is not None:
-                # By sid: a closure over the socket would keep it in a reference cycle.
-                eio_socket.schedule_ping = functools.partial(self.schedule_ping, eio_sid)
-                if self.fast and direct.opens_on_websocket(environ):
-                    direct.adopt(eio_socket)
-            return on_connect(eio_sid, environ, *args) if on_connect else None
-
-        eio.on("connect", connect)
+    def engine_connected(self, eio_sid, environ, *args):
+        # Runs after engine.io made the socket, before it schedules the first ping
+        # and before it writes anything to the client (chained by stream.transport).
+        eio_socket = self.server.eio.sockets.get(eio_sid)
+        if eio_socket is not None:
+            # By sid: a closure over the socket would keep it in a reference cycle.
+            eio_socket.schedule_ping = functools.partial(self.schedule_ping, eio_sid)
+            if self.fast and self.runtime.opens_on_websocket(environ):
+                self.runtime.adopt(eio_socket)
 
     def initialize(self):
         super().initialize()
@@ -118,6 +112,10 @@ class FastBroadcast:
 class FastManager(FastBroadcast, Manager):
     """The in-process client manager, with the fast broadcast."""
 
+    def __init__(self, runtime=None) -> None:
+        super().__init__()
+        self.runtime = runtime
+
 
 PING_FRAME = websocket_frame(eio_packet.Packet(eio_packet.PING).encode())
 
@@ -165,7 +163,7 @@ class SharedPinger:
                     log.exception("ping failed; the pinger goes on")
 
 
-def _uncompressed(websocket_class):
+def uncompressed(websocket_class):
     """engine.io's WebSocket WSGI class, refusing permessage-deflate."""
 
     class UncompressedWebSocket(websocket_class):
@@ -176,3 +174,80 @@ def _uncompressed(websocket_class):
             return super().__call__(environ, start_response)
 
     return UncompressedWebSocket
+
+
+# Named adapters: what the rest of the code uses instead of engine.io's attributes ------------
+
+def send_encoded_packet(server, eio_sid: str, pkt: eio_packet.Packet) -> None:
+    """Send an already encoded Engine.IO packet to one client (what Server.emit ends in)."""
+    server._send_eio_packet(eio_sid, pkt)
+
+
+def current_handler(eio, event: str):
+    """engine.io's handler for `event` now (python-socketio's, or a wrapper of it), or None."""
+    return eio.handlers.get(event)
+
+
+def chain_handler(eio, event: str, first) -> None:
+    """Run `first(*args)` before engine.io's current `event` handler, then that handler."""
+    then = current_handler(eio, event)
+
+    def chained(*args):
+        first(*args)
+        return then(*args) if then else None
+
+    eio.on(event, chained)
+
+
+def has_event_handler(server, namespace: str | None, event: str) -> bool:
+    """Whether python-socketio has a handler for `event` (dispatching spawns a task anyway)."""
+    return event in server.handlers.get(namespace or "/", {})
+
+
+def wrap_websocket_driver(eio, *wrappers) -> None:
+    """Wrap engine.io's WebSocket driver class on this server only, innermost first.
+
+    engine.io's drivers are a shared module-level dict: the server gets its own copy.
+    """
+    driver = eio._async["websocket"]
+    for wrap in wrappers:
+        driver = wrap(driver)
+    eio._async = {**eio._async, "websocket": driver}
+
+
+def engine_socket(eio, eio_sid):
+    """engine.io's socket for a session, or None (closed ones stay until engine.io reaps them)."""
+    return eio.sockets.get(eio_sid)
+
+
+def session_state(eio, eio_sid) -> str | None:
+    """'open', 'closed' (not yet reaped) or None for an unknown session."""
+    eio_socket = engine_socket(eio, eio_sid)
+    if eio_socket is None:
+        return None
+    return "closed" if eio_socket.closed else "open"
+
+
+def open_sessions(eio) -> list[str]:
+    """The sessions engine.io holds now, closed but unreaped ones included."""
+    return list(eio.sockets)
+
+
+def close_session(eio, eio_sid: str) -> None:
+    """Close one session with a close packet, without waiting for its queue to drain."""
+    eio_socket = engine_socket(eio, eio_sid)
+    if eio_socket is not None:
+        eio_socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+
+
+def queued_packets(eio, eio_sid: str) -> int:
+    """Packets queued for a client that it has not taken yet."""
+    eio_socket = engine_socket(eio, eio_sid)
+    return eio_socket.queue.qsize() if eio_socket is not None else 0
+
+
+def start_manager(server) -> None:
+    """Start the client manager now (a message queue's listener), not at the first client."""
+    if not server.manager_initialized:
+        server.manager_initialized = True
+        server.manager.initialize()

@@ -1,0 +1,33 @@
+"""HTTP refusals the server writes itself, before any application sees the request."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+
+from .web import SECURITY_HEADERS
+
+
+def refusal_bytes(code: int, message: str) -> bytes:
+    """A complete HTTP/1.1 error response: JSON body, security headers, connection closed."""
+    body = json.dumps({"error": message}).encode()
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "Error"
+    head = [f"HTTP/1.1 {code} {phrase}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in SECURITY_HEADERS.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+def bad_framing(headers) -> str | None:
+    """Why a request's length headers are ambiguous (a request smuggling vector), or None."""
+    lengths = headers.get_all("Content-Length") or []
+    if any(not v.strip().isdigit() for v in lengths):
+        return "Content-Length must be a whole number"
+    if len({v.strip() for v in lengths}) > 1:
+        return "two different Content-Length headers"
+    if lengths and headers.get("Transfer-Encoding") is not None:
+        return "Content-Length and Transfer-Encoding together"
+    return None

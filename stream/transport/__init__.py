@@ -1,0 +1,218 @@
+"""Every use of a library internal, behind one door: chosen and checked once, at start.
+
+The fast path (one frame for every client, WebSockets without tasks, one pinger) needs
+internals of python-engineio, python-socketio and eventlet. At start each of them is
+checked (EXTENSION_POINTS in engineio.py, eventlet.py, redis_queue.py), and the library
+versions against the tested ranges (pyproject.toml). If one is missing or different,
+one WARNING names it and the server takes the libraries' own documented path instead:
+python-socketio's Manager or RedisManager, engine.io's per-client queues, tasks and pings.
+Slower, but every part of the contract holds. `--fast-path off` forces that path.
+
+The guard's limits need three internals of engine.io on either path (REQUIRED in
+engineio.py); without them the start is refused with one line naming what is missing.
+
+Runtimes: RUNTIMES maps an async mode to its module (eventlet.py; gevent.py later), each
+with the same names: EXTENSION_POINTS, opens_on_websocket, adopt, Connection, http_protocol.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from importlib import metadata
+from pathlib import Path
+
+from ..config import ConfigError
+from . import engineio as engineio_adapter
+from . import engineio_checks, screen
+from .points import ExtensionPoint
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = {"eventlet": "eventlet"}  # async mode -> module here with its direct WebSocket path
+LIBRARIES = ("python-engineio", "python-socketio", "eventlet")  # whose internals are used
+PYPROJECT = Path(__file__).resolve().parent.parent.parent / "pyproject.toml"
+
+
+class UnsupportedLibrary(ConfigError):
+    """An internal the guard's limits need has moved: no correct way to serve."""
+
+
+class Transport:
+    """Which path serves, and the few operations the rest of the code asks of it."""
+
+    def __init__(self, async_mode: str, fast_path: str = "auto",
+                 message_queue: str | None = None) -> None:
+        self.async_mode = async_mode
+        required, fast_points = engineio_checks.extension_points(async_mode)
+        for point in required:
+            problem = point.problem()
+            if problem is not None:
+                raise UnsupportedLibrary(
+                    f"{point.name}: {problem}; it is needed so that {point.purpose} "
+                    f"(tested with {tested_ranges_text()})"
+                )
+        runtime_name = RUNTIMES.get(async_mode)
+        runtime = importlib.import_module(f".{runtime_name}", __name__) if runtime_name else None
+        points = list(fast_points)
+        if runtime is not None:
+            points += runtime.EXTENSION_POINTS
+        if message_queue:
+            from . import redis_queue
+
+            points += redis_queue.EXTENSION_POINTS
+        self.problems: list[str] = []
+        if fast_path == "auto":
+            self.problems = version_problems(async_mode) + [
+                f"{p.name} ({problem})" for p in points if (problem := p.problem()) is not None
+            ]
+        self.fast = fast_path == "auto" and not self.problems
+        self.runtime = runtime if self.fast else None
+        self.fast_path = fast_path
+        # The runtime's HTTP protocol (request deadline, refusals) serves on either path.
+        self.server_runtime = runtime
+        self.parser_problems = runtime.parser_problems() if runtime is not None else []
+
+    def log_choice(self) -> None:
+        """One WARNING if a check failed, and one INFO line saying which path serves."""
+        if self.problems:
+            log.warning("fast path off: %s; serving through the libraries' own path",
+                        "; ".join(self.problems))
+        if self.parser_problems:
+            log.warning("eventlet's own bare 414/431 refusals answer: %s",
+                        "; ".join(self.parser_problems))
+        log.info("transport: %s", self.describe())
+
+    def describe(self) -> str:
+        if not self.fast:
+            why = "--fast-path off" if self.fast_path == "off" else "a check failed"
+            return f"the libraries' own path ({why}): python-socketio's manager, engine.io's queues and pings"
+        if self.runtime is None:
+            return f"fast path: one pinger, snapshots encoded once; no direct WebSocket under {self.async_mode}"
+        return f"fast path: direct WebSocket fan-out under {self.async_mode}, one pinger"
+
+    # Built into the app ----------------------------------------------------------------
+
+    def client_manager(self, message_queue: str | None = None, link=None, on_reading=None):
+        """python-socketio's client manager: the fast one, or the library's own."""
+        if message_queue:
+            from . import redis_queue
+
+            if self.fast:
+                return redis_queue.RedisQueue(message_queue, link, on_reading, self.runtime)
+            return redis_queue.plain_queue(message_queue)
+        if self.fast:
+            return engineio_adapter.FastManager(self.runtime)
+        import socketio
+
+        return socketio.Manager()
+
+    def install(self, socketio, guard) -> None:
+        """Wire this server once, after the guard's handlers: connect hook, then drivers."""
+        eio = socketio.server.eio
+        wrappers = []  # innermost first
+        if self.runtime is not None:
+            # The direct path writes uncompressed frames and refuses compressed ones.
+            wrappers.append(engineio_adapter.uncompressed)
+        wrappers.append(screen.screened(guard))
+        engineio_adapter.wrap_websocket_driver(eio, *wrappers)
+        if self.fast:
+            manager = socketio.server.manager
+            engineio_adapter.chain_handler(eio, "connect", manager.engine_connected)
+
+    def queue_starter(self, socketio):
+        """A callable that starts the message queue's listener now, or None: at the first client."""
+        if not self.fast:
+            return None
+        return lambda: engineio_adapter.start_manager(socketio.server)
+
+    def http_protocol(self, waiting, request_timeout: float):
+        """The HTTP protocol class for the runtime's server (eventlet): a request deadline
+        and our refusals on either path; the detached WebSocket on the fast path only."""
+        return self.server_runtime.http_protocol(waiting, request_timeout, detach=self.fast)
+
+    # Asked while serving ------------------------------------------------------------------
+
+    def prepare_event(self, socketio, event: str, data):
+        """An event to send to many clients one at a time: encoded once on the fast path."""
+        if not self.fast:
+            return (event, data)
+        from engineio import packet as eio_packet
+        from socketio import packet as sio_packet
+
+        encoded = socketio.server.packet_class(
+            sio_packet.EVENT, namespace="/", data=[event, data]).encode()
+        return eio_packet.Packet(eio_packet.MESSAGE, encoded)
+
+    def send_prepared(self, socketio, sid: str, prepared) -> None:
+        """Send what prepare_event made to one client of the default namespace."""
+        if not self.fast:
+            event, data = prepared
+            socketio.emit(event, data, to=sid)
+            return
+        eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
+        engineio_adapter.send_encoded_packet(socketio.server, eio_sid, prepared)
+
+    def queued_packets(self, socketio, sid: str) -> int:
+        """Packets waiting for one client of the default namespace."""
+        eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
+        return engineio_adapter.queued_packets(socketio.server.eio, eio_sid)
+
+
+# Versions -------------------------------------------------------------------------------
+
+def tested_ranges() -> dict[str, str]:
+    """The declared ranges of LIBRARIES, from pyproject.toml ({} if it is not there)."""
+    ranges = {}
+    try:
+        lines = PYPROJECT.read_text().splitlines()
+    except OSError:
+        return ranges
+    for line in lines:  # dependency lines: "name>=low,<high",  (no tomllib before 3.11)
+        match = re.match(r'\s*"([A-Za-z0-9_.-]+)\s*([<>=!~][^#;"]*)"', line)
+        if match and match[1].lower() in LIBRARIES:
+            ranges[match[1].lower()] = match[2].replace(" ", "")
+    return ranges
+
+
+def tested_ranges_text() -> str:
+    return ", ".join(f"{name}{spec}" for name, spec in tested_ranges().items()) or "its requirements"
+
+
+def version_problems(async_mode: str) -> list[str]:
+    """One entry per used library whose installed version is outside its tested range."""
+    found = []
+    for name, spec in tested_ranges().items():
+        if name == "eventlet" and async_mode != "eventlet":
+            continue
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # vendored or absent: the attribute checks decide
+        if not in_range(installed, spec):
+            found.append(f"{name} {installed} is outside the tested range {spec}")
+    return found
+
+
+def in_range(version: str, spec: str) -> bool:
+    """Whether `version` satisfies a comma-separated spec of >=, >, <=, <, ==, != clauses."""
+    have = _release(version)
+    for clause in filter(None, spec.split(",")):
+        op, want = re.match(r"(>=|<=|==|!=|~=|>|<)(.*)", clause).groups()
+        want_t = _release(want)
+        width = max(len(have), len(want_t))
+        a, b = have + (0,) * (width - len(have)), want_t + (0,) * (width - len(want_t))
+        ok = {">=": a >= b, "<=": a <= b, ">": a > b, "<": a < b, "==": a == b, "!=": a != b,
+              "~=": a >= b and have[:len(want_t) - 1] == want_t[:-1]}[op]
+        if not ok:
+            return False
+    return True
+
+
+def _release(version: str) -> tuple[int, ...]:
+    match = re.match(r"\d+(\.\d+)*", version.strip())
+    return tuple(int(p) for p in match[0].split(".")) if match else (0,)
+
+
+__all__ = ["ExtensionPoint", "Transport", "UnsupportedLibrary", "in_range", "tested_ranges"]

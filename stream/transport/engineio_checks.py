@@ -1,0 +1,119 @@
+"""What the fast path and the guard need of engine.io and python-socketio, checked at start.
+
+Each check looks at the installed library: the attribute is there, and the library's own
+code still uses it the way stream/transport/engineio.py relies on.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from .points import ExtensionPoint, code_names
+
+
+def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[ExtensionPoint]]:
+    """(required, fast): what the guard cannot do without, and what the fast path uses."""
+    import engineio
+    import socketio
+    from engineio import socket as eio_socket_module
+
+    Socket = eio_socket_module.Socket
+    probes: dict = {}
+
+    def server():  # one throwaway python-socketio server, as the app's is built
+        if "server" not in probes:
+            probes["server"] = socketio.Server(async_mode=async_mode)
+        return probes["server"]
+
+    def handlers():
+        table = server().eio.handlers
+        if not isinstance(table, dict) or not all(
+                callable(table.get(e)) for e in ("connect", "message", "disconnect")):
+            return "Server.handlers is not the table python-socketio registers its handlers in"
+        if "handlers" not in code_names(engineio.Server._trigger_event):
+            return "Server._trigger_event no longer reads Server.handlers"
+        return None
+
+    def websocket_driver():
+        drivers = getattr(server().eio, "_async", None)
+        if not isinstance(drivers, dict) or not isinstance(drivers.get("websocket"), type):
+            return "Server._async['websocket'] is not a driver class"
+        if "_async" not in code_names(Socket._upgrade_websocket):
+            return "Socket._upgrade_websocket no longer takes its driver from Server._async"
+        return None
+
+    def event_handlers():
+        table = server().handlers
+        if not isinstance(table, dict):
+            return "socketio Server.handlers is not a table of namespaces"
+        if "handlers" not in code_names(socketio.Server._get_event_handler):
+            return "socketio Server._get_event_handler no longer reads Server.handlers"
+        return None
+
+    def sockets():
+        if not isinstance(server().eio.sockets, dict):
+            return "Server.sockets is not a table of sessions"
+        if not {"wait", "abort", "reason"} <= set(inspect.signature(Socket.close).parameters):
+            return "Socket.close no longer takes wait, abort and reason"
+        return None
+
+    def send_eio_packet():
+        method = getattr(socketio.Server, "_send_eio_packet", None)
+        if method is None or len(inspect.signature(method).parameters) != 3:
+            return "Server._send_eio_packet(eio_sid, pkt) is gone"
+        if "_send_eio_packet" not in code_names(socketio.Manager.emit):
+            return "Manager.emit no longer sends through Server._send_eio_packet"
+        return None
+
+    def pings():
+        probe = Socket(server().eio, "probe")
+        if not isinstance(probe.last_ping, (int, float)) or not callable(probe.schedule_ping):
+            return "Socket.last_ping / schedule_ping changed"
+        if "schedule_ping" not in code_names(engineio.Server._handle_connect):
+            return "Server._handle_connect no longer calls the socket's schedule_ping"
+        if "last_ping" not in code_names(Socket.schedule_ping):
+            return "Socket.schedule_ping no longer reads last_ping"
+        return None
+
+    def websocket_handler():
+        if not callable(getattr(Socket, "_websocket_handler", None)):
+            return "Socket._websocket_handler is gone"
+        if "_websocket_handler" not in code_names(Socket._upgrade_websocket):
+            return "Socket._upgrade_websocket no longer looks up _websocket_handler"
+        queue = Socket(server().eio, "probe").queue
+        if not all(callable(getattr(queue, m, None)) for m in ("put", "qsize", "join")):
+            return "Socket.queue is not a queue"
+        return None
+
+    def manager_initialized():
+        if not isinstance(getattr(server(), "manager_initialized", None), bool):
+            return "Server.manager_initialized is gone"
+        if "manager_initialized" not in code_names(socketio.Server._handle_eio_connect):
+            return "Server._handle_eio_connect no longer reads manager_initialized"
+        return None
+
+    required = [
+        ExtensionPoint("engineio Server.handlers", "the guard's limits wrap the event handlers",
+                       handlers),
+        ExtensionPoint("engineio Server._async['websocket']",
+                       "frames are screened before decoding; compression is refused",
+                       websocket_driver),
+        ExtensionPoint("engineio Server.sockets", "the guard closes sessions without waiting",
+                       sockets),
+        ExtensionPoint("socketio Server.handlers",
+                       "the guard drops events no handler takes, before a task is spawned",
+                       event_handlers),
+    ]
+    fast = [
+        ExtensionPoint("socketio Server._send_eio_packet",
+                       "a packet encoded once is sent to many clients", send_eio_packet),
+        ExtensionPoint("engineio Socket.schedule_ping and last_ping",
+                       "one task pings every client", pings),
+        ExtensionPoint("engineio Socket._websocket_handler and Socket.queue",
+                       "WebSocket clients served without tasks of their own",
+                       websocket_handler),
+        ExtensionPoint("socketio Server.manager_initialized",
+                       "a follower hears the Redis queue before its first client",
+                       manager_initialized),
+    ]
+    return required, fast

@@ -1,0 +1,55 @@
+"""The guard's frame screen as a wrapper of engine.io's WebSocket driver class.
+
+Installed by stream.transport through engineio.wrap_websocket_driver, on either path: every
+frame a client sends passes `guard.screen_frame` before engine.io decodes it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+def screened(guard):
+    """A wrap_websocket_driver wrapper: frames pass `guard.screen_frame` before engine.io."""
+    return functools.partial(_checked_websocket, guard=guard)
+
+
+def _checked_websocket(driver, guard):
+    """engine.io's WebSocket driver class, with every incoming frame checked before decoding.
+
+    The WebSocket object engine.io gets is the driver's own (other wrappers, such as the
+    compression refusal above, may rely on that); only its `wait` is shadowed.
+    """
+    limit = guard.eio.max_http_buffer_size
+
+    class CheckedWebSocket(driver):
+        def __init__(self, handler, server):
+            def checked(ws):
+                ws.wait = _checked_wait(ws.wait, guard)
+                ws.screen = guard.screen_frame  # for readers that do not call wait (direct.py)
+                try:
+                    return handler(ws)
+                finally:
+                    del ws.wait  # it refers back to ws: no cycle to outlive the handler
+
+            if hasattr(handler, "__self__"):  # the engine.io socket, for wrappers outside this one
+                checked.__self__ = handler.__self__
+            super().__init__(checked, server)
+            # simple-websocket (threading, gevent) reads a whole message before engine.io
+            # measures it; with the limit it stops reading at the buffer size.
+            if isinstance(getattr(self, "server_args", None), dict):
+                self.server_args.setdefault("max_message_size", limit)
+
+    return CheckedWebSocket
+
+
+def _checked_wait(wait, guard):
+    def checked_wait():
+        data = wait()
+        if data is not None and not guard.screen_frame(data):
+            return None  # engine.io then closes this connection as if the client had
+        return data
+
+    return checked_wait
+
+
