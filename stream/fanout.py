@@ -131,13 +131,17 @@ class SharedPinger:
     each pong) just records when the next ping is due, and one task sends them.
     """
 
-    RESOLUTION = 0.5  # seconds; pings go out at most this late
+    # Seconds between rounds (at most a tenth of the interval). A ping due before the next
+    # round goes out in this one: up to this early, never late (a client waits
+    # pingInterval + pingTimeout after a ping, then gives up).
+    RESOLUTION = 0.5
 
     def __init__(self, eio) -> None:
         self.eio = eio
         # Every socket waits the same interval, so appending keeps this in due order.
         # Sids, not sockets: a closed socket is not kept alive until its ping would be due.
         self.due: deque[tuple[float, str]] = deque()
+        self.resolution = min(self.RESOLUTION, eio.ping_interval / 10)
         eio.start_background_task(self.run)
 
     def schedule(self, eio_sid: str) -> None:
@@ -149,9 +153,9 @@ class SharedPinger:
     def run(self) -> None:
         due = self.due
         while True:
-            self.eio.sleep(self.RESOLUTION)
-            now = time.monotonic()
-            while due and due[0][0] <= now:
+            self.eio.sleep(self.resolution)
+            soon = time.monotonic() + self.resolution
+            while due and due[0][0] <= soon:
                 eio_socket = self.eio.sockets.get(due.popleft()[1])
                 if eio_socket is None or eio_socket.closing or eio_socket.closed:
                     continue
