@@ -91,6 +91,8 @@ def validate(s: Settings) -> None:
             ) from None
     if not 1 <= s.ping_interval <= 3600:
         raise ConfigError(f"--ping-interval must be between 1 and 3600 seconds (got {s.ping_interval})")
+    if s.ping_interval != int(s.ping_interval):  # engine.io advertises int(interval) seconds
+        raise ConfigError(f"--ping-interval must be a whole number of seconds (got {s.ping_interval})")
     if not 1 <= s.ping_timeout <= 3600:
         raise ConfigError(f"--ping-timeout must be between 1 and 3600 seconds (got {s.ping_timeout})")
     if s.fast_path not in FAST_PATHS:

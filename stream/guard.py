@@ -13,6 +13,12 @@
   larger than the buffer limit, closes that client's connection and nothing else.
 - Client messages pass a per-connection token bucket; over it the client gets one `error`
   event, and a client that keeps going is disconnected.
+- Control traffic (pongs, noops, upgrade probes) has a bucket of its own: a client
+  answers one ping per interval, so a flood of them closes the connection.
+- Binary events and acks are refused: no client of ours sends them, and python-socketio
+  would buffer every frame after one until the count it announces has arrived.
+- A frame nesting brackets deeper than MAX_NESTING is refused before any JSON decoder
+  sees it (Python's recurses, and a RecursionError would end in a traceback).
 
 Engine.IO offers none of these hooks, so the guard wraps its three event handlers
 (connect, message, disconnect), its WebSocket driver and the WSGI app: no library
@@ -49,10 +55,17 @@ RETRY_AFTER = 5  # seconds, sent with the 503 at the connection cap and the 429 
 ADDRESS_TABLE = 4096  # addresses whose handshake allowance is remembered before pruning
 ADDRESS = "random_stream.client_address"  # environ: the address the limits count
 CROSS_SITE = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site values refused without Origin
+CONTROL_RATE = 2.0  # pongs, noops and upgrade probes per second, sustained
+CONTROL_BURST = 20  # of them at once; a client needs one pong per ping interval
+MAX_NESTING = 32  # brackets per frame: ours nest 2 deep; json recurses per level
 
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})  # never from a client
 # Packet types a client may send over polling; engine.io stalls the POST on the others.
 POLLING_PACKET_TYPES = {eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE}
+# Engine.IO packets that are not messages and cost the server work: ping, pong, upgrade, noop.
+CONTROL_PACKETS = frozenset("2356")
+# Socket.IO BINARY_EVENT and BINARY_ACK: python-socketio then waits for attachments.
+BINARY_PACKETS = frozenset("56")
 
 
 class TokenBucket:
@@ -80,6 +93,7 @@ class ClientLimit:
                  strikes: int = STRIKES) -> None:
         self.messages = TokenBucket(rate, burst, now)
         self.strikes = TokenBucket(1.0, strikes, now)
+        self.control = TokenBucket(CONTROL_RATE, CONTROL_BURST, now)
         self.warned = False  # an `error` event went out since the last accepted message
 
     def check(self, now: float) -> str:
@@ -102,7 +116,13 @@ def frame_is_packet(data) -> bool:
         except (binascii.Error, ValueError):
             return False
         return True
-    return "0" <= data[0] <= "6"
+    return "0" <= data[0] <= "6" and not too_deep(data)
+
+
+def too_deep(text: str) -> bool:
+    """Whether `text` may nest brackets deeper than MAX_NESTING (counted, not parsed: an
+    upper bound, and two C-speed scans)."""
+    return text.count("[") + text.count("{") > MAX_NESTING
 
 
 def client_address(environ, trusted: tuple = ()) -> str:
@@ -144,7 +164,7 @@ def polling_payload_error(body: bytes) -> str | None:
         ):
             return "not an Engine.IO payload"
         packets = eio_payload.Payload(encoded_payload=text).packets
-    except (UnicodeDecodeError, ValueError, KeyError, IndexError, binascii.Error):
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError, binascii.Error, RecursionError):
         return "not an Engine.IO payload"
     if any(p.packet_type not in POLLING_PACKET_TYPES for p in packets):
         return "Engine.IO packet type not accepted from a client"
@@ -249,7 +269,12 @@ class Guard:
                 if verdict != "ok":
                     self._over_limit(eio_sid, limit, verdict)
                     return
-            if isinstance(data, str) and data[:1] in ("2", "5"):  # an EVENT or BINARY_EVENT
+            # Before python-socketio sees it: it would wait for the attachments (and take
+            # a lone binary message for one).
+            if not isinstance(data, str) or data[:1] in BINARY_PACKETS:
+                self._bad_input(eio_sid, "binary", "a binary Socket.IO packet")
+                return
+            if data[:1] == "2":  # an EVENT
                 dropped = self._screen_event(data)
                 if dropped == "unknown_event":
                     self._count(self.rejected, dropped)
@@ -287,12 +312,31 @@ class Guard:
             self._logged.add(key)
             log.warning(message + " (further ones are only counted in /metrics)", *args)
 
-    def screen_frame(self, data) -> bool:
+    def screen_frame(self, data, eio_sid: str | None = None) -> bool:
         """Whether a WebSocket frame may go on to engine.io; a bad one is counted and logged."""
-        if frame_is_packet(data):
+        if not frame_is_packet(data):
+            if isinstance(data, str) and too_deep(data):
+                self._count(self.rejected, "too_deep")
+                self._log_once("too_deep", "closed a WebSocket that sent a frame nesting "
+                               "more than %d brackets", MAX_NESTING)
+            else:
+                self._count(self.rejected, "bad_packet")
+                self._log_once("bad_frame", "closed a WebSocket that sent a frame that is no packet")
+            return False
+        if isinstance(data, str) and data[:1] in CONTROL_PACKETS and not self.control_ok(eio_sid):
+            return False
+        return True
+
+    def control_ok(self, eio_sid: str | None) -> bool:
+        """Take one control packet from this connection's allowance; False (counted and
+        logged once) when it is spent."""
+        limit = self.limits.get(eio_sid) if eio_sid is not None else None
+        if limit is None or limit.control.take(self.clock()):
             return True
-        self._count(self.rejected, "bad_packet")
-        self._log_once("bad_frame", "closed a WebSocket that sent a frame that is no packet")
+        self._count(self.rejected, "control_flood")
+        self._count(self.refused, "abuse")
+        self._log_once("control_flood", "closed a client that sent over %g pongs/noops a second",
+                       CONTROL_RATE)
         return False
 
     def close(self, eio_sid: str) -> None:
@@ -505,6 +549,10 @@ class _Door:
         if problem is not None:
             self.guard._bad_input(sid, "bad_packet", "an invalid polling payload")
             return "400 Bad Request", problem
+        parts = body.decode("utf-8").split("\x1e")
+        if not all(self.guard.control_ok(sid) for p in parts if p[:1] in CONTROL_PACKETS):
+            self.guard.close(sid)
+            return "429 Too Many Requests", f"at most {CONTROL_RATE:g} pongs or noops a second"
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return None

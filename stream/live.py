@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import deque
 
 from flask import request
 from flask_socketio import SocketIO, emit
@@ -13,9 +16,17 @@ from .transport import Transport
 log = logging.getLogger(__name__)
 
 # A client that asks again before reading the answers (each up to --history readings) would
-# make this process hold them all; past this many queued packets, resume is refused. Above
-# the guard's burst of 30, so a client within the rate limit is always answered.
-MAX_WAITING_ANSWERS = 32
+# make this process hold them all; past this many unread packets, resume is refused. A
+# client that reads asks once per reconnect.
+MAX_WAITING_ANSWERS = 4
+# Resume answers take encoding time (900 readings: milliseconds each) that the ticker would
+# wait behind. They share a budget, in seconds of encoding per second and at once: within
+# it an answer goes out at once, past it requests wait in one queue, served as the budget
+# refills, and past MAX_QUEUED_RESUMES they are refused.
+RESUME_SHARE = 0.25
+RESUME_BURST = 0.005
+MAX_QUEUED_RESUMES = 1000
+MAX_CACHED_ANSWERS = 16  # distinct `after` values kept encoded until the next reading
 
 
 class Live:
@@ -34,6 +45,7 @@ class Live:
         self.resumes = 0
         self.rejected: dict[str, int] = {}
         self._snapshot: tuple[int, object] | None = None
+        self.answers = Answers(self)
 
         socketio.on_event("connect", self.on_connect)
         socketio.on_event("disconnect", self.on_disconnect)
@@ -67,6 +79,7 @@ class Live:
         return cached[1]
 
     def on_disconnect(self, reason=None) -> None:
+        self.answers.warned.discard(request.sid)
         self.clients -= 1
         self.disconnects += 1
 
@@ -75,13 +88,27 @@ class Live:
         if isinstance(after, str):
             self.reject("resume", after)
             return
-        if self.answers_waiting() > MAX_WAITING_ANSWERS:
-            self.reject("resume", "resume: the previous answers have not been read yet")
+        sid = request.sid
+        if self.answers_waiting() > MAX_WAITING_ANSWERS or sid in self.answers.queued:
+            # One error until an answer goes out: each costs as much as the request.
+            if sid not in self.answers.warned:
+                self.answers.warned.add(sid)
+                self.reject("resume", "resume: the previous answers have not been read yet")
+            else:
+                self.rejected["resume"] = self.rejected.get("resume", 0) + 1
             return
+        if not self.answers.request(sid, after):
+            self.reject("resume", "resume: the server is busy; ask again in a few seconds")
+            return
+        self.answers.warned.discard(sid)
         self.resumes += 1
+
+    def answer(self, after: int):
+        """The `history` event answering resume(after), prepared (encoded) for sending."""
         # A client away longer than the cap gets the newest readings; the rest is a gap.
         after = max(after, self.history.last_seq - self.history_size)
-        emit("history", self.history_payload(self.history.after(after, self.history_size)))
+        payload = self.history_payload(self.history.after(after, self.history_size))
+        return self.transport.prepare_event(self.socketio, "history", payload)
 
     def answers_waiting(self) -> int:
         """Packets queued for the requesting client that it has not taken yet."""
@@ -94,6 +121,92 @@ class Live:
     def on_handler_error(self, exc: Exception) -> None:
         log.error("socket.io handler failed for %s", request.sid, exc_info=exc)
         self.reject("internal", "internal error; the stream goes on")
+
+
+class Answers:
+    """Resume answers: encoded once per `after` and reading, within a shared time budget.
+
+    Requests within the budget are answered at once, in the handler; the rest wait in one
+    queue that one task serves as the budget refills, so that resume work never holds the
+    ticker up for more than a few milliseconds at a time.
+    """
+
+    def __init__(self, live: Live) -> None:
+        self.live = live
+        self.socketio = live.socketio
+        self.waiting: deque[tuple[str, int]] = deque()
+        self.queued: set[str] = set()  # sids with a request waiting
+        self.warned: set[str] = set()  # sids told their answers wait unread
+        self.cache: dict[int, object] = {}  # after -> the prepared answer
+        self.cache_seq = -1  # last_seq the cached answers were made for
+        self.budget = RESUME_BURST  # seconds of encoding left; refilled at RESUME_SHARE
+        self.stamp = time.monotonic()
+        self.serving = False
+        self._lock = threading.Lock()  # threading mode: handlers run in threads
+
+    def request(self, sid: str, after: int) -> bool:
+        """Answer now or queue; False if the queue is full."""
+        with self._lock:
+            if not self.waiting and self._refill() > 0:
+                now = True
+            elif len(self.waiting) >= MAX_QUEUED_RESUMES:
+                return False
+            else:
+                now = False
+                self.waiting.append((sid, after))
+                self.queued.add(sid)
+                start, self.serving = not self.serving, True
+        if now:
+            self._send(sid, after)
+        elif start:
+            self.socketio.start_background_task(self._serve)
+        return True
+
+    def _refill(self) -> float:
+        now = time.monotonic()
+        self.budget = min(RESUME_BURST, self.budget + (now - self.stamp) * RESUME_SHARE)
+        self.stamp = now
+        return self.budget
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                if not self.waiting:
+                    self.serving = False
+                    return
+                budget = self._refill()
+                if budget > 0:
+                    sid, after = self.waiting.popleft()
+                    self.queued.discard(sid)
+            if budget > 0:
+                try:
+                    self._send(sid, after)
+                except Exception:  # the queue must outlive one bad connection
+                    log.exception("resume answer failed; the queue goes on")
+                self.socketio.sleep(0)  # the ticker and the others go first
+            else:
+                self.socketio.sleep(-budget / RESUME_SHARE)
+
+    def _send(self, sid: str, after: int) -> None:
+        # One prepared answer (on the fast path, one frame) shared by every client it answers.
+        self.live.transport.send_prepared(self.socketio, sid, self._answer(after))
+
+    def _answer(self, after: int):
+        last_seq = self.live.history.last_seq
+        key = max(after, last_seq - self.live.history_size)
+        with self._lock:
+            if self.cache_seq != last_seq or len(self.cache) >= MAX_CACHED_ANSWERS:
+                self.cache, self.cache_seq = {}, last_seq
+            cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        cached = self.live.answer(key)
+        with self._lock:
+            self.budget -= time.perf_counter() - started
+            if self.cache_seq == last_seq:
+                self.cache[key] = cached
+        return cached
 
 
 def parse_resume(data) -> int | str:

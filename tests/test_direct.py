@@ -40,7 +40,9 @@ def test_a_client_that_reads_late_gets_every_frame_whole_and_in_order(server_fac
             answers.append(json.loads(message[2:])[1]["readings"])
         elif match := READING.match(message):
             live.append(int(match[1]))
-    assert len(answers) == 26 and all(len(a) > 100 for a in answers[1:]), "the snapshot, then 25"
+    # The snapshot, then answers until the unread ones reach live.MAX_WAITING_ANSWERS (the
+    # rest get an `error`); each whole.
+    assert len(answers) >= 2 and all(len(a) > 100 for a in answers[1:]), "the snapshot, then answers"
     assert live == list(range(live[0], live[0] + len(live))), "no gap, no reordering"
     # Once drained, the client is written through again.
     direct = metric(server, 'random_stream_broadcast_sends_total{path="direct"}')

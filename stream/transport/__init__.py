@@ -143,7 +143,7 @@ class Transport:
 
         encoded = socketio.server.packet_class(
             sio_packet.EVENT, namespace="/", data=[event, data]).encode()
-        return eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        return engineio_adapter.Prepared(eio_packet.Packet(eio_packet.MESSAGE, encoded))
 
     def send_prepared(self, socketio, sid: str, prepared) -> None:
         """Send what prepare_event made to one client of the default namespace."""
@@ -152,7 +152,7 @@ class Transport:
             socketio.emit(event, data, to=sid)
             return
         eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
-        engineio_adapter.send_encoded_packet(socketio.server, eio_sid, prepared)
+        engineio_adapter.send_prepared(socketio.server, eio_sid, prepared)
 
     def queued_packets(self, socketio, sid: str) -> int:
         """Packets waiting for one client of the default namespace."""

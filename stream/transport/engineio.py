@@ -129,13 +129,17 @@ class SharedPinger:
     each pong) just records when the next ping is due, and one task sends them.
     """
 
-    RESOLUTION = 0.5  # seconds; pings go out at most this late
+    # Seconds between rounds (at most a tenth of the interval). A ping due before the next
+    # round goes out in this one: up to this early, never late (a client waits
+    # pingInterval + pingTimeout after a ping, then gives up).
+    RESOLUTION = 0.5
 
     def __init__(self, eio) -> None:
         self.eio = eio
         # Every socket waits the same interval, so appending keeps this in due order.
         # Sids, not sockets: a closed socket is not kept alive until its ping would be due.
         self.due: deque[tuple[float, str]] = deque()
+        self.resolution = min(self.RESOLUTION, eio.ping_interval / 10)
         eio.start_background_task(self.run)
 
     def schedule(self, eio_sid: str) -> None:
@@ -147,9 +151,9 @@ class SharedPinger:
     def run(self) -> None:
         due = self.due
         while True:
-            self.eio.sleep(self.RESOLUTION)
-            now = time.monotonic()
-            while due and due[0][0] <= now:
+            self.eio.sleep(self.resolution)
+            soon = time.monotonic() + self.resolution
+            while due and due[0][0] <= soon:
                 eio_socket = self.eio.sockets.get(due.popleft()[1])
                 if eio_socket is None or eio_socket.closing or eio_socket.closed:
                     continue
@@ -177,6 +181,28 @@ def uncompressed(websocket_class):
 
 
 # Named adapters: what the rest of the code uses instead of engine.io's attributes ------------
+
+class Prepared:
+    """An event encoded once for sending to clients one at a time: its Engine.IO packet,
+    and the WebSocket frame that the direct path writes as it is."""
+
+    __slots__ = ("packet", "frame")
+
+    def __init__(self, packet: eio_packet.Packet) -> None:
+        self.packet = packet
+        self.frame = websocket_frame(packet.encode())
+
+
+def send_prepared(server, eio_sid: str | None, prepared: Prepared) -> None:
+    """Send a prepared event to one client: its frame as it is on the direct path."""
+    eio_socket = engine_socket(server.eio, eio_sid) if eio_sid is not None else None
+    if eio_socket is None or eio_socket.closed:
+        return
+    if eio_socket.queue.__class__ is Connection:
+        eio_socket.queue.put_frame(prepared.frame)
+    else:
+        send_encoded_packet(server, eio_sid, prepared.packet)
+
 
 def send_encoded_packet(server, eio_sid: str, pkt: eio_packet.Packet) -> None:
     """Send an already encoded Engine.IO packet to one client (what Server.emit ends in)."""

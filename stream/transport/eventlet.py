@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import time
 import types
 from urllib.parse import parse_qs
 
@@ -65,8 +66,10 @@ RECV_SIZE = 65536
 MAX_PENDING = 512  # frames waiting for a client that does not read; then it is cut off
 MAX_FRAGMENTS = 64  # pieces of one message
 LINGER = 5.0  # seconds a closed connection waits for the client to close its side
+# WebSocket pings and pongs a client may send: per second, and at once. Browsers send none.
+CONTROL_FRAME_RATE, CONTROL_FRAME_BURST = 2.0, 20
 # RFC 6455 close codes sent when a client breaks the protocol.
-PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1002, 1007, 1009
+PROTOCOL_ERROR, INVALID_DATA, POLICY, TOO_BIG = 1002, 1007, 1008, 1009
 
 
 def websocket_frame(text: str) -> bytes:
@@ -139,8 +142,9 @@ class Connection:
 
     `busy` is False only while a frame may be written at once: the socket is open,
     nothing is waiting and no task is writing. The broadcast's check is that attribute.
-    Ending has two steps: `closing` (no more reading of messages or writing; our side
-    half-closed) and `released` (the socket closed and the hub no longer watching it).
+    Ending has two steps: `closing` (no more reading of messages or new writes; the frame
+    being written finishes, then the close frame, then our side is half-closed) and
+    `released` (the socket closed and the hub no longer watching it).
     """
 
     def __init__(self, eio_socket) -> None:
@@ -162,6 +166,11 @@ class Connection:
         self.fragmented = 0  # that message's opcode, while it arrives
         self.inbox: list[str | bytes] = []
         self.delivering = False
+        self.half_closed = False
+        self.peer_closed = False  # the client closed its side while our last frames went out
+        self.discarded = 0  # bytes read after closing
+        self.control_tokens = float(CONTROL_FRAME_BURST)
+        self.control_stamp = 0.0
 
     # engine.io's side: Socket.send() and close() put Packets and a final None.
 
@@ -213,15 +222,16 @@ class Connection:
         return False
 
     def _drain(self) -> None:
-        """Write the waiting frames in order, waiting for room; at a None, close."""
+        """Write the waiting frames in order, waiting for room; at a None, close. Once
+        closing, what close() left (a frame under way, the close frame) still goes out."""
         try:
-            while self.pending and not self.closing:
+            while self.pending and not self.released:
                 frame = self.pending[0]
                 if frame is None:  # engine.io closed the socket
-                    self.sock.sendall(CLOSE_FRAME)
-                    self.close()
+                    del self.pending[0]
+                    self.close(CLOSE_FRAME)
                     self._forget()
-                    break
+                    continue
                 self.sock.sendall(frame)  # green: waits for room, up to the socket timeout
                 if self.pending and self.pending[0] is frame:  # (close() may have emptied it)
                     del self.pending[0]  # at most MAX_PENDING: a deque would cost 600 B a client
@@ -232,6 +242,10 @@ class Connection:
             self.busy = self.closing  # unless it is closing, frames go straight out again
             if self.released:
                 self.sock.close()  # release() left that to this task
+            elif self.closing and self.peer_closed:
+                self.release()
+            elif self.closing:
+                self._half_close()
 
     # Reading: a callback of the hub, so no task waits on each client.
 
@@ -263,8 +277,15 @@ class Connection:
         except OSError:
             data = b""
         if self.closing:  # only waiting for the client to close its side
-            if not data:
+            if not data and self.draining:  # our last frames still go out; then release
+                self.peer_closed = True
+                self._stop_listening()
+            elif not data:
                 self.release()
+            else:  # read and thrown away; a client that keeps sending is let go at once
+                self.discarded += len(data)
+                if self.discarded > RECV_SIZE:
+                    self.release()
             return
         try:
             if not data:
@@ -326,15 +347,30 @@ class Connection:
             del buf[:pos]  # once per read, not per frame
 
     def _control(self, opcode: int, payload: bytes) -> None:
+        if opcode in (0x9, 0xA) and not self._control_allowed():
+            if _first("control"):
+                log.warning("closed a WebSocket sending over %g pings/pongs a second "
+                            "(further ones are not logged)", CONTROL_FRAME_RATE)
+            return self.refuse(POLICY)
         if opcode == 0x9:  # ping: the same payload back
             self.put_frame(_frame(0x8A, payload))
         elif opcode == 0x8:  # close: answer with the same code, then end
             if len(payload) == 1 or (payload and not _valid_close(payload)):
                 return self.refuse(PROTOCOL_ERROR)
-            self.put_frame(_frame(0x88, payload[:2]))
-            self.finish(self.eio.reason.CLIENT_DISCONNECT)
+            self.finish(self.eio.reason.CLIENT_DISCONNECT, _frame(0x88, payload[:2]))
         elif opcode != 0xA:  # 0xA, pong: nothing to do; 0xB-0xF are reserved
             self.refuse(PROTOCOL_ERROR)
+
+    def _control_allowed(self) -> bool:
+        """A token bucket for WebSocket pings and pongs: each costs a write or a wake-up."""
+        now = time.monotonic()
+        self.control_tokens = min(CONTROL_FRAME_BURST,
+                                  self.control_tokens + (now - self.control_stamp) * CONTROL_FRAME_RATE)
+        self.control_stamp = now
+        if self.control_tokens < 1:
+            return False
+        self.control_tokens -= 1
+        return True
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode == 1:
@@ -376,25 +412,28 @@ class Connection:
 
     def refuse(self, code: int) -> None:
         """The client broke the protocol: say why in a close frame, then end."""
-        self.put_frame(_frame(0x88, code.to_bytes(2, "big")))
-        self.finish(self.eio.reason.TRANSPORT_ERROR)
+        self.finish(self.eio.reason.TRANSPORT_ERROR, _frame(0x88, code.to_bytes(2, "big")))
 
-    def finish(self, reason) -> None:
+    def finish(self, reason, close_frame: bytes | None = None) -> None:
         """The connection ended on the client's side: close, then tell engine.io."""
         if self.closing:
             return
-        self.close()
+        self.close(close_frame)
         # In a task: this often runs in the hub's callback, where the disconnect handlers
         # could not wait for anything (a lock, a message queue) if they ever had to.
         self.eio.start_background_task(self._disconnected, reason)
 
     def _disconnected(self, reason) -> None:
+        if self.eio_socket is None:  # engine.io closed it first, and the drainer let it go
+            return
         self.eio_socket.close(wait=False, abort=True, reason=reason)  # the disconnect event
         self._forget()
 
     def _forget(self) -> None:
         """engine.io is done with this socket: drop it, and the reference cycle through it,
         so that both go now rather than at the next full garbage collection."""
+        if self.eio_socket is None:
+            return
         self.eio.sockets.pop(self.eio_socket.sid, None)
         self.eio_socket = None
 
@@ -408,40 +447,52 @@ class Connection:
             except OSError:
                 pass
 
-    def close(self) -> None:
-        """Stop reading messages and writing; half-close, so that what was written (a close
-        frame last) arrives, and release the socket once the client has closed its side."""
+    def close(self, close_frame: bytes | None = None) -> None:
+        """Stop reading messages and taking frames. The frame being written finishes (a
+        frame cut short would garble the close frame after it), the rest waiting is
+        dropped, `close_frame` goes last; then half-close, so that all of it arrives, and
+        release the socket once the client has closed its side."""
         if self.closing:
             return
         self.closing = self.busy = True
-        self.pending.clear()
+        del self.pending[1 if self.draining else 0:]
+        if close_frame is not None:
+            self.pending.append(close_frame)
         self.inbox.clear()
         self.fragments = []
         self.unread = bytearray()
         if self.sock is None:
             return self.release()
+        from eventlet import hubs
+
+        # A client that never reads, or never closes its side, is let go after LINGER seconds.
+        self.linger_timer = hubs.get_hub().schedule_call_global(LINGER, self.release)
+        if self.draining:
+            return  # the drainer half-closes after the last frame
+        if self.pending:
+            self.draining = True
+            self.eio.start_background_task(self._drain)
+            return
+        self._half_close()
+
+    def _half_close(self) -> None:
+        if self.half_closed or self.released:
+            return
+        self.half_closed = True
         try:
             self.sock.fd.shutdown(socket.SHUT_WR)
         except OSError:
-            return self.release()
-        from eventlet import hubs
-
-        # A client that never closes its side is let go after LINGER seconds.
-        self.linger_timer = hubs.get_hub().schedule_call_global(LINGER, self.release)
+            self.release()
 
     def release(self) -> None:
         """Close the socket; the hub stops watching it."""
         if self.released:
             return
         self.closing = self.released = self.busy = True
-        from eventlet import hubs
-
         if self.linger_timer is not None:
             self.linger_timer.cancel()
             self.linger_timer = None
-        if self.listener is not None:
-            hubs.get_hub().remove(self.listener)
-            self.listener = None
+        self._stop_listening()
         if self.sock is not None:
             try:
                 self.sock.fd.shutdown(socket.SHUT_RDWR)  # wakes a drainer waiting for room
@@ -451,6 +502,24 @@ class Connection:
                 self.sock.close()
         if self.ended is not None:
             self.ended.set()
+
+    def _stop_listening(self) -> None:
+        from eventlet import hubs
+
+        if self.listener is not None:
+            hubs.get_hub().remove(self.listener)
+            self.listener = None
+
+
+_logged: set[str] = set()
+
+
+def _first(kind: str) -> bool:
+    """Whether this is the first event of its kind in this process (one log line each)."""
+    if kind in _logged:
+        return False
+    _logged.add(kind)
+    return True
 
 
 def _valid_close(payload: bytes) -> bool:

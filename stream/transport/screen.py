@@ -24,9 +24,12 @@ def _checked_websocket(driver, guard):
 
     class CheckedWebSocket(driver):
         def __init__(self, handler, server):
+            # The engine.io socket's sid: the screen keeps per-connection allowances.
+            eio_sid = getattr(getattr(handler, "__self__", None), "sid", None)
+
             def checked(ws):
-                ws.wait = _checked_wait(ws.wait, guard)
-                ws.screen = guard.screen_frame  # for readers that do not call wait (direct.py)
+                ws.screen = functools.partial(guard.screen_frame, eio_sid=eio_sid)
+                ws.wait = _checked_wait(ws.wait, ws.screen)  # the direct path reads without wait
                 try:
                     return handler(ws)
                 finally:
@@ -43,10 +46,10 @@ def _checked_websocket(driver, guard):
     return CheckedWebSocket
 
 
-def _checked_wait(wait, guard):
+def _checked_wait(wait, screen):
     def checked_wait():
         data = wait()
-        if data is not None and not guard.screen_frame(data):
+        if data is not None and not screen(data):
             return None  # engine.io then closes this connection as if the client had
         return data
 
