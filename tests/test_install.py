@@ -165,10 +165,7 @@ random_stream.main(sys.argv[1:])
 class BrokenServer(ServerProcess):
     def __init__(self, launcher: Path, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.launcher = launcher
-
-    def command(self) -> list[str]:
-        return [sys.executable, str(self.launcher), *super().command()[2:]]
+        self.launcher = [str(launcher)]
 
 
 @pytest.mark.parametrize("mode", ["eventlet", "gevent", "threading"])

@@ -195,12 +195,14 @@ class Prepared:
 
 def send_prepared(server, eio_sid: str | None, prepared: Prepared) -> None:
     """Send a prepared event to one client: its frame as it is on the direct path."""
-    eio_socket = engine_socket(server.eio, eio_sid) if eio_sid is not None else None
-    if eio_socket is None or eio_socket.closed:
+    if eio_sid is None:  # gone before its answer was ready
         return
-    if eio_socket.queue.__class__ is Connection:
+    eio_socket = engine_socket(server.eio, eio_sid)
+    if eio_socket is not None and eio_socket.closed:
+        return
+    if eio_socket is not None and eio_socket.queue.__class__ is Connection:
         eio_socket.queue.put_frame(prepared.frame)
-    else:
+    else:  # what Server.emit ends in (Flask-SocketIO's test client catches it there too)
         send_encoded_packet(server, eio_sid, prepared.packet)
 
 
