@@ -1,6 +1,5 @@
-"""The door: what a connection may do before and besides the Socket.IO handlers.
+"""The guard: what a connection may do before and besides the Socket.IO handlers.
 
-- Every HTTP response (Flask's and Engine.IO's) carries the security headers.
 - A foreign Origin is refused with 403 before Engine.IO sees the request.
 - Past --max-connections, a new Engine.IO handshake gets HTTP 503 (polling and WebSocket).
 - One client address may hold --max-per-address sessions and open about a tenth of that
@@ -20,155 +19,43 @@
 - A frame nesting brackets deeper than MAX_NESTING is refused before any JSON decoder
   sees it (Python's recurses, and a RecursionError would end in a traceback).
 
-Engine.IO offers none of these hooks, so the guard wraps its three event handlers
-(connect, message, disconnect), its WebSocket driver and the WSGI app: no library
-source is patched, and the Socket.IO handlers in live.py stay plain. What that takes of
-engine.io is in stream/transport/ (engineio.py: current_handler, close_session...; screen.py:
-the frame check around the WebSocket driver).
+The rules themselves are in limits.py; the WSGI side (headers, JSON refusals, polling
+bodies) in door.py. Engine.IO offers none of these hooks, so the guard wraps its three
+event handlers (connect, message, disconnect) and its WebSocket driver: no library source
+is patched, and the Socket.IO handlers in live.py stay plain. What that takes of engine.io
+is in stream/transport/ (engineio.py: current_handler, close_session...; screen.py: the
+frame check around the WebSocket driver).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import ipaddress
-import json
 import logging
 import threading
 import time
-from urllib.parse import parse_qs
 
-from engineio import packet as eio_packet
-from engineio import payload as eio_payload
-
+from .limits import (
+    BINARY_PACKETS,
+    CONTROL_PACKETS,
+    CONTROL_RATE,
+    EVENT_RATE,
+    MAX_NESTING,
+    RESERVED_EVENTS,
+    ClientLimit,
+    TokenBucket,
+    client_address,
+    frame_is_packet,
+    too_deep,
+)
 from .transport import engineio as eio_adapter
-from .web import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 5.0  # seconds an Engine.IO connection may stay outside the namespace
-EVENT_RATE = 10.0  # client messages per second, sustained
-EVENT_BURST = 30  # client messages at once
-STRIKES = 50  # messages dropped over the limit (refilled 1/s) before a disconnect
 RETRY_AFTER = 5  # seconds, sent with the 503 at the connection cap and the 429 per address
 ADDRESS_TABLE = 4096  # addresses whose handshake allowance is remembered before pruning
 ADDRESS = "random_stream.client_address"  # environ: the address the limits count
 CROSS_SITE = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site values refused without Origin
-CONTROL_RATE = 2.0  # pongs, noops and upgrade probes per second, sustained
-CONTROL_BURST = 20  # of them at once; a client needs one pong per ping interval
-MAX_NESTING = 32  # brackets per frame: ours nest 2 deep; json recurses per level
-
-RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})  # never from a client
-# Packet types a client may send over polling; engine.io stalls the POST on the others.
-POLLING_PACKET_TYPES = {eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE}
-# Engine.IO packets that are not messages and cost the server work: ping, pong, upgrade, noop.
-CONTROL_PACKETS = frozenset("2356")
-# Socket.IO BINARY_EVENT and BINARY_ACK: python-socketio then waits for attachments.
-BINARY_PACKETS = frozenset("56")
-
-
-class TokenBucket:
-    """`capacity` tokens, refilled at `rate` per second; take() says whether one was left."""
-
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = float(capacity)
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-class ClientLimit:
-    """One connection's allowance: messages, then strikes for messages over the limit."""
-
-    def __init__(self, now: float, rate: float = EVENT_RATE, burst: int = EVENT_BURST,
-                 strikes: int = STRIKES) -> None:
-        self.messages = TokenBucket(rate, burst, now)
-        self.strikes = TokenBucket(1.0, strikes, now)
-        self.control = TokenBucket(CONTROL_RATE, CONTROL_BURST, now)
-        self.warned = False  # an `error` event went out since the last accepted message
-
-    def check(self, now: float) -> str:
-        """'ok', 'drop' (over the limit) or 'disconnect' (over it for too long)."""
-        if self.messages.take(now):
-            self.warned = False
-            return "ok"
-        return "drop" if self.strikes.take(now) else "disconnect"
-
-
-def frame_is_packet(data) -> bool:
-    """Whether a WebSocket frame decodes as an Engine.IO packet (binary frames are messages)."""
-    if isinstance(data, (bytes, bytearray)):
-        return True
-    if not isinstance(data, str) or not data:
-        return False
-    if data[0] == "b":  # base64 binary message
-        try:
-            base64.b64decode(data[1:], validate=True)
-        except (binascii.Error, ValueError):
-            return False
-        return True
-    return "0" <= data[0] <= "6" and not too_deep(data)
-
-
-def too_deep(text: str) -> bool:
-    """Whether `text` may nest brackets deeper than MAX_NESTING (counted, not parsed: an
-    upper bound, and two C-speed scans)."""
-    return text.count("[") + text.count("{") > MAX_NESTING
-
-
-def client_address(environ, trusted: tuple = ()) -> str:
-    """The client's address: the peer's, or from X-Forwarded-For when the peer is trusted.
-
-    X-Forwarded-For is read from the right (the hop nearest us) past every trusted proxy;
-    what a client wrote at the left end is never believed.
-    """
-    peer = environ.get("REMOTE_ADDR") or ""
-    if not trusted or not _is_trusted(peer, trusted):
-        return peer
-    hops = [h.strip() for h in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
-    address = peer
-    for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            break  # garbage: the last trusted hop is the best we know
-        address = hop
-        if not _is_trusted(hop, trusted):
-            break
-    return address
-
-
-def _is_trusted(address: str, trusted: tuple) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in trusted)
-
-
-def polling_payload_error(body: bytes) -> str | None:
-    """Why a polling POST body is not a payload a client may send, or None if it is."""
-    try:
-        text = body.decode("utf-8")
-        if text and not text.startswith("d=") and not all(
-            frame_is_packet(part) for part in text.split("\x1e")
-        ):
-            return "not an Engine.IO payload"
-        packets = eio_payload.Payload(encoded_payload=text).packets
-    except (UnicodeDecodeError, ValueError, KeyError, IndexError, binascii.Error, RecursionError):
-        return "not an Engine.IO payload"
-    if any(p.packet_type not in POLLING_PACKET_TYPES for p in packets):
-        return "Engine.IO packet type not accepted from a client"
-    return None
 
 
 class Guard:
@@ -239,8 +126,10 @@ class Guard:
         return self.socketio.server.eio
 
     def init_app(self, app) -> None:
-        """Put the WSGI guard in front of Flask-SocketIO's middleware."""
-        app.wsgi_app = _Door(self, app.wsgi_app)
+        """Put the door (door.py) in front of Flask-SocketIO's middleware."""
+        from .door import Door
+
+        app.wsgi_app = Door(self, app.wsgi_app)
 
     def _install_handlers(self) -> None:
         eio = self.eio
@@ -486,85 +375,6 @@ class Guard:
                 del self.handshakes[address]
         if len(self.handshakes) >= ADDRESS_TABLE:
             self.handshakes.clear()
-
-
-class _Door:
-    """WSGI middleware: security headers on every response, JSON refusals, no tracebacks."""
-
-    def __init__(self, guard: Guard, app) -> None:
-        self.guard = guard
-        self.app = app
-        self.path = getattr(app, "engineio_path", "/socket.io/")
-        self.headers = list(SECURITY_HEADERS.items())
-
-    def __call__(self, environ, start_response):
-        started = False
-
-        def with_headers(status, headers, exc_info=None):
-            nonlocal started
-            started = True
-            present = {name.lower() for name, _ in headers}
-            headers = list(headers) + [(n, v) for n, v in self.headers if n.lower() not in present]
-            if exc_info:
-                return start_response(status, headers, exc_info)
-            return start_response(status, headers)
-
-        try:  # werkzeug decodes the query as strict UTF-8 when a route reads it: a 500
-            environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            return self._json(with_headers, "400 Bad Request",
-                              "the query string is not valid UTF-8")
-        if environ.get("PATH_INFO", "").startswith(self.path):
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            refusal = self.guard.refusal(environ, query) or self._check_post(environ, query)
-            if refusal is not None:
-                return self._json(with_headers, *refusal)
-        try:
-            return self.app(environ, with_headers)
-        except Exception:
-            if started or environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-                raise  # too late for an answer; the server closes the connection
-            log.exception("request failed: %s %s",
-                          environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-            return self._json(with_headers, "500 Internal Server Error", "internal server error")
-
-    def _check_post(self, environ, query: dict) -> tuple[str, str] | None:
-        """A polling POST is read and checked here; engine.io logs tracebacks or stalls on junk."""
-        sid = query.get("sid", [None])[0]
-        state = eio_adapter.session_state(self.guard.eio, sid)
-        if environ.get("REQUEST_METHOD") != "POST" or state is None:
-            return None  # engine.io answers the rest itself, with 400 "Invalid session" etc.
-        if state == "closed":  # engine.io would raise KeyError here: an HTTP 500
-            return "400 Bad Request", "this session is closed; open a new connection"
-        limit = self.guard.eio.max_http_buffer_size
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= limit:
-            self.guard._bad_input(sid, "oversized", f"a polling body of {length} bytes")
-            return "413 Request Entity Too Large", f"a request body may have at most {limit} bytes"
-        body = environ["wsgi.input"].read(length)
-        problem = polling_payload_error(body)
-        if problem is not None:
-            self.guard._bad_input(sid, "bad_packet", "an invalid polling payload")
-            return "400 Bad Request", problem
-        parts = body.decode("utf-8").split("\x1e")
-        if not all(self.guard.control_ok(sid) for p in parts if p[:1] in CONTROL_PACKETS):
-            self.guard.close(sid)
-            return "429 Too Many Requests", f"at most {CONTROL_RATE:g} pongs or noops a second"
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        return None
-
-    @staticmethod
-    def _json(start_response, status: str, message: str):
-        body = json.dumps({"error": message}).encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        if status.startswith(("503", "429")):
-            headers.append(("Retry-After", str(RETRY_AFTER)))
-        start_response(status, headers)
-        return [body]
 
 
 def library_logger(name: str) -> logging.Logger:

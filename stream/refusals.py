@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 
-from .web import SECURITY_HEADERS
+from .headers import SECURITY_HEADERS
 
 
 def refusal_bytes(code: int, message: str) -> bytes:

@@ -226,7 +226,7 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(server_factory):
 
 
 def test_client_address_reads_forwarded_for_from_the_right():
-    from stream.guard import client_address
+    from stream.limits import client_address
 
     trusted = (__import__("ipaddress").ip_network("10.0.0.0/8"),)
     env = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 5.6.7.8, 10.0.0.9"}

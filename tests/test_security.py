@@ -18,16 +18,16 @@ import websocket
 from conftest import ServerProcess
 from rawsocket import Polling, RawSocket, http
 
-from stream.guard import (
+from stream.guard import JOIN_TIMEOUT
+from stream.headers import SECURITY_HEADERS
+from stream.limits import (
     EVENT_BURST,
-    JOIN_TIMEOUT,
     STRIKES,
     ClientLimit,
     TokenBucket,
     frame_is_packet,
     polling_payload_error,
 )
-from stream.web import SECURITY_HEADERS
 
 
 @pytest.fixture(scope="module")

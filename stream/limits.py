@@ -1,0 +1,133 @@
+"""Limits: what one client may send and how much, as small pure rules the guard applies.
+
+Token buckets for messages and control traffic, the checks a WebSocket frame or a polling
+body must pass before engine.io decodes it, and which address a connection counts for.
+No I/O and no library state here: each rule is tested directly (tests/test_security.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
+
+EVENT_RATE = 10.0  # client messages per second, sustained
+EVENT_BURST = 30  # client messages at once
+STRIKES = 50  # messages dropped over the limit (refilled 1/s) before a disconnect
+CONTROL_RATE = 2.0  # pongs, noops and upgrade probes per second, sustained
+CONTROL_BURST = 20  # of them at once; a client needs one pong per ping interval
+MAX_NESTING = 32  # brackets per frame: ours nest 2 deep; json recurses per level
+
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})  # never from a client
+# Packet types a client may send over polling; engine.io stalls the POST on the others.
+POLLING_PACKET_TYPES = {eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE}
+# Engine.IO packets that are not messages and cost the server work: ping, pong, upgrade, noop.
+CONTROL_PACKETS = frozenset("2356")
+# Socket.IO BINARY_EVENT and BINARY_ACK: python-socketio then waits for attachments.
+BINARY_PACKETS = frozenset("56")
+
+
+class TokenBucket:
+    """`capacity` tokens, refilled at `rate` per second; take() says whether one was left."""
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = float(capacity)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class ClientLimit:
+    """One connection's allowance: messages, then strikes for messages over the limit."""
+
+    def __init__(self, now: float, rate: float = EVENT_RATE, burst: int = EVENT_BURST,
+                 strikes: int = STRIKES) -> None:
+        self.messages = TokenBucket(rate, burst, now)
+        self.strikes = TokenBucket(1.0, strikes, now)
+        self.control = TokenBucket(CONTROL_RATE, CONTROL_BURST, now)
+        self.warned = False  # an `error` event went out since the last accepted message
+
+    def check(self, now: float) -> str:
+        """'ok', 'drop' (over the limit) or 'disconnect' (over it for too long)."""
+        if self.messages.take(now):
+            self.warned = False
+            return "ok"
+        return "drop" if self.strikes.take(now) else "disconnect"
+
+
+def frame_is_packet(data) -> bool:
+    """Whether a WebSocket frame decodes as an Engine.IO packet (binary frames are messages)."""
+    if isinstance(data, (bytes, bytearray)):
+        return True
+    if not isinstance(data, str) or not data:
+        return False
+    if data[0] == "b":  # base64 binary message
+        try:
+            base64.b64decode(data[1:], validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return True
+    return "0" <= data[0] <= "6" and not too_deep(data)
+
+
+def too_deep(text: str) -> bool:
+    """Whether `text` may nest brackets deeper than MAX_NESTING (counted, not parsed: an
+    upper bound, and two C-speed scans)."""
+    return text.count("[") + text.count("{") > MAX_NESTING
+
+
+def client_address(environ, trusted: tuple = ()) -> str:
+    """The client's address: the peer's, or from X-Forwarded-For when the peer is trusted.
+
+    X-Forwarded-For is read from the right (the hop nearest us) past every trusted proxy;
+    what a client wrote at the left end is never believed.
+    """
+    peer = environ.get("REMOTE_ADDR") or ""
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for h in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+    address = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # garbage: the last trusted hop is the best we know
+        address = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return address
+
+
+def _is_trusted(address: str, trusted: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def polling_payload_error(body: bytes) -> str | None:
+    """Why a polling POST body is not a payload a client may send, or None if it is."""
+    try:
+        text = body.decode("utf-8")
+        if text and not text.startswith("d=") and not all(
+            frame_is_packet(part) for part in text.split("\x1e")
+        ):
+            return "not an Engine.IO payload"
+        packets = eio_payload.Payload(encoded_payload=text).packets
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError, binascii.Error, RecursionError):
+        return "not an Engine.IO payload"
+    if any(p.packet_type not in POLLING_PACKET_TYPES for p in packets):
+        return "Engine.IO packet type not accepted from a client"
+    return None
