@@ -13,6 +13,8 @@ and whether the process survived. Loopback only; attackers that must look like a
 client bind 127.0.0.2.
 
 Scenarios are functions in SCENARIOS: add one with @scenario("name", server args...).
+The protocol floods (binary attachments, resume, control traffic: bench/abuse_protocol.py,
+which also runs alone) run from here too, by name.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import abuse_protocol  # noqa: E402  (bench/ is no package)
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 1.0  # the default: a stall of a few hundred ms on a busy machine is no gap
@@ -305,15 +310,23 @@ def run(name: str, root: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default all)")
+    names = [*SCENARIOS, *abuse_protocol.SCENARIOS]
+    p.add_argument("scenarios", nargs="*", help=f"any of {', '.join(names)} (default all)")
     p.add_argument("--root", type=Path, default=ROOT, help="checkout whose random_stream.py runs")
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the attackers need descriptors
-    for name in args.scenarios or list(SCENARIOS):
+    chosen = args.scenarios or names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        p.error(f"unknown scenario {unknown[0]}; choose from {', '.join(names)}")
+    for name in [n for n in chosen if n in SCENARIOS]:
         report = run(name, args.root)
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in report.items() if k != "scenario"),
               flush=True)
+    protocol = [n for n in chosen if n in abuse_protocol.SCENARIOS]
+    if protocol:
+        abuse_protocol.run(args.root, protocol)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,10 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, str(root / "random_stream.py"), "--host", "127.0.0.1",
              "--port", str(self.port), "--db", db, *args],
-            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # The attackers share 127.0.0.1: the per-address limit would stop them first;
+            # these floods measure the protocol defences alone.
+            env={**os.environ, "RANDOM_STREAM_MAX_PER_ADDRESS": "100000"})
         self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
