@@ -220,7 +220,12 @@ def serve(app, sock: socket.socket) -> None:
     mode = socketio.async_mode
     settings = stream.settings
     waiting = Waiting(waiting_limit(settings.max_connections, fd_limit()))
-    stopper = _mode_server(mode, app, sock, settings.max_connections, waiting, stream.transport)
+    # A client that stops reading (an event stream, a download) holds its task only this
+    # long; a live one has read something within a ping interval. The same bound as the
+    # direct path's and engine.io's own writers.
+    send_timeout = settings.ping_interval + settings.ping_timeout
+    stopper = _mode_server(mode, app, sock, settings.max_connections, waiting, stream.transport,
+                           send_timeout)
 
     def shutdown() -> None:
         log.info("stopping: %d client(s) connected", stream.live.clients)
@@ -281,19 +286,19 @@ def _url_host(host: str) -> str:
 
 
 def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, waiting: Waiting,
-                 transport):
+                 transport, send_timeout: float):
     if mode == "eventlet":
         protocol = transport.http_protocol(waiting, REQUEST_TIMEOUT)
-        return _EventletServer(app, sock, max_connections, waiting, protocol)
+        return _EventletServer(app, sock, max_connections, waiting, protocol, send_timeout)
     if mode == "gevent":
         return _GeventServer(app, sock, max_connections, waiting)
     return _ThreadingServer(app, sock)
 
 
 class _EventletServer:
-    def __init__(self, app, sock, max_connections, waiting, protocol):
+    def __init__(self, app, sock, max_connections, waiting, protocol, send_timeout):
         self.app, self.sock, self.max_connections = app, sock, max_connections
-        self.waiting = waiting
+        self.waiting, self.send_timeout = waiting, send_timeout
         self.protocol = protocol  # from stream.transport: deadline, refusals, detach
 
     def run(self) -> None:
@@ -311,7 +316,7 @@ class _EventletServer:
             eventlet.wsgi.server, _Listener(self.sock, self.waiting, eventlet.sleep),
             _LogFailures(self.app), log=quiet, log_output=False, debug=False,
             max_size=self.max_connections + self.waiting.limit + 64,
-            keepalive=REQUEST_TIMEOUT, protocol=self.protocol,
+            keepalive=REQUEST_TIMEOUT, protocol=self.protocol, socket_timeout=self.send_timeout,
         )
         self.thread.wait()
 

@@ -199,6 +199,29 @@ def test_sigterm_ends_open_streams_and_the_server(server_factory, mode):
     assert "Traceback" not in server.log()
 
 
+def test_a_client_that_stops_reading_is_let_go(server_factory):
+    """Fails without a send timeout: the response waited in send() forever, holding its slot."""
+    server = server_factory("--interval", "0.01", "--ping-interval", "1", "--ping-timeout", "1")
+    time.sleep(2)  # a few hundred readings to replay at once
+    host, port = server.url.removeprefix("http://").split(":")
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect((host, int(port)))
+    stuck.sendall(f"GET /api/stream?after=0 HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    try:  # never read: the server's send buffer fills, then its send() waits
+        deadline = time.monotonic() + 60
+        while server.get("/healthz")[1]["sse_clients"] != 1:
+            assert time.monotonic() < deadline, "the stream never opened"
+            time.sleep(0.1)
+        while server.get("/healthz")[1]["sse_clients"] != 0:
+            assert time.monotonic() < deadline, "a client that reads nothing holds its slot"
+            time.sleep(0.5)
+    finally:
+        stuck.close()
+    assert server.get("/healthz")[0] == 200
+    assert "Traceback" not in server.log()
+
+
 def test_heartbeat_on_a_quiet_stream(server_factory):
     token = "h" * 20
     server = server_factory("--source", "http", env={"RANDOM_STREAM_INGEST_TOKEN": token})
