@@ -241,8 +241,12 @@ def test_a_flood_gets_one_error_then_a_disconnect_and_others_carry_on(server, ra
         sock.send('42["resume",{"after":0}]')
     assert sock.wait_closed(), "a persistent flood is disconnected"
     names = [name for name, _ in sock.events]
-    errors = [data for name, data in sock.events if name == "error"]
-    assert len(errors) == 1 and "too many messages" in errors[0]["message"]
+    errors = [data["message"] for name, data in sock.events if name == "error"]
+    # One for the rate; a client slow to read its answers may also get the one `resume`
+    # error of live.MAX_WAITING_ANSWERS (a busy machine), never more.
+    assert sum("too many messages" in e for e in errors) == 1, errors
+    assert all("too many messages" in e or "not been read yet" in e for e in errors), errors
+    assert len(errors) <= 2, errors
     assert names.count("history") <= 1 + EVENT_BURST, "at most the burst was served"
     assert_still_streaming(bystander)
     assert_quiet(server)
