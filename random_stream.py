@@ -91,7 +91,9 @@ class Service:
             self.ticker = scaleout.SharedTicker(
                 self.history, self.stats, self.broadcast, settings=settings,
                 sleep=socketio.sleep, store=store, link=link,
-                start_queue=transport.queue_starter(socketio),
+                start_queue=transport.queue_starter(socketio), source=self.source,
+                spawn=socketio.start_background_task,
+                off_loop=sources.off_loop(socketio.async_mode),
             )
         else:
             self.ticker = Ticker(

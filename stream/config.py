@@ -115,12 +115,14 @@ def check_source(s: Settings) -> None:
             f"--source http needs --ingest-token (or RANDOM_STREAM_INGEST_TOKEN) of at least "
             f"{MIN_TOKEN} characters"
         )
-    if s.source != "random" and s.message_queue is not None:
-        # The lease holder of a scaled-out stream draws for everyone; a value pushed into
-        # one process, or a callable run in several, has no single owner to order it.
+    if s.source in ("stdin", "http") and s.message_queue is not None:
+        # A pull callable is called by the lease holder alone; a pushed value arrives at
+        # whichever process it was sent to, and no single process could order them all.
         raise ConfigError(
-            f"--source {s.source} does not go with --message-queue: a scaled-out stream "
-            "is drawn by --source random; run other sources in one process"
+            f"--source {s.source} does not go with --message-queue: each process would "
+            "receive its own pushes, but a scaled-out stream's readings are drawn by the one "
+            "lease holder; run a push source in one process, or scale out a pull source "
+            "(module:callable)"
         )
 
 

@@ -1,10 +1,12 @@
 """Redis store: the shared history and statistics of a scaled-out stream.
 
 Keys (prefix `random_stream:`, one stream per Redis database):
-  readings  a Redis stream, entry id `<seq>-0`, fields v (value) and t (ts); capped
+  readings  a Redis stream, entry id `<seq>-0`, fields v (value: an int, or a float of a
+            pull source) and t (ts); capped
             at --retention with MAXLEN ~ (approximate trimming, cheap)
   seq       the highest seq ever handed out (a high-water mark, never lowered)
-  stats     JSON of the stats state as of reading `seq` (the "seq" field says which)
+  stats     JSON of the stats state as of reading `seq` (the "seq" field says which); its
+            "kind" is the source's (none: random), checked at start like the range
   lease     the token of the process that ticks (see lease.py), with a TTL
 """
 
@@ -78,10 +80,18 @@ def connect(url: str, **options) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+def _value(raw: bytes) -> int | float:
+    # redis-py writes an int as str() and a float as repr(): "3" is 3, "3.0" stays a float
+    try:
+        return int(raw)
+    except ValueError:
+        return float(raw)
+
+
 def _reading(entry) -> Reading:
     entry_id, fields = entry
     seq = int(entry_id.split(b"-", 1)[0])
-    return Reading(seq, int(fields[b"v"]), float(fields[b"t"]))
+    return Reading(seq, _value(fields[b"v"]), float(fields[b"t"]))
 
 
 class RedisStore:

@@ -7,6 +7,12 @@ message queue, so every process delivers it once to its own clients. The others 
 their ring and stats are fed from those same messages and caught up from Redis each
 interval, so `history`, `resume`, the API and /healthz are right on every process.
 When the leader dies its lease expires and the next claim takes over, at seq + 1.
+
+A pull source (module:callable) is called by the lease holder alone, once per tick and
+off the event loop, as by the local Ticker: never two calls at once, a tick that finds
+the call still running is skipped. Its value is stored behind the same fence and
+broadcast; a value whose call began under a lease this process no longer holds is
+dropped. Push sources are refused by the configuration (config.check_source).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from .config import ConfigError, Settings
 from .history import History, Reading, StoreError
 from .lease import lease_ttl
 from .redis_store import Fenced, RedisStore, location, open_redis_store
-from .stats import Stats
+from .sources import check_value, source_kind
+from .stats import ObservedStats, Stats
 from .ticker import Ticker
 
 log = logging.getLogger(__name__)
@@ -54,21 +61,34 @@ class RedisLink:
             f"{part}: {msg}" for part, msg in sorted(self.troubles.items())) + ")"
 
 
-def replace_stats(target: Stats, state: dict) -> None:
+def replace_stats(target: Stats | ObservedStats, state: dict) -> None:
     """Make `target` (shared by the ticker, the API and metrics) equal to `state`, in place."""
-    vars(target).update(vars(Stats.from_state(state)))
+    vars(target).update(vars(type(target).from_state(state)))
+
+
+def stats_kind(state: dict) -> str:
+    """The source kind stored stats are of; stats from before sources are of random."""
+    return state.get("kind", "random")
+
+
+def _shown(kind: str) -> str:
+    return "module:callable" if kind == "pull" else kind
 
 
 class SharedTicker(Ticker):
     """Runs in every process; only the lease holder draws, the others follow Redis."""
 
-    def __init__(self, history: History, stats: Stats, broadcast: Callable[[Reading], None], *,
-                 settings: Settings, sleep: Callable[[float], None], store: RedisStore,
-                 link: RedisLink, start_queue: Callable[[], None] | None = None) -> None:
+    def __init__(self, history: History, stats: Stats | ObservedStats,
+                 broadcast: Callable[[Reading], None], *, settings: Settings,
+                 sleep: Callable[[float], None], store: RedisStore, link: RedisLink,
+                 start_queue: Callable[[], None] | None = None, source=None,
+                 spawn: Callable[[Callable[[], None]], object] | None = None,
+                 off_loop: Callable[[Callable], object] = lambda fn: fn()) -> None:
         s = settings
         super().__init__(
             history, stats, broadcast, interval=s.interval,
             lo=s.min, hi=s.max, seed=s.seed, sleep=sleep,
+            source=source, spawn=spawn, off_loop=off_loop,
         )
         self.store = store
         self.lease = store.lease
@@ -79,13 +99,25 @@ class SharedTicker(Ticker):
         self.start_queue = start_queue
         self.leading: bool | None = None  # None until the first claim answers
         self.takeovers = 0
+        self.top = 0  # the highest seq Redis had handed out at the last claim
+        self.dropped = 0  # pulled values dropped: the lease changed hands during the call
         self._lock = threading.Lock()  # followers are fed from the queue task too
         self.stats_seq, state = store.head()  # the seq the stats include, up to
-        if state is not None and self._same_range(state):
+        if state is not None and self._fits(state):
             replace_stats(self.stats, state)
 
-    def _same_range(self, state: dict) -> bool:
-        return (state.get("lo"), state.get("hi")) == (self.lo, self.hi)
+    def _fits(self, state: dict) -> bool:
+        """Stored stats of this stream's kind (and, for random, its range)."""
+        if isinstance(self.stats, ObservedStats):
+            return stats_kind(state) == self.stats.kind
+        return stats_kind(state) == "random" and (state.get("lo"), state.get("hi")) == (
+            self.lo, self.hi)
+
+    def _counts(self, value: int | float) -> bool:
+        """Whether `value` can go into this stream's stats (random: an int in its range)."""
+        if isinstance(self.stats, ObservedStats):
+            return True
+        return isinstance(value, int) and self.lo <= value <= self.hi
 
     def run(self) -> None:
         # python-socketio starts the queue listener when the first client connects;
@@ -109,7 +141,10 @@ class SharedTicker(Ticker):
             claim = self.lease.claim(self.history.last_seq)
             self.catch_up(claim.top)
             self._role(claim.leading)
-            if claim.leading:
+            self.top = claim.top
+            if claim.leading and self.source.mode == "pull":
+                self.start_pull()  # its own task: this one goes on renewing the lease
+            elif claim.leading:
                 reading = self.draw(claim.top)
             self.link.fine("store", "publish")  # Redis answers: a failed publish is over too
         except Fenced as exc:
@@ -119,22 +154,57 @@ class SharedTicker(Ticker):
             self.history.store_errors += 1
             self.link.trouble("store", exc)
         self.history.store_error = self.link.problem
-        if reading is not None and self.clock() - claimed_at >= self.lease_seconds:
+        return None if reading is None else self.send(reading, claimed_at)
+
+    def send(self, reading: Reading, renewed_at: float) -> Reading | None:
+        """Broadcast a stored reading, unless the lease renewed at `renewed_at` may be gone."""
+        if self.clock() - renewed_at >= self.lease_seconds:
             # Stalled past our own lease (a pause, a slow Redis): another process may be
             # ticking by now. The reading is stored; viewers get it through `resume`.
             log.warning("seq %d stored but not broadcast: this tick outlived its lease",
                         reading.seq)
             return None
-        if reading is not None:
-            self.broadcast(reading)
+        self.broadcast(reading)
         return reading
+
+    def _pull(self) -> None:
+        """The lease holder's call, in its own task (Ticker.start_pull): store, then send."""
+        term = self.takeovers  # which lease the call is made under
+        try:
+            value = self.source.pull(self.off_loop)
+            if value is None or not self.running:
+                return
+            if not self.leading or self.takeovers != term:
+                # The lease changed hands while the callable ran: the value belongs to no
+                # tick of the stream's current leader (the fence would refuse most such).
+                self.dropped += 1
+                log.info("a pulled value was dropped: the lease changed hands during the call")
+                return
+            renewed_at = self.clock()  # the append renews the lease
+            try:
+                reading = self.keep(self.top, value)
+            except Fenced as exc:
+                self._role(False, str(exc))
+                return
+            except (StoreError, redis.RedisError, OSError) as exc:
+                self.history.store_errors += 1
+                self.link.trouble("store", exc)
+                self.history.store_error = self.link.problem
+                return
+            self.send(reading, renewed_at)
+        except Exception:
+            self.failures += 1
+            log.exception("recording a pulled value failed; the ticker goes on")
+        finally:
+            self._pulling = False
 
     def _role(self, leading: bool, why: str | None = None) -> None:
         if leading == self.leading:
             return
         if leading:
             top = self.history.last_seq
-            self.rng = random.Random(None if self.seed is None else f"{self.seed}:{top}")
+            if self.source.mode == "tick":
+                self.rng = random.Random(None if self.seed is None else f"{self.seed}:{top}")
             self.takeovers += 1
             log.info("leading: this process holds the lease and ticks after seq %d", top)
         elif self.leading is None:
@@ -155,21 +225,28 @@ class SharedTicker(Ticker):
                 self.history.follow(fresh)
                 self.last_tick_at = time.time()
             if (state is not None and stats_seq == self.history.last_seq
-                    and stats_seq > self.stats_seq and self._same_range(state)):
+                    and stats_seq > self.stats_seq and self._fits(state)):
                 replace_stats(self.stats, state)
                 self.stats_seq = stats_seq
 
     def draw(self, top: int) -> Reading:
-        """Draw, store behind the fence, then (only then) keep the reading."""
+        """Draw from the random source; keep() stores it."""
+        return self.keep(top, self.rng.randint(self.lo, self.hi))
+
+    def keep(self, top: int, value: int | float) -> Reading:
+        """Store behind the fence, then (only then) keep the reading."""
         seq = max(top, self.history.last_seq) + 1
-        reading = Reading(seq, self.rng.randint(self.lo, self.hi), self.wall_clock())
-        stats = Stats.from_state(self.stats.state())
+        reading = Reading(seq, value, self.wall_clock())
+        stats = type(self.stats).from_state(self.stats.state())
         stats.add(reading.value, seq)
         self.store.append(reading, stats.state())
         with self._lock:
-            replace_stats(self.stats, stats.state())
-            self.stats_seq = seq
-            self.history.follow([reading])
+            # A pull's append can race the ticker's catch_up, which may have fetched it.
+            if seq > self.history.last_seq:
+                self.history.follow([reading])
+            if seq > self.stats_seq:
+                replace_stats(self.stats, stats.state())
+                self.stats_seq = seq
         self.last_tick_at = reading.ts
         self.ticks += 1
         return reading
@@ -179,14 +256,14 @@ class SharedTicker(Ticker):
         if not isinstance(data, dict):
             return
         try:
-            reading = Reading(int(data["seq"]), int(data["value"]), float(data["ts"]))
-        except (KeyError, TypeError, ValueError):
+            reading = Reading(int(data["seq"]), check_value(data["value"]), float(data["ts"]))
+        except (KeyError, TypeError, ValueError):  # check_value's BadValue is a ValueError
             return
         with self._lock:
             if reading.seq != self.history.last_seq + 1:
                 return  # ours, or out of order: catch_up fills gaps from Redis
             self.history.follow([reading])
-            if self.stats_seq == reading.seq - 1 and self.lo <= reading.value <= self.hi:
+            if self.stats_seq == reading.seq - 1 and self._counts(reading.value):
                 self.stats.add(reading.value, reading.seq)
                 self.stats_seq = reading.seq
         self.last_tick_at = time.time()
@@ -202,7 +279,15 @@ def open_store(settings: Settings) -> RedisStore:
     ttl = lease_ttl(settings.interval)
     store = open_redis_store(settings.message_queue, settings.retention, ttl)
     state = store.stats_state()
-    if state is not None and (state["lo"], state["hi"]) != (settings.min, settings.max):
+    kind = source_kind(settings.source)
+    if state is not None and stats_kind(state) != kind:
+        store.close()
+        raise ConfigError(
+            f"the stream in Redis {store.where} comes from --source {_shown(stats_kind(state))}, "
+            f"not {_shown(kind)}: pass a matching --source or another Redis database"
+        )
+    if kind == "random" and state is not None and (state["lo"], state["hi"]) != (
+            settings.min, settings.max):
         store.close()
         raise ConfigError(
             f"the stream in Redis {store.where} draws from [{state['lo']}, {state['hi']}], not "

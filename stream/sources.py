@@ -387,6 +387,11 @@ def load_callable(spec: str) -> Callable[[], object]:
     return fn
 
 
+def source_kind(spec: str) -> str:
+    """The kind of source a --source names, as stores remember it: any callable is pull."""
+    return spec if spec in ("random", "stdin", "http") else "pull"
+
+
 def make_source(settings: Settings, async_mode: str = "threading"):
     """The source named by --source."""
     spec = settings.source

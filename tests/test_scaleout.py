@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,7 +32,7 @@ import redis  # noqa: E402
 from stream.history import Reading  # noqa: E402
 from stream.lease import Lease  # noqa: E402
 from stream.redis_store import Fenced, Keys, RedisStore, connect  # noqa: E402
-from stream.stats import Stats  # noqa: E402
+from stream.stats import ObservedStats, Stats  # noqa: E402
 
 
 class RedisServer:
@@ -382,3 +383,232 @@ def test_sse_on_every_process_of_a_cluster_carries_the_one_stream(cluster):
     assert len(common) >= 5 and all(a[s] == b[s] for s in common)
     for reader in readers:
         reader.close()
+
+
+# --- a pull source, scaled out ---------------------------------------------------------------
+
+PULL_MODULE = """
+import random
+
+_rng = random.Random()
+
+
+def read():
+    return _rng.random() * 100 + 0.5  # a float, never twice the same
+"""
+
+
+@pytest.fixture
+def pull_source(tmp_path) -> str:
+    path = tmp_path / "reading.py"
+    path.write_text(PULL_MODULE)
+    return f"{path}:read"
+
+
+def calls(server) -> int:
+    """How often this process called the pull source (/healthz)."""
+    return server.get("/healthz")[1]["source"]["calls"]
+
+
+def test_float_values_stored_in_redis_come_back_as_they_were(redis_server):
+    client = connect(redis_server.url)
+    keys = Keys.with_prefix("test:")
+    store = RedisStore(client, Lease(client, keys.lease, keys.seq, ttl=1), 100, keys, "test")
+    store.lease.claim(0)
+    values = [0.1 + 0.2, 3.0, 3, -1e-07, 2**53, 1.7976931348623157e308]
+    for seq, value in enumerate(values, 1):
+        store.append(Reading(seq, value, float(seq)), ObservedStats("pull").state())
+    back = [r.value for r in store.after(0, 10)]
+    assert back == values and [type(v) for v in back] == [type(v) for v in values]
+
+
+def test_a_float_pull_source_is_one_stream_on_every_process(cluster, viewers, pull_source):
+    first, second = cluster(2, "--source", pull_source)
+    one, two = viewers(first.url), viewers(second.url)
+    one.wait_for(lambda: len(one.numbers) >= 12)
+    two.wait_for(lambda: len(two.numbers) >= 12)
+    a, b = dict(one.readings()), dict(two.readings())
+    common = sorted(set(a) & set(b))
+    assert len(common) >= 10
+    assert [a[s] for s in common] == [b[s] for s in common]
+    assert all(isinstance(v, float) and v != int(v) for v in a.values())
+    for viewer in (one, two):
+        seqs = [s for s, _ in viewer.readings()]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # once each, no gap
+
+    leader = leader_of([first, second])  # one process draws ...
+    follower = (first, second)[1 - leader]
+    assert calls((first, second)[leader]) >= 10 and calls(follower) == 0  # ... and only it calls
+    # history, the API and the observed statistics agree whichever process is asked
+    wait_until(lambda: first.get("/api/stats")[1] == second.get("/api/stats")[1])
+    stats = first.get("/api/stats")[1]
+    assert stats["kind"] == "observed" and stats["source"] == "pull" and stats["uniformity"] is None
+    h1, h2 = (dict(pairs(s.get("/api/history?limit=50")[1]["readings"])) for s in (first, second))
+    both = set(h1) & set(h2)
+    assert len(both) >= 15 and all(h1[s] == h2[s] for s in both)
+    assert all(h1[s] == a[s] for s in set(h1) & set(a))  # the follower kept the floats exact
+    for server in (first, second):
+        status, body = server.get("/healthz")
+        assert status == 200, body
+    assert first.stop() == 0 and second.stop() == 0
+    for server in (first, second):
+        assert "Traceback" not in server.log()
+
+
+def test_killing_the_pulling_leader_hands_over_and_seq_goes_on(cluster, viewers, pull_source):
+    servers = cluster(2, "--source", pull_source)
+    watchers = [viewers(s.url) for s in servers]
+    for w in watchers:
+        w.wait_for(lambda w=w: len(w.numbers) >= 5)
+    leader = leader_of(servers)
+    other = 1 - leader
+    assert calls(servers[other]) == 0
+    servers[leader].proc.send_signal(signal.SIGKILL)
+    servers[leader].proc.wait(10)
+    mark = watchers[other].last_seq()
+    watchers[other].wait_for(lambda: watchers[other].last_seq() >= mark + 10)
+
+    assert leader_of([servers[other]]) == 0 and calls(servers[other]) > 0
+    seqs = [s for s, _ in watchers[other].readings()]
+    assert strictly_increasing(seqs), seqs
+    stored = [r["seq"] for r in servers[other].get("/api/history?limit=200")[1]["readings"]]
+    assert stored == list(range(stored[0], stored[0] + len(stored)))  # no hole, no duplicate
+    assert stored[-1] > mark
+    assert "leading:" in servers[other].log()
+
+
+@pytest.mark.parametrize("stored, argv, message", [
+    (Stats(0, 100).state(), ["--source", "examples/loadavg.py:read"],
+     "comes from --source random, not module:callable"),
+    (ObservedStats("pull").state(), [], "comes from --source module:callable, not random"),
+])
+def test_a_process_of_another_source_kind_is_refused(redis_server, stored, argv, message):
+    client = connect(redis_server.url)
+    keys = Keys.with_prefix()
+    store = RedisStore(client, Lease(client, keys.lease, keys.seq, ttl=0.1), 100, keys, "test")
+    store.lease.claim(0)
+    store.append(Reading(1, 7, 1.0), stored)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "random_stream.py"), "--port", str(free_port()),
+         "--message-queue", redis_server.url, *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "another Redis database" in result.stderr
+
+
+@pytest.mark.parametrize("source", ["stdin", "http"])
+def test_a_push_source_with_a_message_queue_is_refused_saying_why(redis_server, source):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "random_stream.py"), "--port", str(free_port()),
+         "--message-queue", redis_server.url, "--source", source,
+         "--ingest-token", "t" * 32],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"--source {source} does not go with --message-queue" in result.stderr
+    assert "each process would receive its own pushes" in result.stderr
+    assert "the one lease holder" in result.stderr
+
+
+class PullUnderTest:
+    """A SharedTicker in this process on a real Redis, its pull source a call we release.
+
+    tick() is called by hand, so the test decides when the lease is claimed.
+    """
+
+    def __init__(self, url: str):
+        from stream import scaleout
+        from stream.config import Settings
+        from stream.history import History
+        from stream.sources import PullSource
+
+        self.settings = Settings(message_queue=url, db=None, interval=0.1, source="test:read")
+        self.store = scaleout.open_store(self.settings)
+        self.started, self.release = threading.Event(), threading.Event()
+        self.value = 1.5
+        self.broadcasts: list[Reading] = []
+        self.tasks: list[threading.Thread] = []
+        self.ticker = scaleout.SharedTicker(
+            History(self.store, 50), ObservedStats("pull"), self.broadcasts.append,
+            settings=self.settings, sleep=time.sleep, store=self.store,
+            link=scaleout.link_for(self.settings), source=PullSource("test:read", self.read),
+            spawn=self.spawn,
+        )
+        self.ticker.running = True
+
+    def read(self) -> float:
+        self.started.set()
+        assert self.release.wait(20)
+        return self.value
+
+    def spawn(self, fn) -> None:
+        task = threading.Thread(target=fn, daemon=True)
+        self.tasks.append(task)
+        task.start()
+
+    def finish(self) -> None:
+        """Let the call return and wait for its task to end."""
+        self.release.set()
+        for task in self.tasks:
+            task.join(10)
+            assert not task.is_alive()
+        self.tasks.clear()
+
+    def rival(self) -> RedisStore:
+        """Another process's store: it takes the lease once ours has expired."""
+        client = connect(self.settings.message_queue)
+        keys = self.store.keys
+        other = RedisStore(client, Lease(client, keys.lease, keys.seq, ttl=5), 100, keys, "rival")
+        wait_until(lambda: other.lease.claim(self.ticker.history.last_seq).leading)
+        return other
+
+
+def test_a_pull_whose_lease_moved_on_is_neither_stored_nor_broadcast(redis_server):
+    pull = PullUnderTest(redis_server.url)
+    pull.ticker.tick()  # leads, and starts the call
+    assert pull.ticker.leading and pull.started.wait(10)
+    rival = pull.rival()  # our lease expired during the call (it is never renewed here)
+    rival_stats = ObservedStats("pull")
+    rival_stats.add(2.5, 1)
+    rival.append(Reading(1, 2.5, 1.0), rival_stats.state())
+    pull.finish()  # the call returns before our next claim: the fence refuses the value
+    assert pull.broadcasts == [] and pull.ticker.leading is False
+    assert [tuple(r) for r in pull.store.after(0, 10)] == [(1, 2.5, 1.0)]
+
+    pull.release.clear()
+    pull.started.clear()
+    pull.ticker.tick()  # follows: no call
+    assert not pull.started.is_set() and pull.ticker.history.last_seq == 1
+    assert rival.lease.release()
+    pull.ticker.tick()  # leads again, calls
+    assert pull.ticker.leading and pull.started.wait(10)
+    assert rival.lease.claim(1).leading is False
+    pull.finish()
+    assert [r.seq for r in pull.broadcasts] == [2] and pull.broadcasts[0].value == 1.5
+    assert pull.ticker.stats.count == 2 and pull.ticker.stats.max == 2.5
+    pull.store.close()
+    rival.close()
+
+
+def test_a_pull_that_spans_a_change_of_lease_is_dropped_and_never_doubled(redis_server):
+    pull = PullUnderTest(redis_server.url)
+    pull.ticker.tick()
+    assert pull.started.wait(10)
+    rival = pull.rival()
+    pull.ticker.tick()  # sees the lease gone
+    assert pull.ticker.leading is False
+    assert rival.lease.release()
+    pull.ticker.tick()  # leads again while the first call still runs: no second call
+    assert pull.ticker.leading and pull.ticker.source.skipped == 1
+    assert pull.ticker.source.calls == 1
+    pull.finish()  # made under the lease before: dropped, although we hold one again
+    assert pull.broadcasts == [] and pull.ticker.dropped == 1
+    assert pull.store.after(0, 10) == []
+    pull.ticker.tick()  # the next tick calls afresh
+    pull.finish()
+    assert [r.seq for r in pull.broadcasts] == [1] and pull.ticker.source.calls == 2
+    pull.store.close()
+    rival.close()

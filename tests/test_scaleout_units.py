@@ -10,7 +10,7 @@ from stream.config import ConfigError, Settings
 from stream.history import StoreError
 from stream.lease import MIN_TTL, lease_ttl
 from stream.redis_store import location, open_redis_store
-from stream.stats import Stats
+from stream.stats import ObservedStats, Stats
 
 
 @pytest.mark.parametrize("interval, ttl", [(1.0, 3.0), (0.2, 0.6), (0.01, MIN_TTL), (60, 180)])
@@ -68,6 +68,21 @@ def test_stats_are_replaced_in_place_so_every_holder_sees_them():
         newer.add(v, v)
     scaleout.replace_stats(shared, newer.state())
     assert shared.to_dict() == newer.to_dict()
+
+
+def test_observed_stats_are_replaced_in_place_too():
+    shared = ObservedStats("pull")
+    newer = ObservedStats("pull")
+    for seq, v in enumerate((0.5, -2.25, 7.0), 1):
+        newer.add(v, seq)
+    scaleout.replace_stats(shared, newer.state())
+    assert shared == newer and shared.to_dict() == newer.to_dict()
+
+
+def test_a_pull_source_may_be_scaled_out():
+    settings = Settings(message_queue="redis://127.0.0.1:6379/0", db=None,
+                        source="examples/loadavg.py:read")
+    assert settings.source == "examples/loadavg.py:read"
 
 
 def test_the_redis_queue_delivers_with_the_fast_broadcast():

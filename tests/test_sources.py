@@ -139,7 +139,11 @@ def test_a_large_body_is_413():
     (["--source", "http"], "--source http needs --ingest-token"),
     (["--source", "http", "--ingest-token", "short"], "at least 16 characters"),
     (["--source", "serial"], "--source must be random, stdin, http or module:callable"),
-    (["--source", "stdin", "--message-queue", "redis://127.0.0.1:6379/0"], "does not go with --message-queue"),
+    (["--source", "stdin", "--message-queue", "redis://127.0.0.1:6379/0"],
+     "--source stdin does not go with --message-queue: each process would receive its own "
+     "pushes, but a scaled-out stream's readings are drawn by the one lease holder"),
+    (["--source", "http", "--ingest-token", "t" * 16, "--message-queue", "redis://127.0.0.1/0"],
+     "--source http does not go with --message-queue: each process would receive its own pushes"),
 ])
 def test_source_settings_are_checked(argv, message):
     with pytest.raises(ConfigError, match=message):
