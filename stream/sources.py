@@ -29,7 +29,7 @@ from pathlib import Path
 from flask import Blueprint, current_app, jsonify, request
 
 from .config import ConfigError, Settings
-from .guard import TokenBucket
+from .limits import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,9 @@ class StdinSource:
                 self.problems.report(exc.kind, exc.args[0])
                 continue
             record(value)
+            # A file or a fast pipe is always readable: without a turn for the others the
+            # event loop would record every line before serving anyone.
+            time.sleep(0)
         if running():
             self.ended_at = time.time()
             log.info("stdin: end of input after %d line(s); serving the history", self.lines)
@@ -345,6 +348,10 @@ def post_readings():
         return jsonify(error=f"too many requests: at most {INGEST_RATE:g} a second"), 429, {
             "Retry-After": "1"}
     length = request.content_length
+    if length is None and request.headers.get("Transfer-Encoding"):
+        # A chunked body reads as empty here: say so instead of "not JSON".
+        source.problems.report("no_length", "a body without Content-Length")
+        return jsonify(error="send the body with a Content-Length header"), 411
     if length is not None and length > MAX_BODY:
         source.problems.report("too_large", f"a body of {length} bytes")
         return jsonify(error=f"a body may have at most {MAX_BODY} bytes"), 413

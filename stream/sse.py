@@ -84,7 +84,9 @@ class Feed:
         """The byte chunks of one response: replay after `after`, then live, until stop."""
         history = self.history
         yield f"retry: {RETRY_MS}\n\n".encode()
-        cursor = max(after, history.last_seq - self.history_size)  # capped like resume
+        # Capped like resume; an id from the future (a server that started afresh, say with
+        # --db :memory:) means "from now": else this client would wait for that seq forever.
+        cursor = max(min(after, history.last_seq), history.last_seq - self.history_size)
         beat = self.beats
         while not self.closed:
             wake = self._event  # taken before reading: a reading after this sets it
@@ -184,7 +186,7 @@ def events():
     refusal = stream.guard.hold(request.environ)
     if refusal is not None:
         status, message = refusal
-        headers = {"Retry-After": "5"} if status.startswith("503") else {}
+        headers = {"Retry-After": "5"} if status.startswith(("503", "429")) else {}
         return jsonify(error=message), int(status[:3]), headers
     feed = stream.feed
     feed.clients += 1

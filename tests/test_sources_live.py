@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client as httpclient
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -145,6 +146,21 @@ def test_stdin_lines_become_readings(tmp_path, mode):
         server.kill()
 
 
+def test_a_fast_stdin_does_not_starve_the_server(tmp_path):
+    """Fails without a turn per line: eventlet recorded the whole input before answering."""
+    lines = 20_000
+    server = PipedServer(("--source", "stdin"), ":memory:",
+                         tmp_path / "server.log", None).start()
+    try:
+        server.write(b"".join(b"%d\n" % n for n in range(lines)))  # more than one pipe's worth
+        wait_until(lambda: latest_seq(server) > 0)
+        _, health = server.get("/healthz")  # answered while the input is being read
+        assert health["last_seq"] < lines, "the server answered only once all of stdin was read"
+        wait_until(lambda: latest_seq(server) == lines, timeout=120)
+    finally:
+        server.kill()
+
+
 # HTTP push ------------------------------------------------------------------------------------
 
 def post(server, body: bytes, token: str | None = TOKEN, scheme: str = "Bearer"):
@@ -223,6 +239,23 @@ def run_server(*args: str, env: dict | None = None) -> subprocess.CompletedProce
         [sys.executable, str(ROOT / "random_stream.py"), "--port", str(free_port()), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=30, env=env,
     )
+
+
+def test_a_chunked_push_is_asked_for_its_length(push_server):
+    """Fails before: a chunked body read as empty and got a misleading 400 "not JSON"."""
+    host, port = push_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        body = b'{"value": 2}'
+        sock.sendall(b"POST /api/readings HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 411"), answer[:200]
+    assert b"Content-Length" in answer
+    assert latest_seq(push_server) == 0
 
 
 def test_http_source_refuses_to_start_without_a_token():

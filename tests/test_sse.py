@@ -142,6 +142,26 @@ def test_last_event_id_wins_over_after_and_the_replay_is_capped(server_factory):
     reader.close()
 
 
+def test_an_id_from_the_future_streams_from_now(server_factory):
+    """Fails before: a Last-Event-ID above the newest seq (a server that started afresh)
+    left the client waiting for that seq, receiving nothing."""
+    server = server_factory("--interval", "0.1", db=":memory:")
+    reader = SseReader(server.url, headers={"Last-Event-ID": "99999999"})
+    first = reader.next_event()
+    assert first["seq"] <= server.get("/api/latest")[1]["seq"]
+    assert reader.next_event()["seq"] == first["seq"] + 1
+    reader.close()
+
+
+def test_the_per_address_refusal_says_when_to_retry(server_factory):
+    server = server_factory("--interval", "0.1", "--max-per-address", "1")
+    first = SseReader(server.url)
+    first.next_event()
+    status, headers, body = http("GET", server.url + "/api/stream")
+    assert status == 429 and headers.get("retry-after") == "5", headers
+    first.close()
+
+
 @pytest.mark.parametrize("path, headers, message", [
     ("/api/stream?after=x", {}, "after must be a whole number"),
     ("/api/stream?limit=3", {}, "unknown query parameter: limit"),
