@@ -49,7 +49,8 @@ class Door:
                               "the query string is not valid UTF-8")
         if environ.get("PATH_INFO", "").startswith(self.path):
             query = parse_qs(environ.get("QUERY_STRING", ""))
-            refusal = self.guard.refusal(environ, query) or self._check_post(environ, query)
+            refusal = (self._check_upgrade(environ) or self.guard.refusal(environ, query)
+                       or self._check_post(environ, query))
             if refusal is not None:
                 return self._json(with_headers, *refusal)
         try:
@@ -60,6 +61,17 @@ class Door:
             log.exception("request failed: %s %s",
                           environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return self._json(with_headers, "500 Internal Server Error", "internal server error")
+
+    @staticmethod
+    def _check_upgrade(environ) -> tuple[str, str] | None:
+        """A WebSocket upgrade must be RFC 6455's: eventlet answers one without a key with
+        its pre-standard (hixie) handshake or a 500, after engine.io opened a session."""
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            return None
+        if not environ.get("HTTP_SEC_WEBSOCKET_KEY") or \
+                environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
+            return "400 Bad Request", "a WebSocket upgrade needs Sec-WebSocket-Key and version 13"
+        return None
 
     def _check_post(self, environ, query: dict) -> tuple[str, str] | None:
         """A polling POST is read and checked here; engine.io logs tracebacks or stalls on junk."""

@@ -82,6 +82,9 @@ class Guard:
         self._at_cap = False
         self._sweeping = False
         self._lock = threading.Lock()
+        # Under threading (flask run, gunicorn --threads) handlers run in parallel: the
+        # counts and allowances the limits read are changed under this lock.
+        self._counts = threading.Lock()
         self._install_handlers()
 
     @property
@@ -101,23 +104,27 @@ class Guard:
         """
         refusal = self.refusal(environ, {})
         if refusal is None:
-            self.others += 1
+            with self._counts:
+                self.others += 1
             self._add_address(environ[ADDRESS])
         return refusal
 
     def release(self, environ) -> None:
-        self.others -= 1
+        with self._counts:
+            self.others -= 1
         self._drop_address(environ[ADDRESS])
 
     def _add_address(self, address: str) -> None:
-        self.per_address[address] = self.per_address.get(address, 0) + 1
+        with self._counts:
+            self.per_address[address] = self.per_address.get(address, 0) + 1
 
     def _drop_address(self, address: str | None) -> None:
-        left = self.per_address.get(address, 0) - 1
-        if left > 0:
-            self.per_address[address] = left
-        else:
-            self.per_address.pop(address, None)
+        with self._counts:
+            left = self.per_address.get(address, 0) - 1
+            if left > 0:
+                self.per_address[address] = left
+            else:
+                self.per_address.pop(address, None)
 
     # Wiring -------------------------------------------------------------------------------
 
@@ -163,6 +170,14 @@ class Guard:
             if not isinstance(data, str) or data[:1] in BINARY_PACKETS:
                 self._bad_input(eio_sid, "binary", "a binary Socket.IO packet")
                 return
+            if (data == "0" or data.startswith("0{")) and limit is not None:
+                # A join of "/" answers with the whole `history` snapshot: leaving and joining
+                # again would be a resume without resume's limits. Clients join once per
+                # connection (they reconnect on a new one).
+                if limit.joined:
+                    self._bad_input(eio_sid, "rejoin", "a second join on one connection")
+                    return
+                limit.joined = True
             if data[:1] == "2":  # an EVENT
                 dropped = self._screen_event(data)
                 if dropped == "unknown_event":
@@ -355,13 +370,15 @@ class Guard:
                 f"at most {self.max_per_address} connections from one address; retry later"
             )
         now = self.clock()
-        bucket = self.handshakes.get(address)
-        if bucket is None:
-            if len(self.handshakes) >= ADDRESS_TABLE:
-                self._prune_handshakes(now)
-            rate = max(1.0, self.max_per_address / 10)
-            bucket = self.handshakes[address] = TokenBucket(rate, self.max_per_address, now)
-        if not bucket.take(now):
+        with self._counts:
+            bucket = self.handshakes.get(address)
+            if bucket is None:
+                if len(self.handshakes) >= ADDRESS_TABLE:
+                    self._prune_handshakes(now)
+                rate = max(1.0, self.max_per_address / 10)
+                bucket = self.handshakes[address] = TokenBucket(rate, self.max_per_address, now)
+            allowed = bucket.take(now)
+        if not allowed:
             self._count(self.refused, "handshake_rate")
             self._log_once("handshake_rate", "refused handshakes from %s: more than %g a second",
                            address, bucket.rate)

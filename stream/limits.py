@@ -57,6 +57,7 @@ class ClientLimit:
         self.strikes = TokenBucket(1.0, strikes, now)
         self.control = TokenBucket(CONTROL_RATE, CONTROL_BURST, now)
         self.warned = False  # an `error` event went out since the last accepted message
+        self.joined = False  # joins the namespace once: each join is a `history` snapshot
 
     def check(self, now: float) -> str:
         """'ok', 'drop' (over the limit) or 'disconnect' (over it for too long)."""
@@ -88,33 +89,52 @@ def too_deep(text: str) -> bool:
 
 
 def client_address(environ, trusted: tuple = ()) -> str:
-    """The client's address: the peer's, or from X-Forwarded-For when the peer is trusted.
+    """The address a connection counts for: the peer's, or from X-Forwarded-For when the
+    peer is trusted; as limit_key() spells it.
 
     X-Forwarded-For is read from the right (the hop nearest us) past every trusted proxy;
     what a client wrote at the left end is never believed.
     """
-    peer = environ.get("REMOTE_ADDR") or ""
-    if not trusted or not _is_trusted(peer, trusted):
-        return peer
-    hops = [h.strip() for h in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+    peer = _ip(environ.get("REMOTE_ADDR") or "")
+    if peer is None:
+        return environ.get("REMOTE_ADDR") or "unknown"  # a Unix socket, say: one key for all
     address = peer
-    for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            break  # garbage: the last trusted hop is the best we know
-        address = hop
-        if not _is_trusted(hop, trusted):
-            break
-    return address
+    if trusted and _is_trusted(peer, trusted):
+        hops = [h.strip() for h in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+        for hop in reversed(hops):
+            ip = _ip(hop)
+            if ip is None:
+                break  # garbage: the last trusted hop is the best we know
+            address = ip
+            if not _is_trusted(ip, trusted):
+                break
+    return limit_key(address)
 
 
-def _is_trusted(address: str, trusted: tuple) -> bool:
+def limit_key(ip) -> str:
+    """One key per client: an IPv4 address, or an IPv6 /64 (one host's usual allotment:
+    counting single IPv6 addresses would give one client 2^64 allowances)."""
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _ip(text: str):
+    """An address as IPv4 or IPv6 (an IPv4-mapped IPv6 one as IPv4), a port stripped
+    (`1.2.3.4:80`, `[2001:db8::1]:80`, as some proxies write it); None if it is none."""
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return any(ip in net for net in trusted)
+        return None
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
+
+
+def _is_trusted(ip, trusted: tuple) -> bool:
+    return any(ip.version == net.version and ip in net for net in trusted)
 
 
 def polling_payload_error(body: bytes) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from flask import request
 from flask_socketio import SocketIO, emit
@@ -79,7 +79,7 @@ class Live:
         return cached[1]
 
     def on_disconnect(self, reason=None) -> None:
-        self.answers.warned.discard(request.sid)
+        self.answers.forget(request.sid)
         self.clients -= 1
         self.disconnects += 1
 
@@ -137,7 +137,7 @@ class Answers:
         self.waiting: deque[tuple[str, int]] = deque()
         self.queued: set[str] = set()  # sids with a request waiting
         self.warned: set[str] = set()  # sids told their answers wait unread
-        self.cache: dict[int, object] = {}  # after -> the prepared answer
+        self.cache: OrderedDict[int, object] = OrderedDict()  # after -> the prepared answer
         self.cache_seq = -1  # last_seq the cached answers were made for
         self.budget = RESUME_BURST  # seconds of encoding left; refilled at RESUME_SHARE
         self.stamp = time.monotonic()
@@ -149,10 +149,12 @@ class Answers:
         with self._lock:
             if not self.waiting and self._refill() > 0:
                 now = True
-            elif len(self.waiting) >= MAX_QUEUED_RESUMES:
+            elif len(self.queued) >= MAX_QUEUED_RESUMES:
                 return False
             else:
                 now = False
+                if len(self.waiting) > 2 * MAX_QUEUED_RESUMES:  # requests of clients gone
+                    self.waiting = deque(w for w in self.waiting if w[0] in self.queued)
                 self.waiting.append((sid, after))
                 self.queued.add(sid)
                 start, self.serving = not self.serving, True
@@ -161,6 +163,12 @@ class Answers:
         elif start:
             self.socketio.start_background_task(self._serve)
         return True
+
+    def forget(self, sid: str) -> None:
+        """A client left: its waiting request is skipped (and no longer counts)."""
+        with self._lock:
+            self.queued.discard(sid)
+            self.warned.discard(sid)
 
     def _refill(self) -> float:
         now = time.monotonic()
@@ -171,6 +179,11 @@ class Answers:
     def _serve(self) -> None:
         while True:
             with self._lock:
+                if not self.waiting:
+                    self.serving = False
+                    return
+                while self.waiting and self.waiting[0][0] not in self.queued:
+                    self.waiting.popleft()  # its client left meanwhile
                 if not self.waiting:
                     self.serving = False
                     return
@@ -195,9 +208,11 @@ class Answers:
         last_seq = self.live.history.last_seq
         key = max(after, last_seq - self.live.history_size)
         with self._lock:
-            if self.cache_seq != last_seq or len(self.cache) >= MAX_CACHED_ANSWERS:
-                self.cache, self.cache_seq = {}, last_seq
+            if self.cache_seq != last_seq:
+                self.cache, self.cache_seq = OrderedDict(), last_seq
             cached = self.cache.get(key)
+            if cached is not None:
+                self.cache.move_to_end(key)
         if cached is not None:
             return cached
         started = time.perf_counter()
@@ -206,6 +221,8 @@ class Answers:
             self.budget -= time.perf_counter() - started
             if self.cache_seq == last_seq:
                 self.cache[key] = cached
+                while len(self.cache) > MAX_CACHED_ANSWERS:
+                    self.cache.popitem(last=False)  # the least recently asked
         return cached
 
 

@@ -238,6 +238,26 @@ def test_client_address_reads_forwarded_for_from_the_right():
                           trusted) == "10.0.0.2"
 
 
+@pytest.mark.parametrize("peer, forwarded, key", [
+    # Fail before: a dual-stack listener's IPv4-mapped peer was no trusted proxy.
+    ("::ffff:10.0.0.2", "5.6.7.8", "5.6.7.8"),
+    ("10.0.0.2", "5.6.7.8:4431", "5.6.7.8"),  # a hop with its port, as some proxies write it
+    ("10.0.0.2", "[2001:db8::1]:443", "2001:db8::/64"),
+    # One IPv6 client is one /64, however it spells its address.
+    ("2001:DB8:0:0::1", "", "2001:db8::/64"),
+    ("2001:db8::ffff:1", "", "2001:db8::/64"),
+    ("::ffff:192.0.2.7", "", "192.0.2.7"),
+    ("", "", "unknown"),
+])
+def test_client_addresses_are_one_key_per_client(peer, forwarded, key):
+    import ipaddress
+
+    from stream.limits import client_address
+
+    env = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}
+    assert client_address(env, (ipaddress.ip_network("10.0.0.0/8"),)) == key
+
+
 def test_trusted_proxies_setting():
     assert load(["--trusted-proxies", "127.0.0.1, 10.0.0.0/8"], {}).trusted_proxies == (
         "127.0.0.1", "10.0.0.0/8")

@@ -100,3 +100,18 @@ def test_the_snapshot_is_encoded_once_per_reading(stream, app):
     (history,) = events(again, "history")
     assert history["readings"][-1]["seq"] == 6, "a new reading makes a new snapshot"
     assert stream.live.snapshot() is not first
+
+
+def test_a_client_that_leaves_takes_its_waiting_resume_along(stream, app):
+    """Fails before: its request stayed counted against the queue's cap, so clients that
+    asked and left could fill it and get everyone else 'the server is busy'."""
+    import time
+
+    tick(stream, 5)
+    answers = stream.live.answers
+    answers.budget, answers.stamp = -0.25, time.monotonic()  # spent: requests wait ~1 s
+    client = app.extensions["socketio"].test_client(app)
+    client.emit("resume", {"after": 0})
+    assert len(answers.queued) == 1
+    client.disconnect()
+    assert answers.queued == set()

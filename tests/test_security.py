@@ -136,8 +136,9 @@ def test_an_invalid_packet_closes_only_that_client_without_an_http_answer(server
     assert_quiet(server)
 
 
+# ("40" again is no longer harmless: each join is a whole snapshot; see the second-join test.)
 @pytest.mark.parametrize("frame", ["6", "3", '42["no_such_event",{"x":1}]', '42["connect"]',
-                                   '42["disconnect"]', "40", '421["resume",{"after":0}]'])
+                                   '42["disconnect"]', '421["resume",{"after":0}]'])
 def test_harmless_odd_packets_change_nothing_and_keep_the_connection(server, raw, frame):
     sock = raw()
     sock.join()
@@ -250,6 +251,30 @@ def test_a_flood_gets_one_error_then_a_disconnect_and_others_carry_on(server, ra
     assert names.count("history") <= 1 + EVENT_BURST, "at most the burst was served"
     assert_still_streaming(bystander)
     assert_quiet(server)
+
+
+def test_a_second_join_on_one_connection_closes_it(raw):
+    """Fails before: leaving and joining again got the whole snapshot each time, outside
+    resume's limits (27 snapshots, 703 KB, for 54 two-byte messages)."""
+    sock = raw()
+    sock.join()
+    sock.send("41")
+    sock.send("40")
+    assert sock.wait_closed(), "a second join closes the connection"
+    assert [name for name, _ in sock.events].count("history") == 1
+
+
+def test_an_upgrade_without_a_websocket_key_is_refused_before_engineio(server):
+    """Fails before: eventlet answered with a 500 (a traceback in the log) after engine.io
+    had opened a session, which held a slot until the join timeout."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+                     b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert b"Sec-WebSocket-Key" in answer
+    assert "Traceback" not in server.log()
 
 
 def test_a_client_within_the_rate_is_served_every_time(raw):
