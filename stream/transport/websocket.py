@@ -46,10 +46,11 @@ class Detach:
     copy of environ on, and the server only sees its own.
     """
 
-    __slots__ = ("requested",)
+    __slots__ = ("requested", "socket")
 
-    def __init__(self) -> None:
+    def __init__(self, sock=None) -> None:
         self.requested = False
+        self.socket = sock  # the connection's, where the driver needs it (gevent)
 
 PONG = eio_packet.Packet(eio_packet.PONG)
 CLOSE_FRAME = b"\x88\x00"  # a WebSocket close frame without a status
