@@ -28,7 +28,8 @@ import socket
 
 from . import websocket
 from .points import ExtensionPoint, code_names
-from .websocket import DETACH, Detach, opens_on_websocket as _asks_websocket, websocket_frame
+from .websocket import DETACH, Detach, websocket_frame
+from .websocket import opens_on_websocket as _asks_websocket
 
 __all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "http_protocol",
            "opens_on_websocket", "parser_problems", "websocket_driver", "websocket_frame"]
