@@ -10,6 +10,7 @@ the queue does instead of the writer task (back-pressure, order, closing) still 
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -123,6 +124,26 @@ def test_each_runtime_serves_websockets_directly_with_one_descriptor_a_client(se
     assert socket_descriptors(server.proc.pid) == 1 + 5, "one descriptor a client"
     for ws in clients:
         ws.close()
+
+
+def test_a_broken_websocket_handshake_is_refused_and_forgotten(server_factory):
+    """Upgrade asked, but no key or an unknown version: refused, no session left behind."""
+    server = server_factory("--interval", "0.05")
+    for headers in (b"Sec-WebSocket-Version: 13\r\n",  # no key
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 99\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+                        b"Upgrade: websocket\r\nConnection: Upgrade\r\n" + headers + b"\r\n")
+            answer = raw.recv(4096)
+            assert re.match(rb"HTTP/1.1 4\d\d ", answer), answer  # eventlet: 400 or 426
+    ws = raw_client(server.url)
+    assert any(READING.match(ws.recv()) for _ in range(5)), "others are served"
+    ws.close()
+    deadline = time.monotonic() + 5
+    while metric(server, "random_stream_connected_clients") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(server, "random_stream_connected_clients") == 0
+    assert "Traceback" not in server.log()
 
 
 def test_under_a_plain_gevent_server_engineio_serves_its_own_way(tmp_path):
