@@ -43,7 +43,7 @@ MAX_BACKLOG = 256
 class FastBroadcast:
     """Mixin for a python-socketio client manager: the fast path for plain broadcasts."""
 
-    runtime = None  # the runtime module (eventlet.py) whose clients get the direct path
+    runtime = None  # the runtime module (eventlet.py, gevent.py) whose clients get the direct path
     fast_sends = 0
     slow_sends = 0
     laggards_dropped = 0
