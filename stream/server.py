@@ -291,7 +291,8 @@ def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, wait
         protocol = transport.http_protocol(waiting, REQUEST_TIMEOUT)
         return _EventletServer(app, sock, max_connections, waiting, protocol, send_timeout)
     if mode == "gevent":
-        return _GeventServer(app, sock, max_connections, waiting)
+        handler = transport.http_protocol(waiting, REQUEST_TIMEOUT)
+        return _GeventServer(app, sock, max_connections, waiting, handler)
     return _ThreadingServer(app, sock)
 
 
@@ -361,15 +362,16 @@ class _LogFailures:
 
 
 class _GeventServer:
-    """gevent's server already logs accept errors and retries with backoff; it gets the deadline."""
+    """gevent's server already logs accept errors and retries with backoff; the handler
+    class comes from stream.transport (request deadline, detached WebSockets)."""
 
-    def __init__(self, app, sock, max_connections, waiting):
+    def __init__(self, app, sock, max_connections, waiting, handler):
         from gevent.pool import Pool
         from gevent.pywsgi import WSGIServer
 
         self.server = WSGIServer(
             sock, app, log=None, error_log=logging.getLogger("gevent.pywsgi"),
-            spawn=Pool(max_connections + waiting.limit + 64), handler_class=_gevent_handler(),
+            spawn=Pool(max_connections + waiting.limit + 64), handler_class=handler,
         )
 
     def run(self) -> None:
@@ -377,32 +379,6 @@ class _GeventServer:
 
     def stop(self) -> None:
         self.server.stop(timeout=2)
-
-
-def _gevent_handler():
-    """gevent's handler with the same request deadline as eventlet's protocol."""
-    import gevent
-    from gevent.pywsgi import WSGIHandler
-
-    class DeadlineHandler(WSGIHandler):
-        deadline = None
-
-        def handle_one_request(self):
-            self.deadline = gevent.Timeout.start_new(REQUEST_TIMEOUT, TimeoutError("request timeout"))
-            try:
-                return super().handle_one_request()
-            finally:
-                self.deadline.close()
-
-        def read_request(self, raw_requestline):
-            try:
-                return super().read_request(raw_requestline)
-            except TimeoutError:  # gevent would print a traceback for it: a 400, quietly
-                return False
-            finally:
-                self.deadline.close()  # the request is in: the application takes its time
-
-    return DeadlineHandler
 
 
 class _ThreadingServer:

@@ -113,6 +113,10 @@ def pytest_addoption(parser):
         "--fast-path", choices=("auto", "off"), default="auto",
         help="the servers' and apps' --fast-path: off runs the suite on the libraries' own path",
     )
+    parser.addoption(
+        "--async-mode", choices=("eventlet", "gevent", "threading"), default=None,
+        help="the servers' async mode where a test does not choose one (default: eventlet)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -129,13 +133,17 @@ def fast_path(request) -> str:
 
 
 @pytest.fixture
-def server_factory(tmp_path, fast_path):
+def server_factory(tmp_path, fast_path, request):
     """Start real servers: server_factory("--interval", "0.2", db=path or None)."""
     started: list[ServerProcess] = []
+    mode = request.config.getoption("--async-mode")
+    defaults = {"RANDOM_STREAM_FAST_PATH": fast_path}
+    if mode is not None:  # an --async-mode argument of the test still wins
+        defaults["RANDOM_STREAM_ASYNC_MODE"] = mode
 
     def start(*args: str, db: str | None = ":memory:", env: dict | None = None,
               launch: bool = True, launcher: list[str] | None = None) -> ServerProcess:
-        env = {"RANDOM_STREAM_FAST_PATH": fast_path, **(env or {})}
+        env = {**defaults, **(env or {})}
         server = ServerProcess(args, db, tmp_path / f"server-{len(started)}.log", env)
         if launcher is not None:
             server.launcher = launcher
@@ -226,3 +234,15 @@ def client(app):
 def socket_client(app, client):
     socketio = app.extensions["socketio"]
     return socketio.test_client(app, flask_test_client=client)
+
+
+DIRECT_RUNTIMES = ("eventlet", "gevent")  # async modes with a direct WebSocket path
+
+
+def in_async_mode(server_factory, mode: str):
+    """server_factory, its servers in `mode` (the test's own env on top)."""
+    def start(*args, env: dict | None = None, **kwargs):
+        return server_factory(*args, env={"RANDOM_STREAM_ASYNC_MODE": mode, **(env or {})}, **kwargs)
+
+    start.mode = mode
+    return start

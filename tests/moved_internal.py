@@ -32,7 +32,17 @@ def newer_engineio() -> None:
     metadata.version = lambda name: "5.0.0" if name == "python-engineio" else real(name)
 
 
-SIMULATIONS = {"websocket_handler": rename_websocket_handler, "engineio_version": newer_engineio}
+def wrapped_gevent_handler() -> None:
+    """gevent's WSGIHandler.handle becomes a wrapper (of the same code, say, by a newer
+    release): the start-up check can no longer see how it treats its socket."""
+    from gevent.pywsgi import WSGIHandler
+
+    original = WSGIHandler.handle
+    WSGIHandler.handle = lambda self: original(self)
+
+
+SIMULATIONS = {"websocket_handler": rename_websocket_handler, "engineio_version": newer_engineio,
+               "gevent_handler": wrapped_gevent_handler}
 
 if __name__ == "__main__":
     from stream.server import prepare_async_mode

@@ -1,4 +1,5 @@
-"""WebSocket clients without a writer task (stream/transport/eventlet.py): written through, in order.
+"""WebSocket clients without a writer task (stream/transport/websocket.py, under eventlet and
+gevent): written through, in order.
 
 The direct path is taken only if engine.io still calls the `connect` handler before its
 first write and still looks up `_websocket_handler` on the socket; if an upgrade moves
@@ -7,7 +8,9 @@ the queue does instead of the writer task (back-pressure, order, closing) still 
 """
 
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,12 +18,18 @@ import time
 
 import pytest
 import websocket
-from conftest import ROOT, free_port, http_get
+from conftest import DIRECT_RUNTIMES, ROOT, free_port, http_get, in_async_mode
 from test_fanout import metric, raw_client
 
 READING = re.compile(r'42\["random_number",\{"seq":(\d+),')
 
 pytestmark = pytest.mark.fast_path
+
+
+@pytest.fixture(params=DIRECT_RUNTIMES)
+def server_factory(server_factory, request):
+    """Every server here under each runtime with a direct path (stream/transport)."""
+    return in_async_mode(server_factory, request.param)
 
 
 def test_a_client_that_reads_late_gets_every_frame_whole_and_in_order(server_factory):
@@ -86,6 +95,103 @@ def test_a_client_that_leaves_is_forgotten_and_others_go_on(server_factory):
     assert seen == list(range(seen[0], seen[0] + 10))
     assert "Traceback" not in server.log()
     staying.close()
+
+
+def socket_descriptors(pid: int) -> int:
+    fd_dir = f"/proc/{pid}/fd"
+    count = 0
+    for name in os.listdir(fd_dir):
+        try:
+            count += os.readlink(f"{fd_dir}/{name}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_each_runtime_serves_websockets_directly_with_one_descriptor_a_client(server_factory):
+    server = server_factory("--interval", "0.05")
+    line = f"transport: fast path: direct WebSocket fan-out under {server_factory.mode}, one pinger"
+    assert line in server.log()
+    clients = [raw_client(server.url) for _ in range(5)]
+    for ws in clients:
+        assert any(READING.match(ws.recv()) for _ in range(5)), "readings arrive"
+    direct = metric(server, 'random_stream_broadcast_sends_total{path="direct"}')
+    assert direct >= 5
+    # The listening socket and the clients' (engine.io's simple-websocket driver takes two
+    # each). HTTP connections of /metrics may still be closing: wait for the count to settle.
+    deadline = time.monotonic() + 5
+    while socket_descriptors(server.proc.pid) != 1 + 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert socket_descriptors(server.proc.pid) == 1 + 5, "one descriptor a client"
+    for ws in clients:
+        ws.close()
+
+
+def test_a_broken_websocket_handshake_is_refused_and_forgotten(server_factory):
+    """Upgrade asked, but no key or an unknown version: refused, no session left behind."""
+    server = server_factory("--interval", "0.05")
+    for headers in (b"Sec-WebSocket-Version: 13\r\n",  # no key
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 99\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+                        b"Upgrade: websocket\r\nConnection: Upgrade\r\n" + headers + b"\r\n")
+            answer = raw.recv(4096)
+            assert re.match(rb"HTTP/1.1 4\d\d ", answer), answer  # eventlet: 400 or 426
+    ws = raw_client(server.url)
+    assert any(READING.match(ws.recv()) for _ in range(5)), "others are served"
+    ws.close()
+    deadline = time.monotonic() + 5
+    while metric(server, "random_stream_connected_clients") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(server, "random_stream_connected_clients") == 0
+    assert "Traceback" not in server.log()
+
+
+def test_under_a_plain_gevent_server_engineio_serves_its_own_way(tmp_path):
+    """A pywsgi server other than ours offers no Detach: engine.io's driver serves there."""
+    port = free_port()
+    script = tmp_path / "plain.py"
+    script.write_text(textwrap.dedent(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import sys
+        from gevent.pywsgi import WSGIServer
+        sys.path.insert(0, {str(ROOT)!r})
+        from random_stream import create_app
+        from stream.config import Settings
+        app = create_app(Settings(db=":memory:", interval=0.05, async_mode="gevent"))
+        app.extensions["random_stream"].start()
+        WSGIServer(("127.0.0.1", {port}), app, log=None).serve_forever()
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if http_get(url + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        ws = raw_client(url)
+        seen = []
+        while len(seen) < 10:
+            if match := READING.match(ws.recv()):
+                seen.append(int(match[1]))
+        assert seen == list(range(seen[0], seen[0] + 10))
+        _, text = http_get(url + "/metrics")
+        assert 'random_stream_broadcast_sends_total{path="direct"} 0.0' in text
+        ws.close()
+        deadline = time.monotonic() + 5
+        while http_get(url + "/healthz")[1]["clients"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert http_get(url + "/healthz")[1]["clients"] == 0
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0].decode()
+    assert "Traceback" not in output
 
 
 # The reader: RFC 6455 frames as clients may send them ---------------------------------------

@@ -11,10 +11,17 @@ import time
 
 import pytest
 import websocket
+from conftest import DIRECT_RUNTIMES, in_async_mode
 
 from stream.transport.engineio import MAX_BACKLOG, websocket_frame
 
 pytestmark = pytest.mark.fast_path
+
+
+@pytest.fixture(params=DIRECT_RUNTIMES)
+def server_factory(server_factory, request):
+    """Every server here under each runtime with a direct path (stream/transport)."""
+    return in_async_mode(server_factory, request.param)
 
 
 @pytest.mark.parametrize("size, header", [

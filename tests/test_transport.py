@@ -22,9 +22,11 @@ from stream import transport as transport_package
 from stream.config import ConfigError
 from stream.transport import Transport, UnsupportedLibrary, engineio_checks, in_range, redis_queue
 from stream.transport import eventlet as eventlet_adapter
+from stream.transport import gevent as gevent_adapter
 
 REQUIRED, FAST = engineio_checks.extension_points("threading")
-EVERY_POINT = REQUIRED + FAST + eventlet_adapter.EXTENSION_POINTS + redis_queue.EXTENSION_POINTS
+EVERY_POINT = (REQUIRED + FAST + eventlet_adapter.EXTENSION_POINTS
+               + gevent_adapter.EXTENSION_POINTS + redis_queue.EXTENSION_POINTS)
 
 
 @pytest.mark.parametrize("point", EVERY_POINT, ids=lambda p: p.name)
@@ -40,6 +42,19 @@ def test_the_eventlet_probes_hold_under_eventlets_own_hub_too(tmp_path):
               "from stream.transport import eventlet as e, engineio_checks as x\n"
               "r, f = x.extension_points('eventlet')\n"
               "print([p.name for p in r + f + e.EXTENSION_POINTS if p.problem()])")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_gevent_probes_hold_after_gevents_monkey_patching_too():
+    """The checks run in the server after gevent's patch_all(): there they must pass as well."""
+    import subprocess
+
+    script = (f"from gevent import monkey; monkey.patch_all(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from stream.transport import gevent as g, engineio_checks as x\n"
+              "r, f = x.extension_points('gevent')\n"
+              "print([p.name for p in r + f + g.EXTENSION_POINTS if p.problem()])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
@@ -88,6 +103,16 @@ def test_eventlet_checks_report_a_moved_internal(monkeypatch):
     assert problems["eventlet HttpProtocol.conn_state and environ eventlet.*"]
     assert problems["eventlet WebSocket.websocket_closed"]
     assert problems["eventlet GreenSocket.fd"] is None
+
+
+def test_gevent_checks_report_a_moved_internal(monkeypatch):
+    import gevent.pywsgi
+
+    original = gevent.pywsgi.WSGIHandler.handle
+    monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "handle", lambda self: original(self))
+    problems = {p.name: p.problem() for p in gevent_adapter.EXTENSION_POINTS}
+    assert problems["gevent WSGIHandler.handle and its socket"]
+    assert problems["gevent socket._sock"] is None
 
 
 def test_a_moved_internal_means_the_libraries_own_path_and_one_warning(monkeypatch, caplog):
@@ -166,13 +191,16 @@ def _log_lines(server, level):
     return [line for line in server.log().splitlines() if f" {level} " in line]
 
 
-@pytest.mark.parametrize("simulation, named", [
-    ("websocket_handler", "Socket._websocket_handler"),
-    ("engineio_version", "python-engineio 5.0.0"),
+@pytest.mark.parametrize("mode, simulation, named", [
+    ("eventlet", "websocket_handler", "Socket._websocket_handler"),
+    ("eventlet", "engineio_version", "python-engineio 5.0.0"),
+    ("gevent", "websocket_handler", "Socket._websocket_handler"),
+    ("gevent", "gevent_handler", "gevent WSGIHandler.handle"),
 ])
 def test_a_server_with_a_moved_internal_warns_once_and_still_streams(
-        server_factory, viewers, simulation, named):
-    server = server_factory("--interval", "0.1", env={"RANDOM_STREAM_FAST_PATH": "auto"},
+        server_factory, viewers, mode, simulation, named):
+    server = server_factory("--interval", "0.1", "--async-mode", mode,
+                            env={"RANDOM_STREAM_FAST_PATH": "auto"},
                             launcher=[str(ROOT / "tests" / "moved_internal.py"), simulation])
     viewer = viewers(server.url)
     viewer.wait_for(lambda: len(viewer.numbers) >= 5)

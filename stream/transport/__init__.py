@@ -11,8 +11,10 @@ Slower, but every part of the contract holds. `--fast-path off` forces that path
 The guard's limits need three internals of engine.io on either path (REQUIRED in
 engineio.py); without them the start is refused with one line naming what is missing.
 
-Runtimes: RUNTIMES maps an async mode to its module (eventlet.py; gevent.py later), each
-with the same names: EXTENSION_POINTS, opens_on_websocket, adopt, Connection, http_protocol.
+Runtimes: RUNTIMES maps an async mode to its module (eventlet.py, gevent.py, both on the
+runtime-neutral websocket.py), each with the same names: EXTENSION_POINTS,
+opens_on_websocket, adopt, Connection, http_protocol, parser_problems; gevent.py also has
+websocket_driver (its own handshake, as eventlet's WebSocket driver already does).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .points import ExtensionPoint
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = {"eventlet": "eventlet"}  # async mode -> module here with its direct WebSocket path
+RUNTIMES = {"eventlet": "eventlet", "gevent": "gevent"}  # async mode -> module with its direct path
 LIBRARIES = ("python-engineio", "python-socketio", "eventlet")  # whose internals are used
 PYPROJECT = Path(__file__).resolve().parent.parent.parent / "pyproject.toml"
 
@@ -113,6 +115,9 @@ class Transport:
         eio = socketio.server.eio
         wrappers = []  # innermost first
         if self.runtime is not None:
+            driver = getattr(self.runtime, "websocket_driver", None)
+            if driver is not None:  # gevent: the handshake of adopted sockets is ours
+                wrappers.append(driver)
             # The direct path writes uncompressed frames and refuses compressed ones.
             wrappers.append(engineio_adapter.uncompressed)
         wrappers.append(screen.screened(guard))
@@ -128,8 +133,9 @@ class Transport:
         return lambda: engineio_adapter.start_manager(socketio.server)
 
     def http_protocol(self, waiting, request_timeout: float):
-        """The HTTP protocol class for the runtime's server (eventlet): a request deadline
-        and our refusals on either path; the detached WebSocket on the fast path only."""
+        """The HTTP protocol class (eventlet) or handler class (gevent) for the runtime's
+        server: a request deadline (and eventlet's refusals) on either path; the detached
+        WebSocket on the fast path only."""
         return self.server_runtime.http_protocol(waiting, request_timeout, detach=self.fast)
 
     # Asked while serving ------------------------------------------------------------------

@@ -5,7 +5,7 @@ python-socketio already encodes a broadcast once, then hands each recipient to e
 which queues it for a per-client writer task that frames and sends it: a queue put, a task
 switch, a frame and a send for every client, about 80 us of CPU per client under eventlet.
 Here the frame is built once and handed to each client's write-through queue (the runtime
-module, eventlet.py): one non-blocking send per client, or a place in that client's queue
+module, eventlet.py or gevent.py, on websocket.py): one non-blocking send per client, or a place in that client's queue
 if the kernel cannot take it at once.
 
 Extension points used (EXTENSION_POINTS and REQUIRED below, checked at start; each has a
@@ -16,7 +16,8 @@ test in tests/test_transport.py that fails if an upgrade moves it):
 - the engine.io server's `_async["websocket"]` class, wrapped (wrap_websocket_driver) to
   refuse compression and to screen frames;
 - its `handlers`, `sockets` and python-socketio's `_send_eio_packet`, `manager_initialized`.
-Only eventlet clients that open on WebSocket are fast-pathed; the rest use the normal path.
+Only eventlet and gevent clients that open on WebSocket are fast-pathed; the rest use the
+normal path.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from engineio import packet as eio_packet
 from socketio import Manager
 from socketio import packet as sio_packet
 
-from .eventlet import Connection, websocket_frame
+from .websocket import Connection, websocket_frame
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ MAX_BACKLOG = 256
 class FastBroadcast:
     """Mixin for a python-socketio client manager: the fast path for plain broadcasts."""
 
-    runtime = None  # the runtime module (eventlet.py) whose clients get the direct path
+    runtime = None  # the runtime module (eventlet.py, gevent.py) whose clients get the direct path
     fast_sends = 0
     slow_sends = 0
     laggards_dropped = 0
@@ -84,12 +85,13 @@ class FastBroadcast:
         sockets = self.server.eio.sockets
         fast = slow = 0
         laggards = []
+        direct = self.runtime.Connection  # the runtime's class: one identity test a client
         for _sid, eio_sid in self.get_participants(namespace, None):
             eio_socket = sockets.get(eio_sid)
             if eio_socket is None:
                 continue
             queue = eio_socket.queue
-            if queue.__class__ is not Connection:
+            if queue.__class__ is not direct:
                 slow += 1
                 self.server._send_eio_packet(eio_sid, pkt)  # what Manager.emit does per client
             elif queue.put_frame(frame):
@@ -159,7 +161,7 @@ class SharedPinger:
                     continue
                 try:
                     eio_socket.last_ping = time.time()
-                    if eio_socket.queue.__class__ is Connection:
+                    if isinstance(eio_socket.queue, Connection):
                         eio_socket.queue.put_frame(PING_FRAME)  # framed once for everyone
                     else:
                         eio_socket.send(eio_packet.Packet(eio_packet.PING))
@@ -200,7 +202,7 @@ def send_prepared(server, eio_sid: str | None, prepared: Prepared) -> None:
     eio_socket = engine_socket(server.eio, eio_sid)
     if eio_socket is not None and eio_socket.closed:
         return
-    if eio_socket is not None and eio_socket.queue.__class__ is Connection:
+    if eio_socket is not None and isinstance(eio_socket.queue, Connection):
         eio_socket.queue.put_frame(prepared.frame)
     else:  # what Server.emit ends in (Flask-SocketIO's test client catches it there too)
         send_encoded_packet(server, eio_sid, prepared.packet)

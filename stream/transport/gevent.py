@@ -1,0 +1,286 @@
+"""The gevent runtime of the direct WebSocket path (stream/transport/websocket.py).
+
+Under gevent engine.io's WebSocket driver is simple-websocket: per client a dup() of the
+socket (two descriptors), a wsproto state machine, a reader thread (a greenlet with its
+stack) and engine.io's writer task, besides the HTTP connection's greenlet waiting for the
+end: about 60 KB and 90 us of CPU per client-message. Here, for clients that open on
+WebSocket under this server's pywsgi handler (http_protocol below):
+- the handshake is answered by websocket_driver below, on the connection's own socket;
+- reads are an io watcher of gevent's loop (`get_hub().loop.io(fd, 1)`, `.start(callback)`,
+  its documented loop interface), writes go to the raw non-blocking socket under gevent's;
+- the HTTP connection's greenlet ends after the handshake: the handler leaves its socket
+  to the Connection (its `socket` set to None, which gevent's clean-up then skips).
+Other WSGI servers under gevent (gunicorn's worker, a plain pywsgi server) offer no Detach:
+their clients keep engine.io's own way, as do polling clients and upgrades from polling.
+
+Extension points used (EXTENSION_POINTS below, checked at start): gevent's socket keeps the
+raw non-blocking socket in `._sock`; pywsgi's WSGIHandler closes its connection in
+handle() only while `self.socket` is set, and handle_one_request() reads the next request
+unless told to stop. The engine.io points are websocket.py's and engineio_checks.py's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import socket
+
+from . import websocket
+from .points import ExtensionPoint, code_names
+from .websocket import DETACH, Detach, websocket_frame
+from .websocket import opens_on_websocket as _asks_websocket
+
+__all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "http_protocol",
+           "opens_on_websocket", "parser_problems", "websocket_driver", "websocket_frame"]
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's handshake constant
+
+
+def opens_on_websocket(environ) -> bool:
+    """Whether this handshake asks for WebSocket, on a server whose handler can let go of
+    the connection (only ours: http_protocol); elsewhere engine.io's own driver serves."""
+    return DETACH in environ and _asks_websocket(environ)
+
+
+def adopt(eio_socket) -> None:
+    """Serve a new engine.io socket that opens on WebSocket with a Connection."""
+    websocket.adopt(eio_socket, Connection)
+
+
+class _Timer:
+    """A gevent loop timer with eventlet's cancel()."""
+
+    __slots__ = ("watcher",)
+
+    def __init__(self, loop, seconds: float, function) -> None:
+        self.watcher = loop.timer(seconds)
+        self.watcher.start(function)
+
+    def cancel(self) -> None:
+        self.watcher.close()
+
+
+class Connection(websocket.Connection):
+    """A WebSocket client read by an io watcher of gevent's loop, written through its raw socket."""
+
+    def raw_socket(self, green_socket):
+        return green_socket._sock
+
+    def _watch(self) -> None:
+        import gevent
+
+        self.listener = gevent.get_hub().loop.io(self.sock.fileno(), 1)  # 1: readable
+        self.listener.start(self._readable)
+
+    def _unwatch(self) -> None:
+        self.listener.close()  # stops it too
+
+    def _later(self, seconds: float, function):
+        import gevent
+
+        return _Timer(gevent.get_hub().loop, seconds, function)
+
+    def take_over(self, ws) -> bool:
+        detach = ws.environ.get(DETACH)
+        detach.requested = True  # websocket_driver serves only connections with a Detach
+        detach.socket = None
+        ws.environ["wsgi.input"] = io.BytesIO()  # gevent's reader of the request: let it go
+        return True
+
+
+class _Handshaken:
+    """What engine.io and the guard's screen use of a WebSocket once the handshake is done."""
+
+    def __init__(self, environ, sock) -> None:
+        self.environ = environ
+        self.socket = sock
+
+    def wait(self):  # the screen wraps it; the direct path reads without it
+        return None
+
+
+def websocket_driver(driver):
+    """engine.io's WebSocket driver class; a socket adopted above gets our handshake instead.
+
+    Innermost of the wrappers (stream.transport.install): the compression refusal and the
+    guard's screen subclass it, and they hand it their own handler, with the engine.io
+    socket as its __self__.
+    """
+
+    class DirectWebSocket(driver):
+        def __init__(self, handler, server):
+            eio_socket = getattr(handler, "__self__", None)
+            self.direct = getattr(eio_socket, "queue", None).__class__ is Connection
+            if self.direct:
+                self.handler, self.eio_socket = handler, eio_socket
+            else:
+                super().__init__(handler, server)
+
+        def __call__(self, environ, start_response):
+            if not self.direct:
+                return super().__call__(environ, start_response)
+            detach = environ.get(DETACH)
+            accept = _accept_key(environ)
+            sock = getattr(detach, "socket", None)
+            if accept is None or sock is None:
+                connection = self.eio_socket.queue
+                connection.finish(self.eio_socket.server.reason.TRANSPORT_ERROR)
+                self.eio_socket = self.handler = None
+                start_response("400 Bad Request", [("Content-Type", "text/plain"),
+                                                   ("Connection", "close")])
+                return [b"not a valid WebSocket handshake\n"]
+            from gevent import socket as gsocket
+
+            # gevent's server closes the connection's socket object when its greenlet
+            # ends: the Connection gets a socket object of its own on the same descriptor.
+            sock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            handler, self.handler, eio_socket, self.eio_socket = self.handler, None, self.eio_socket, None
+            try:
+                sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            except OSError:  # gone during the handshake
+                sock.close()
+                eio_socket.queue.finish(eio_socket.server.reason.TRANSPORT_CLOSE)
+                return []
+            return handler(_Handshaken(environ, sock))
+
+    return DirectWebSocket
+
+
+def _accept_key(environ) -> bytes | None:
+    """RFC 6455's Sec-WebSocket-Accept for this request, or None if it is no valid handshake."""
+    if environ.get("REQUEST_METHOD") != "GET" or \
+            environ.get("HTTP_UPGRADE", "").lower() != "websocket" or \
+            environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
+        return None
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except ValueError:
+        return None
+    return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest())
+
+
+# The HTTP side: a connection's greenlet may end while its WebSocket lives on ----------------
+
+def http_protocol(waiting, request_timeout: float, *, detach: bool):
+    """gevent's WSGIHandler with a request deadline and, on the fast path (`detach`), a
+    WebSocket that outlives its greenlet. (`waiting` is eventlet's: gevent's server has
+    its own accept loop and pool.)"""
+    import gevent
+    from gevent.pywsgi import WSGIHandler
+
+    class DeadlineHandler(WSGIHandler):
+        deadline = None
+        detach = None  # the request's offer to let its WebSocket outlive this greenlet
+
+        def __init__(self, sock, address, server, rfile=None):
+            super().__init__(sock, address, server, rfile)
+            # Headers and frames go out as separate writes; without this a frame can wait
+            # for the client's delayed ACK of the one before (Nagle), up to 40 ms.
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+        def handle_one_request(self):
+            self.deadline = gevent.Timeout.start_new(request_timeout, TimeoutError("request timeout"))
+            try:
+                result = super().handle_one_request()
+            finally:
+                self.deadline.close()
+            offer, self.detach = self.detach, None
+            if offer is not None:
+                offer.socket = None
+                if offer.requested:
+                    # The Connection has the descriptor now (websocket_driver): handle() ends
+                    # without touching the detached socket object; the reader goes with it.
+                    self.rfile.close()
+                    self.socket = None
+                    self.environ = None
+                    return None
+            return result
+
+        def read_request(self, raw_requestline):
+            try:
+                return super().read_request(raw_requestline)
+            except TimeoutError:  # gevent would print a traceback for it: a 400, quietly
+                return False
+            finally:
+                self.deadline.close()  # the request is in: the application takes its time
+
+        def get_environ(self):
+            environ = super().get_environ()
+            if detach:
+                environ[DETACH] = self.detach = Detach(self.socket)
+            return environ
+
+    return DeadlineHandler
+
+
+def parser_problems() -> list[str]:
+    """Our parser refusals are eventlet's only; under gevent its own answer."""
+    return []
+
+
+# Checked at start (stream.transport): each returns None, or what is wrong --------------------
+
+def _check_raw_socket() -> str | None:
+    import _socket
+
+    from gevent import socket as gsocket
+
+    probe = gsocket.socket()
+    try:
+        raw = getattr(probe, "_sock", None)
+        if not isinstance(raw, _socket.socket) or raw.gettimeout() != 0.0 \
+                or raw.fileno() != probe.fileno():
+            return "gevent's socket._sock is not the raw non-blocking socket"
+    finally:
+        probe.close()
+    return None
+
+
+def _check_loop() -> str | None:
+    import gevent
+
+    loop = gevent.get_hub().loop
+    a, b = socket.socketpair()
+    try:
+        watcher = loop.io(a.fileno(), 1)
+        try:
+            if not all(callable(getattr(watcher, m, None)) for m in ("start", "close")):
+                return "the loop's io watcher has no start/close"
+        finally:
+            watcher.close()
+        timer = loop.timer(1.0)
+        if not all(callable(getattr(timer, m, None)) for m in ("start", "close")):
+            return "the loop's timer has no start/close"
+        timer.close()
+    finally:
+        a.close()
+        b.close()
+    return None
+
+
+def _check_handler() -> str | None:
+    from gevent.pywsgi import WSGIHandler
+
+    if "socket" not in code_names(WSGIHandler.handle) or \
+            "handle_one_request" not in code_names(WSGIHandler.handle):
+        return "WSGIHandler.handle no longer loops on handle_one_request while it has a socket"
+    if "get_environ" not in code_names(WSGIHandler.handle_one_request):
+        return "WSGIHandler.handle_one_request no longer builds the environ with get_environ"
+    return None
+
+
+EXTENSION_POINTS = [
+    ExtensionPoint("gevent socket._sock", "one non-blocking send per client, no task switch",
+                   _check_raw_socket),
+    ExtensionPoint("gevent loop.io and loop.timer",
+                   "the loop reads WebSockets after their HTTP greenlet ended", _check_loop),
+    ExtensionPoint("gevent WSGIHandler.handle and its socket",
+                   "a WebSocket's HTTP greenlet ends; its reader is let go", _check_handler),
+]
