@@ -291,7 +291,7 @@ def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, wait
         protocol = transport.http_protocol(waiting, REQUEST_TIMEOUT)
         return _EventletServer(app, sock, max_connections, waiting, protocol, send_timeout)
     if mode == "gevent":
-        handler = transport.http_protocol(waiting, REQUEST_TIMEOUT)
+        handler = transport.http_protocol(waiting, REQUEST_TIMEOUT, send_timeout)
         return _GeventServer(app, sock, max_connections, waiting, handler)
     return _ThreadingServer(app, sock)
 

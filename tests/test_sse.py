@@ -219,9 +219,11 @@ def test_sigterm_ends_open_streams_and_the_server(server_factory, mode):
     assert "Traceback" not in server.log()
 
 
-def test_a_client_that_stops_reading_is_let_go(server_factory):
+@pytest.mark.parametrize("mode", ["eventlet", "gevent"])
+def test_a_client_that_stops_reading_is_let_go(server_factory, mode):
     """Fails without a send timeout: the response waited in send() forever, holding its slot."""
-    server = server_factory("--interval", "0.01", "--ping-interval", "1", "--ping-timeout", "1")
+    server = server_factory("--interval", "0.01", "--ping-interval", "1", "--ping-timeout", "1",
+                            "--async-mode", mode)
     time.sleep(2)  # a few hundred readings to replay at once
     host, port = server.url.removeprefix("http://").split(":")
     stuck = socket.socket()

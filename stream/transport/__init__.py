@@ -132,10 +132,13 @@ class Transport:
             return None
         return lambda: engineio_adapter.start_manager(socketio.server)
 
-    def http_protocol(self, waiting, request_timeout: float):
+    def http_protocol(self, waiting, request_timeout: float, send_timeout: float | None = None):
         """The HTTP protocol class (eventlet) or handler class (gevent) for the runtime's
         server: a request deadline (and eventlet's refusals) on either path; the detached
-        WebSocket on the fast path only."""
+        WebSocket on the fast path only. (eventlet's server applies `send_timeout` itself.)"""
+        if self.async_mode == "gevent":
+            return self.server_runtime.http_protocol(waiting, request_timeout, detach=self.fast,
+                                                     send_timeout=send_timeout)
         return self.server_runtime.http_protocol(waiting, request_timeout, detach=self.fast)
 
     # Asked while serving ------------------------------------------------------------------

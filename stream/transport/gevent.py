@@ -165,10 +165,12 @@ def _accept_key(environ) -> bytes | None:
 
 # The HTTP side: a connection's greenlet may end while its WebSocket lives on ----------------
 
-def http_protocol(waiting, request_timeout: float, *, detach: bool):
-    """gevent's WSGIHandler with a request deadline and, on the fast path (`detach`), a
-    WebSocket that outlives its greenlet. (`waiting` is eventlet's: gevent's server has
-    its own accept loop and pool.)"""
+def http_protocol(waiting, request_timeout: float, *, detach: bool,
+                  send_timeout: float | None = None):
+    """gevent's WSGIHandler with a request deadline, a send timeout for the answer (a
+    reader that stops reading is let go) and, on the fast path (`detach`), a WebSocket
+    that outlives its greenlet. (`waiting` is eventlet's: gevent's server has its own
+    accept loop and pool.)"""
     import gevent
     from gevent.pywsgi import WSGIHandler
 
@@ -210,6 +212,14 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
                 return False
             finally:
                 self.deadline.close()  # the request is in: the application takes its time
+                if send_timeout is not None and self.socket is not None:
+                    self.socket.settimeout(send_timeout)
+
+        def handle_error(self, t, v, tb):
+            if isinstance(v, TimeoutError):  # a reader that stopped reading: let it go, quietly
+                self.close_connection = True
+                return
+            super().handle_error(t, v, tb)
 
         def get_environ(self):
             environ = super().get_environ()
