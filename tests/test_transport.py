@@ -80,6 +80,10 @@ CHANGES = [
      lambda m: m.setattr(engineio.Server, "_trigger_event", lambda self, event, *a: None)),
     ("socketio Server.manager_initialized",
      lambda m: m.setattr(socketio.Server, "_handle_eio_connect", lambda self, *a: None)),
+    ("socketio Server.packet_class, Manager.sid_from_eio_sid, engineio "
+     "Server.cors_allowed_origins/max_http_buffer_size",
+     lambda m: _drop(m, next(c for c in socketio.Manager.__mro__ if "sid_from_eio_sid" in vars(c)),
+                     "sid_from_eio_sid")),
     ("socketio RedisManager._handle_emit, _publish, _redis_listen_with_retries",
      lambda m: _drop(m, socketio.RedisManager, "_redis_listen_with_retries")),
 ]
@@ -138,7 +142,7 @@ def test_a_moved_internal_the_guard_needs_refuses_the_start_in_one_line(monkeypa
 def test_fast_path_off_needs_no_fast_internal(monkeypatch):
     for name, change in CHANGES:
         if not name.startswith(("engineio Server.handlers", "engineio Server._async",
-                                "engineio Server.sockets")):
+                                "engineio Server.sockets", "socketio Server.packet_class")):
             change(monkeypatch)
     transport = Transport("threading", "off", "redis://127.0.0.1:1/0")
     assert not transport.fast and transport.problems == []

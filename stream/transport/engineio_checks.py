@@ -92,7 +92,24 @@ def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[Extens
             return "Server._handle_eio_connect no longer reads manager_initialized"
         return None
 
+    def public_names():
+        # Public but undocumented names the guard, the door and live.py use on either path.
+        srv = server()
+        if not callable(getattr(srv, "packet_class", None)):
+            return "Server.packet_class is gone (the guard decodes events with it)"
+        if not callable(getattr(srv.manager, "sid_from_eio_sid", None)) or not callable(
+                getattr(srv.manager, "eio_sid_from_sid", None)):
+            return "Manager.sid_from_eio_sid / eio_sid_from_sid are gone"
+        for name in ("cors_allowed_origins", "max_http_buffer_size"):
+            if not hasattr(srv.eio, name):
+                return f"engineio Server.{name} is gone"
+        return None
+
     required = [
+        ExtensionPoint("socketio Server.packet_class, Manager.sid_from_eio_sid, engineio "
+                       "Server.cors_allowed_origins/max_http_buffer_size",
+                       "the guard decodes events, finds a client's sid, reads the limits",
+                       public_names),
         ExtensionPoint("engineio Server.handlers", "the guard's limits wrap the event handlers",
                        handlers),
         ExtensionPoint("engineio Server._async['websocket']",
