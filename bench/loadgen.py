@@ -534,6 +534,12 @@ OPENERS = {"raw": run_raw, "websockets": run_websockets, "aiohttp": run_aiohttp}
 
 
 # ------------------------------------------------------------------- driver
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a failed attempt's exception seen: it is counted, not logged."""
+    if not future.cancelled():
+        future.exception()
+
+
 class LoadGenerator:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -564,6 +570,7 @@ class LoadGenerator:
         self.reopens += 1
         client.closed = False
         client.ready = asyncio.get_running_loop().create_future()
+        client.ready.add_done_callback(_retrieve)
         conn = None
         try:
             conn = await OPENERS[args.client](client, args.host, args.port, args.connect_timeout)

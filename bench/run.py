@@ -1,16 +1,29 @@
-"""Benchmark the stream server against a naive Flask-SocketIO reference.
+"""Benchmark the stream server against a naive Flask-SocketIO app and two peers.
 
 One command (from the repository root, with the project's virtualenv)::
 
     .venv/bin/python bench/run.py
-    .venv/bin/python bench/run.py --clients 1000,2000,5000,10000 --duration 25 --modes eventlet,gevent
+    .venv/bin/python bench/run.py --only peers          # or matrix, big, herd; comma-separated
 
-For each client count N, async mode and target (``real`` = random_stream.py with
-``--db :memory:``, ``naive`` = bench/naive_app.py) it starts the server on a free
-127.0.0.1 port pinned to the first CPU, opens N WebSocket Socket.IO clients from
-bench/loadgen.py pinned to the second CPU, measures for ``--duration`` seconds and
-prints a table, then the ratio real/naive for each figure. Every server and
-generator it started is stopped at the end, on error and on Ctrl-C.
+Four parts, each can run alone (``--only``):
+
+matrix  for each client count (``--clients``, default 1000,10000), async mode (``--modes``)
+        and target (``real`` = random_stream.py with ``--db :memory:``, ``naive`` =
+        bench/naive_app.py): one row, then the ratio real/naive.
+big     eventlet with ``--big-clients`` (19,500): the fd hard limit here is 20,000, so the
+        server gets --max-connections N+100 and the clients come from two generator
+        processes (each its own limit) over several 127.0.0.x source addresses.
+herd    ``--herd-clients`` (10,000) on a server with a SQLite --db, SIGTERM, a new server on
+        the same port and database; the clients reconnect with static/js/connection.js's
+        backoff and jitter and resume {after: last seq}: time to rejoin and to be gap-free,
+        tick gaps, RSS.
+peers   this server, the naive app, Node's socket.io (bench/peers/node_server.mjs, installed
+        by ``npm ci`` in bench/peers) and python-socketio's ASGI server on uvicorn
+        (bench/peers/asgi_app.py) at ``--peer-clients``, with each one's ratio to this server.
+
+Every server is started on a free 127.0.0.1 port pinned to the first CPU, the load
+generators (bench/loadgen.py) on the second; every process started is stopped at the end,
+on error and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -426,6 +439,7 @@ def run_herd(args, workdir: Path) -> dict:
         old.log.close()
         harness.stop(old.proc)
         new = harness.ServerProcess("herd-new", cmd, port, server_cpus, workdir / "herd-new.log")
+        tracer = HerdTrace(new, gens, port, t_term) if args.herd_trace else None
         new.wait_ready(args.ready_timeout, poll=0.02)
         t_ready = time.time()
         cpu0 = new.cpu_seconds()
@@ -441,6 +455,9 @@ def run_herd(args, workdir: Path) -> dict:
             g.proc.stdin.write("report\n")
             g.proc.stdin.flush()
         reports = [g.read("herd", 60) for g in gens]
+        if tracer is not None:
+            tracer.stop()
+            tracer.print(t_ready)
         log_lines = (workdir / "herd-new.log").read_text(errors="replace").splitlines()
     finally:
         for g in gens:
@@ -456,7 +473,7 @@ def run_herd(args, workdir: Path) -> dict:
     for r in reports:
         for k, ts in r["seq_ts"].items():
             seq_ts[int(k)] = ts
-    before = sorted(s for s, ts in seq_ts.items() if ts < t_term)
+    before = sorted(s for s, ts in seq_ts.items() if ts < t_exit)
     after = sorted(s for s, ts in seq_ts.items() if ts > t_exit)
     gaps_after = [
         (seq_ts[b] - seq_ts[a]) / (b - a) for a, b in zip(after, after[1:])
@@ -509,6 +526,71 @@ def run_herd(args, workdir: Path) -> dict:
         "server_log_refusals": refusals[:5],
         "goal_s": args.herd_goal,
     }
+
+
+class HerdTrace:
+    """--herd-trace: every 0.5 s, the new server's and the generators' CPU, the server's
+    established connections and the kernel's listen-queue overflows (nstat)."""
+
+    def __init__(self, server, gens, port: int, t0: float) -> None:
+        import threading
+
+        self.server, self.gens, self.port, self.t0 = server, gens, port, t0
+        self.rows: list[tuple] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def overflows() -> int:
+        try:
+            out = subprocess.run(
+                ["nstat", "-az", "TcpExtListenOverflows"], capture_output=True, text=True
+            ).stdout.split()
+            return int(out[out.index("TcpExtListenOverflows") + 1])
+        except (OSError, ValueError, IndexError):
+            return -1
+
+    def established(self) -> int:
+        out = subprocess.run(
+            ["ss", "-Htn", "state", "established", f"( sport = :{self.port} )"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return out.count("\n")
+
+    def run(self) -> None:
+        last = (time.time(), 0.0, sum(g.cpu_seconds() for g in self.gens), self.overflows())
+        while not self.done.wait(0.5):
+            try:
+                scpu = self.server.cpu_seconds()
+            except Exception:
+                scpu = 0.0
+            now = (time.time(), scpu, sum(g.cpu_seconds() for g in self.gens), self.overflows())
+            dt = now[0] - last[0]
+            self.rows.append(
+                (
+                    now[0],
+                    (now[1] - last[1]) / dt * 100 if last[1] else math.nan,
+                    (now[2] - last[2]) / dt * 100,
+                    now[3] - last[3],
+                    self.established(),
+                )
+            )
+            last = now
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+    def print(self, t_ready: float) -> None:
+        print("\nherd trace (t from the new server's first answer):", file=sys.stderr)
+        for t, scpu, gcpu, ovf, est in self.rows:
+            print(
+                f"  t {t - t_ready:+6.1f} s  server CPU {scpu:5.0f}%  generators {gcpu:4.0f}%  "
+                f"listen overflows {ovf:6d}  established {est}",
+                file=sys.stderr,
+            )
 
 
 def merge_counts(dicts) -> dict:
@@ -711,6 +793,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="herd: seconds after the new server answers before the clients report",
     )
     p.add_argument("--herd-settle", type=float, default=5.0)
+    p.add_argument(
+        "--herd-trace", action="store_true", help="herd: print CPU, connections, overflows per 0.5 s"
+    )
     p.add_argument(
         "--peer-clients", default="1000,10000", help="peers: comma-separated client counts"
     )
