@@ -612,7 +612,7 @@ def print_herd(h: dict, out=sys.stdout) -> None:
         ("resumed ({after: last seq})", f"{h['resumed']}"),
         (f"gap-free within {g:.0f} s", f"{h['gap_free_within_goal']} of {h['lost']}: p50 {h['gap_free_p50_s']:.2f} s, p99 {h['gap_free_p99_s']:.2f} s, max {h['gap_free_max_s']:.2f} s"),
         ("not gap-free at the report / seqs missing", f"{h['not_gap_free']} / {h['holes']}"),
-        ("seqs skipped across the restart", f"{h['seq_jump_across_restart']}"),
+        ("seqs drawn while no client was back (in their snapshots)", f"{h['seq_jump_across_restart']}"),
         ("connect attempts / failures", f"{h['attempts']} / {h['attempt_errors'] or 0}"),
         ("error events to clients (busy, unread)", f"{h['error_events'] or 0}"),
         ("server log refusals", f"{h['server_log_refusals'] or 'none'}"),
