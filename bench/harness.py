@@ -156,7 +156,7 @@ class ServerProcess:
         )
         self.ps = psutil.Process(self.proc.pid)
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0, poll: float = 0.2) -> None:
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.port}/healthz"
         while time.monotonic() < deadline:
@@ -170,7 +170,7 @@ class ServerProcess:
                         return
             except (urllib.error.URLError, OSError):
                 pass
-            time.sleep(0.2)
+            time.sleep(poll)
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s; see {self.log_path}")
 
     def cpu_seconds(self) -> float:

@@ -84,7 +84,7 @@ class Recorder:
 class Client:
     """Engine.IO/Socket.IO state of one connection; ``send`` writes one text frame."""
 
-    __slots__ = ("rec", "send", "connected", "last_seq", "closed", "ready")
+    __slots__ = ("rec", "send", "connected", "last_seq", "closed", "ready", "herd")
 
     def __init__(self, rec: Recorder) -> None:
         self.rec = rec
@@ -93,6 +93,7 @@ class Client:
         self.closed = False
         self.last_seq = -1
         self.ready: asyncio.Future | None = None
+        self.herd: HerdState | None = None  # set by --reconnect: what a reconnect must restore
 
     def on_text(self, text: str, now: float) -> None:
         kind = text[0]
@@ -101,6 +102,8 @@ class Client:
                 self.on_event(text, now)
             elif text[1] == SIO_CONNECT:
                 self.connected = True
+                if self.herd is not None:
+                    self.herd.joined(self, now)
                 if self.ready is not None and not self.ready.done():
                     self.ready.set_result(True)
             elif text[1] == "4":  # CONNECT_ERROR
@@ -114,6 +117,8 @@ class Client:
     def on_event(self, text: str, now: float) -> None:
         name, *args = loads(text[2:])
         rec = self.rec
+        if self.herd is not None:
+            self.herd.event(name, args, now)
         if name != "random_number":
             rec.other_events[name] = rec.other_events.get(name, 0) + 1
             if name == "history":
@@ -144,11 +149,90 @@ class Client:
     def on_close(self) -> None:
         if not self.closed:
             self.closed = True
+            was_connected = self.connected
             if self.connected:
                 self.rec.disconnects += 1
             self.connected = False
             if self.ready is not None and not self.ready.done():
                 self.ready.set_exception(ConnectionError("closed before Socket.IO connect"))
+            if self.herd is not None and was_connected:
+                self.herd.lost(self)
+
+
+class HerdState:
+    """One client's side of a server restart, as static/js/connection.js and dashboard.js do it.
+
+    On a lost connection: retry after base * factor^attempt ms (capped) minus a random share
+    of up to ``jitter``; once joined again, ``resume`` {after: the last seq held}. It records
+    when it lost the server, when it joined again, and when it held every seq again up to
+    the first live reading after the restart ("gap-free")."""
+
+    __slots__ = ("gen", "held", "pending", "lost_at", "lost_seq", "joined_at", "live_edge",
+                 "done_at", "attempts", "errors", "resumed")
+
+    def __init__(self, gen: LoadGenerator) -> None:
+        self.gen = gen
+        self.held = -1  # highest seq with every seq up to it held (from the first one seen)
+        self.pending: set[int] = set()  # seqs held above ``held``
+        self.lost_at = None
+        self.lost_seq = None
+        self.joined_at = None
+        self.live_edge = None  # first live seq after rejoining
+        self.done_at = None
+        self.attempts = 0
+        self.errors: list[str] = []
+        self.resumed = False
+
+    def take(self, seq: int) -> None:
+        if self.held < 0:
+            self.held = seq
+        elif seq > self.held:
+            self.pending.add(seq)
+            while self.held + 1 in self.pending:
+                self.held += 1
+                self.pending.discard(self.held)
+
+    def check_done(self, now: float) -> None:
+        if self.done_at is None and self.live_edge is not None and self.held >= self.live_edge:
+            self.done_at = now
+
+    def event(self, name: str, args: list, now: float) -> None:
+        if name == "random_number":
+            seq = args[0]["seq"]
+            if self.lost_at is not None and self.joined_at is not None and self.live_edge is None:
+                self.live_edge = seq
+            self.take(seq)
+        elif name == "history":
+            data = args[0] if args and isinstance(args[0], dict) else {}
+            for r in data.get("readings") or ():
+                self.take(r["seq"])
+        elif name == "error":
+            data = args[0] if args and isinstance(args[0], dict) else {}
+            self.errors.append(str(data.get("message"))[:120])
+        if self.lost_at is not None:
+            self.check_done(now)
+
+    def joined(self, client: Client, now: float) -> None:
+        self.attempts = 0
+        if self.lost_at is not None and self.joined_at is None:
+            self.joined_at = now
+            if self.lost_seq is not None and self.lost_seq >= 0:
+                client.send(MESSAGE + SIO_EVENT + json.dumps(["resume", {"after": self.lost_seq}]))
+                self.resumed = True
+
+    def lost(self, client: Client) -> None:
+        if not self.gen.reconnecting:
+            return
+        if self.lost_at is None:
+            self.lost_at = time.time()
+            self.lost_seq = self.held
+        self.gen.schedule_reopen(client, self)
+
+    def delay(self) -> float:
+        a = self.gen.args
+        raw = min(a.backoff_cap, a.backoff_base * a.backoff_factor**self.attempts)
+        self.attempts += 1
+        return raw * (1 - a.backoff_jitter * self.gen.random())
 
 
 # ---------------------------------------------------------------- raw client
@@ -157,6 +241,9 @@ class Client:
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
 CMSG_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a TCP reset
+IP_BIND_ADDRESS_NO_PORT = getattr(
+    socket, "IP_BIND_ADDRESS_NO_PORT", 24 if sys.platform.startswith("linux") else 0
+)
 
 
 class RawWebSocket:
@@ -168,10 +255,11 @@ class RawWebSocket:
     other clients still gets its true arrival time. ``rec.lags`` keeps how long
     readings waited for the generator: the generator's own delay."""
 
-    def __init__(self, client: Client, host: str, port: int) -> None:
+    def __init__(self, client: Client, host: str, port: int, source: str = "") -> None:
         self.client = client
         self.host = host
         self.port = port
+        self.source = source
         self.sock: socket.socket | None = None
         self.loop = asyncio.get_running_loop()
         self.handshaking = True
@@ -188,6 +276,12 @@ class RawWebSocket:
         self.sock = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.source:
+            # The port is chosen at connect(), per (source, destination): each source address
+            # has its own ~28,000 ephemeral ports.
+            if IP_BIND_ADDRESS_NO_PORT:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((self.source, 0))
         if SO_TIMESTAMPNS and CMSG_SPACE:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -339,9 +433,22 @@ class RawWebSocket:
         self.client.on_close()
 
 
+_sources: list[str] = []  # --source-addresses, taken in turn
+_next_source = 0
+
+
 async def run_raw(client: Client, host: str, port: int, timeout: float) -> RawWebSocket:
-    conn = RawWebSocket(client, host, port)
-    await conn.open(timeout)
+    global _next_source
+    source = ""
+    if _sources:
+        source = _sources[_next_source % len(_sources)]
+        _next_source += 1
+    conn = RawWebSocket(client, host, port, source)
+    try:
+        await conn.open(timeout)
+    except BaseException:
+        client.send = None
+        raise
     return conn
 
 
@@ -427,6 +534,12 @@ OPENERS = {"raw": run_raw, "websockets": run_websockets, "aiohttp": run_aiohttp}
 
 
 # ------------------------------------------------------------------- driver
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a failed attempt's exception seen: it is counted, not logged."""
+    if not future.cancelled():
+        future.exception()
+
+
 class LoadGenerator:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -436,10 +549,81 @@ class LoadGenerator:
         self.opened = 0
         self.closed = 0
         self.errors: dict[str, int] = {}
+        self.reconnecting = False  # --reconnect: set after the ramp
+        self.reopen_errors: dict[str, int] = {}
+        self.reopens = 0
+        import random
+
+        self.random = random.Random(os.getpid()).random
+
+    def schedule_reopen(self, client: Client, herd: HerdState) -> None:
+        delay = herd.delay() / 1000
+        asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(self.reopen(client, herd))
+        )
+
+    async def reopen(self, client: Client, herd: HerdState) -> None:
+        """One reconnect attempt; a failed one schedules the next, as connection.js does."""
+        if not self.reconnecting:
+            return
+        args = self.args
+        self.reopens += 1
+        client.closed = False
+        client.ready = asyncio.get_running_loop().create_future()
+        client.ready.add_done_callback(_retrieve)
+        conn = None
+        try:
+            conn = await OPENERS[args.client](client, args.host, args.port, args.connect_timeout)
+            await asyncio.wait_for(asyncio.shield(client.ready), args.connect_timeout)
+        except Exception as exc:
+            reason = getattr(conn, "handshake_error", None) or type(exc).__name__
+            self.reopen_errors[reason] = self.reopen_errors.get(reason, 0) + 1
+            if client.ready.done():
+                client.ready.exception()
+            else:
+                client.ready.cancel()
+            if conn is not None:
+                client.connected = False  # a refused join: its close must not count as a loss
+                conn.close()
+            client.closed = True
+            if self.reconnecting:
+                self.schedule_reopen(client, herd)
+            return
+        self.conns.append(conn)
+
+    def herd_report(self) -> dict:
+        """Each client's restart figures (epoch seconds); the runner relates them to the restart."""
+        rows = [c.herd for c in self.clients if c.herd is not None]
+        errors: dict[str, int] = {}
+        for h in rows:
+            for e in h.errors:
+                errors[e] = errors.get(e, 0) + 1
+        return {
+            "event": "herd",
+            "clients": len(rows),
+            "lost": sum(h.lost_at is not None for h in rows),
+            "connected": sum(c.connected for c in self.clients),
+            "joined_at": [h.joined_at for h in rows if h.joined_at is not None],
+            "done_at": [h.done_at for h in rows if h.done_at is not None],
+            "resumed": sum(h.resumed for h in rows),
+            # seqs between a client's last seq before the restart and its newest that it lacks
+            "holes": sum(len(range(h.held + 1, max(h.pending) + 1)) - len(h.pending)
+                         for h in rows if h.pending),
+            "not_done": sum(h.lost_at is not None and h.done_at is None for h in rows),
+            "attempts": self.reopens,
+            "attempt_errors": self.reopen_errors,
+            "error_events": errors,
+            "seq_ts": self.rec.seq_ts,
+            "first_arrival": self.rec.first_arrival,
+            "duplicates": self.rec.duplicates,
+            "latencies": lag_percentiles(self.rec.latencies),  # live readings, ms
+        }
 
     async def open_one(self, sem: asyncio.Semaphore) -> None:
         args = self.args
         client = Client(self.rec)
+        if args.reconnect:
+            client.herd = HerdState(self)
         client.ready = asyncio.get_running_loop().create_future()
         async with sem:
             conn = None
@@ -607,6 +791,9 @@ async def read_command() -> str:
 
 async def main_async(args: argparse.Namespace) -> None:
     gen = LoadGenerator(args)
+    def rec_window(until: float) -> None:
+        gen.rec.window_start, gen.rec.window_end = time.time(), until
+
     try:
         ramped = await gen.ramp()
         if args.churn_rate > 0:
@@ -618,6 +805,17 @@ async def main_async(args: argparse.Namespace) -> None:
                 command = await read_command()
                 if not command or command == "quit":
                     return
+                if command.startswith("herd"):
+                    # Reconnect from now on; record readings with ts in [now, until] for
+                    # the tick schedule across the restart; "report" sends the figures.
+                    _, until = command.split()
+                    rec_window(float(until))
+                    gen.reconnecting = True
+                    continue
+                if command == "report":
+                    emit_line(gen.herd_report())
+                    gen.reconnecting = False
+                    continue
                 if command.startswith("start"):
                     _, window_start, window_end, grace = command.split()
                     result = await gen.measure(
@@ -631,6 +829,7 @@ async def main_async(args: argparse.Namespace) -> None:
             result = await gen.measure(now, now + args.duration, args.grace, lambda _: None)
             print_summary(ramped, result)
     finally:
+        gen.reconnecting = False
         gen.close_all()
         await asyncio.sleep(0.2)
         if _aiohttp_session is not None:
@@ -693,14 +892,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--report-every", type=float, default=10.0, help="churn progress line every N seconds"
     )
+    p.add_argument(
+        "--source-addresses",
+        default="",
+        help="comma-separated loopback source addresses taken in turn (e.g. 127.0.0.2,127.0.0.3)",
+    )
+    p.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="(with --control and the herd command) reconnect lost clients with backoff and "
+        "jitter, then resume {after: last seq}, as static/js/connection.js and dashboard.js do",
+    )
+    p.add_argument("--backoff-base", type=float, default=500.0, help="ms, as connection.js")
+    p.add_argument("--backoff-factor", type=float, default=2.0)
+    p.add_argument("--backoff-cap", type=float, default=30000.0, help="ms")
+    p.add_argument("--backoff-jitter", type=float, default=0.5)
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("--host must be a loopback address")
+    args.source_list = [a for a in args.source_addresses.split(",") if a]
+    import ipaddress
+
+    for a in args.source_list:
+        try:
+            if not ipaddress.ip_address(a).is_loopback:
+                raise ValueError
+        except ValueError:
+            p.error(f"--source-addresses: {a!r} is not a loopback address")
     return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    _sources[:] = args.source_list
     raise_fd_limit()
     pin_to_cpus({int(c) for c in args.cpus.split(",") if c} or None)
     if not args.samples_out and not args.control and not args.churn_rate:

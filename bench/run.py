@@ -1,16 +1,29 @@
-"""Benchmark the stream server against a naive Flask-SocketIO reference.
+"""Benchmark the stream server against a naive Flask-SocketIO app and two peers.
 
 One command (from the repository root, with the project's virtualenv)::
 
     .venv/bin/python bench/run.py
-    .venv/bin/python bench/run.py --clients 1000,2000,5000,10000 --duration 25 --modes eventlet,gevent
+    .venv/bin/python bench/run.py --only peers          # or matrix, big, herd; comma-separated
 
-For each client count N, async mode and target (``real`` = random_stream.py with
-``--db :memory:``, ``naive`` = bench/naive_app.py) it starts the server on a free
-127.0.0.1 port pinned to the first CPU, opens N WebSocket Socket.IO clients from
-bench/loadgen.py pinned to the second CPU, measures for ``--duration`` seconds and
-prints a table, then the ratio real/naive for each figure. Every server and
-generator it started is stopped at the end, on error and on Ctrl-C.
+Four parts, each can run alone (``--only``):
+
+matrix  for each client count (``--clients``, default 1000,10000), async mode (``--modes``)
+        and target (``real`` = random_stream.py with ``--db :memory:``, ``naive`` =
+        bench/naive_app.py): one row, then the ratio real/naive.
+big     eventlet with ``--big-clients`` (19,500): the fd hard limit here is 20,000, so the
+        server gets --max-connections N+100 and the clients come from two generator
+        processes (each its own limit) over several 127.0.0.x source addresses.
+herd    ``--herd-clients`` (10,000) on a server with a SQLite --db, SIGTERM, a new server on
+        the same port and database; the clients reconnect with static/js/connection.js's
+        backoff and jitter and resume {after: last seq}: time to rejoin and to be gap-free,
+        tick gaps, RSS.
+peers   this server, the naive app, Node's socket.io (bench/peers/node_server.mjs, installed
+        by ``npm ci`` in bench/peers) and python-socketio's ASGI server on uvicorn
+        (bench/peers/asgi_app.py) at ``--peer-clients``, with each one's ratio to this server.
+
+Every server is started on a free 127.0.0.1 port pinned to the first CPU, the load
+generators (bench/loadgen.py) on the second; every process started is stopped at the end,
+on error and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ def ensure_requirements() -> None:
     try:
         import orjson  # noqa: F401
         import psutil  # noqa: F401
+        import uvicorn  # noqa: F401  (the python-socketio ASGI peer)
 
         if sys.platform != "win32":
             import uvloop  # noqa: F401
@@ -102,9 +116,63 @@ def export_ref(ref: str) -> Path:
     return dest
 
 
+PEERS = BENCH / "peers"
+
+
+def ensure_node_peer() -> str | None:
+    """``npm ci`` in bench/peers (socket.io, pinned by its package-lock.json) once; None if
+    it works, else why the Node peer is skipped."""
+    import shutil
+
+    if not shutil.which("node") or not shutil.which("npm"):
+        return "node/npm not found"
+    if not (PEERS / "node_modules" / "socket.io").is_dir():
+        print("bench: npm ci in bench/peers (socket.io for the Node peer)", file=sys.stderr)
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=PEERS, timeout=300
+        )
+        if done.returncode != 0:
+            return f"npm ci failed ({done.returncode})"
+    return None
+
+
+PEER_LABELS = {
+    "real": "this server",
+    "naive": "naive Flask-SocketIO",
+    "node": "Node socket.io",
+    "asgi": "python-socketio ASGI/uvicorn",
+}
+
+
 def server_command(
-    target: str, mode: str, port: int, interval: float, extra: list[str]
+    target: str,
+    mode: str,
+    port: int,
+    interval: float,
+    extra: list[str],
+    db: str = ":memory:",
+    max_connections: int = 20000,
 ) -> list[str]:
+    if target == "node":
+        return [
+            "node",
+            str(PEERS / "node_server.mjs"),
+            "--port",
+            str(port),
+            "--interval",
+            str(interval),
+        ]
+    if target == "asgi":
+        return [
+            harness.PYTHON,
+            str(PEERS / "asgi_app.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--interval",
+            str(interval),
+        ]
     common = [
         "--host",
         "127.0.0.1",
@@ -122,15 +190,45 @@ def server_command(
         str(REAL_ROOT / "random_stream.py"),
         *common,
         "--db",
-        ":memory:",
+        db,
         "--max-connections",
-        "20000",
+        str(max_connections),
         *extra,
     ]
 
 
-def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
-    """Start one server, load it with ``clients`` clients, return the figures."""
+def generator_args(
+    args, procs: int, index: int, sources: int, concurrency: int | None = None
+) -> list[str]:
+    """loadgen.py options of generator ``index`` of ``procs``; with ``sources``, its own
+    127.0.0.x source addresses (each address has its own ephemeral ports)."""
+    out = ["--batch", str(args.batch), "--connect-timeout", str(args.connect_timeout)]
+    if concurrency:
+        out += ["--concurrency", str(concurrency)]
+    if sources:
+        first = 2 + index * sources
+        out += ["--source-addresses", ",".join(f"127.0.0.{first + k}" for k in range(sources))]
+    return out
+
+
+def run_one(
+    target: str,
+    mode: str,
+    clients: int,
+    args,
+    workdir: Path,
+    procs: int | None = None,
+    sources: int = 0,
+    max_connections: int | None = None,
+    concurrency: int | None = None,
+) -> dict:
+    """Start one server, load it with ``clients`` clients, return the figures.
+
+    ``--max-connections`` is N + 100, not more: the server keeps the descriptors under its
+    limit that the sessions do not take for connections still waiting for their request
+    (at most 1,024), and closes the longest-waiting beyond that."""
+    if max_connections is None:
+        max_connections = clients + 100
     cpus = harness.available_cpus()
     server_cpus = {cpus[0]} if len(cpus) > 1 else None
     gen_cpus = {cpus[1]} if len(cpus) > 1 else None
@@ -138,7 +236,14 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
     tag = f"{target}-{mode}-{clients}"
     server = harness.ServerProcess(
         tag,
-        server_command(target, mode, port, args.interval, args.real_args.split()),
+        server_command(
+            target,
+            mode,
+            port,
+            args.interval,
+            args.real_args.split(),
+            max_connections=max_connections,
+        ),
         port,
         server_cpus,
         workdir / f"{tag}.log",
@@ -148,13 +253,16 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
         server.wait_ready(args.ready_timeout)
         time.sleep(SERVER_SETTLE)
         rss0 = server.rss()
-        procs = max(1, min(args.procs, clients))
-        gen_args = ["--batch", str(args.batch), "--connect-timeout", str(args.connect_timeout)]
+        procs = max(1, min(procs or args.procs, clients))
         for i in range(procs):
             share = clients // procs + (1 if i < clients % procs else 0)
             gens.append(
                 harness.GeneratorProcess(
-                    port, share, gen_cpus, workdir / f"{tag}-{i}.f64", gen_args
+                    port,
+                    share,
+                    gen_cpus,
+                    workdir / f"{tag}-{i}.f64",
+                    generator_args(args, procs, i, sources, concurrency),
                 )
             )
         ramp_timeout = args.connect_timeout * (clients / args.batch + 2) + 60
@@ -272,6 +380,248 @@ def run_one(target: str, mode: str, clients: int, args, workdir: Path) -> dict:
             for name in {name for r in results for name in r["other_events"]}
         },
     }
+
+
+def run_herd(args, workdir: Path) -> dict:
+    """The restart herd: ``--herd-clients`` clients on the real server (eventlet, a SQLite
+    --db), SIGTERM, a new server on the same port and database; the clients reconnect with
+    connection.js's backoff and jitter and resume. Figures relative to the moment the new
+    server first answered GET /healthz."""
+    import signal
+
+    cpus = harness.available_cpus()
+    server_cpus = {cpus[0]} if len(cpus) > 1 else None
+    gen_cpus = {cpus[1]} if len(cpus) > 1 else None
+    port = harness.free_port()
+    db = str(workdir / "herd.sqlite3")
+    clients = args.herd_clients
+    cmd = server_command(
+        "real",
+        "eventlet",
+        port,
+        args.interval,
+        args.real_args.split(),
+        db=db,
+        max_connections=clients + 100,
+    )
+    old = harness.ServerProcess("herd-old", cmd, port, server_cpus, workdir / "herd-old.log")
+    new = None
+    gens: list[harness.GeneratorProcess] = []
+    try:
+        old.wait_ready(args.ready_timeout)
+        time.sleep(SERVER_SETTLE)
+        procs = max(1, min(args.procs_big, clients))
+        for i in range(procs):
+            share = clients // procs + (1 if i < clients % procs else 0)
+            gens.append(
+                harness.GeneratorProcess(
+                    port,
+                    share,
+                    gen_cpus,
+                    workdir / f"herd-{i}.f64",
+                    [*generator_args(args, procs, i, 0), "--reconnect"],
+                )
+            )
+        ramp_timeout = args.connect_timeout * (clients / args.batch + 2) + 60
+        ramped = [g.read("ramped", ramp_timeout) for g in gens]
+        connected = sum(r["connected"] for r in ramped)
+        time.sleep(args.herd_settle)
+        rss_before = old.rss()
+        until = time.time() + args.herd_settle + 10 + args.herd_wait + 30
+        for g in gens:
+            g.proc.stdin.write(f"herd {until!r}\n")
+            g.proc.stdin.flush()
+        time.sleep(args.herd_settle)  # readings before the restart, for the tick schedule
+        t_term = time.time()
+        old.proc.send_signal(signal.SIGTERM)
+        old.proc.wait(30)
+        t_exit = time.time()
+        old.log.close()
+        harness.stop(old.proc)
+        new = harness.ServerProcess("herd-new", cmd, port, server_cpus, workdir / "herd-new.log")
+        tracer = HerdTrace(new, gens, port, t_term) if args.herd_trace else None
+        new.wait_ready(args.ready_timeout, poll=0.02)
+        t_ready = time.time()
+        cpu0 = new.cpu_seconds()
+        # RSS through the herd, every 0.5 s, then once the clients are back
+        rss_samples = []
+        while time.time() < t_ready + args.herd_wait:
+            rss_samples.append(new.rss())
+            time.sleep(0.5)
+        cpu_herd = new.cpu_seconds() - cpu0
+        time.sleep(args.herd_settle)
+        rss_after = new.rss()
+        for g in gens:
+            g.proc.stdin.write("report\n")
+            g.proc.stdin.flush()
+        reports = [g.read("herd", 60) for g in gens]
+        if tracer is not None:
+            tracer.stop()
+            tracer.print(t_ready)
+        log_lines = (workdir / "herd-new.log").read_text(errors="replace").splitlines()
+    finally:
+        for g in gens:
+            g.stop()
+        if new is not None:
+            new.stop()
+        if old.proc.poll() is None:
+            old.stop()
+
+    done = sorted(t - t_ready for r in reports for t in r["done_at"])
+    joined = sorted(t - t_ready for r in reports for t in r["joined_at"])
+    seq_ts: dict[int, float] = {}
+    for r in reports:
+        for k, ts in r["seq_ts"].items():
+            seq_ts[int(k)] = ts
+    before = sorted(s for s, ts in seq_ts.items() if ts < t_exit)
+    after = sorted(s for s, ts in seq_ts.items() if ts > t_exit)
+    gaps_after = [
+        (seq_ts[b] - seq_ts[a]) / (b - a) for a, b in zip(after, after[1:])
+    ]
+    gaps_before = [
+        (seq_ts[b] - seq_ts[a]) / (b - a) for a, b in zip(before, before[1:])
+    ]
+    missing_seqs = 0
+    if before and after:
+        missing_seqs = after[0] - before[-1] - 1
+    holes = sum(r["holes"] for r in reports)
+    within = sum(1 for t in done if t <= args.herd_goal)
+    lost = sum(r["lost"] for r in reports)
+    refusals = [line for line in log_lines if "busy" in line or "refus" in line.lower()]
+    return {
+        "clients": clients,
+        "connected_before": connected,
+        "ramp_errors": merge_counts(r["errors"] for r in ramped),
+        "lost": lost,
+        "shutdown_s": t_exit - t_term,
+        "restart_s": t_ready - t_exit,
+        "joined": len(joined),
+        "joined_p50_s": percentile(joined, 50),
+        "joined_p99_s": percentile(joined, 99),
+        "joined_max_s": joined[-1] if joined else math.nan,
+        "gap_free": len(done),
+        "gap_free_within_goal": within,
+        "gap_free_p50_s": percentile(done, 50),
+        "gap_free_p99_s": percentile(done, 99),
+        "gap_free_max_s": done[-1] if done else math.nan,
+        "not_gap_free": sum(r["not_done"] for r in reports),
+        "holes": holes,
+        "resumed": sum(r["resumed"] for r in reports),
+        "connected_at_report": sum(r["connected"] for r in reports),
+        "attempts": sum(r["attempts"] for r in reports),
+        "attempt_errors": merge_counts(r["attempt_errors"] for r in reports),
+        "error_events": merge_counts(r["error_events"] for r in reports),
+        "seq_jump_across_restart": missing_seqs,
+        "tick_gap_max_before_ms": max(gaps_before, default=math.nan) * 1e3,
+        "tick_gap_max_after_ms": max(gaps_after, default=math.nan) * 1e3,
+        "ticks_after": len(after),
+        "latency_p99_ms": max((r["latencies"].get("p99", math.nan) for r in reports),
+                              default=math.nan),
+        "latency_max_ms": max((r["latencies"].get("max", math.nan) for r in reports),
+                              default=math.nan),
+        "rss_before_mb": rss_before / 2**20,
+        "rss_peak_herd_mb": max(rss_samples, default=0) / 2**20,
+        "rss_after_mb": rss_after / 2**20,
+        "server_cpu_herd_pct": cpu_herd / args.herd_wait * 100,
+        "server_log_refusals": refusals[:5],
+        "goal_s": args.herd_goal,
+    }
+
+
+class HerdTrace:
+    """--herd-trace: every 0.5 s, the new server's and the generators' CPU, the server's
+    established connections and the kernel's listen-queue overflows (nstat)."""
+
+    def __init__(self, server, gens, port: int, t0: float) -> None:
+        import threading
+
+        self.server, self.gens, self.port, self.t0 = server, gens, port, t0
+        self.rows: list[tuple] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def overflows() -> int:
+        try:
+            out = subprocess.run(
+                ["nstat", "-az", "TcpExtListenOverflows"], capture_output=True, text=True
+            ).stdout.split()
+            return int(out[out.index("TcpExtListenOverflows") + 1])
+        except (OSError, ValueError, IndexError):
+            return -1
+
+    def established(self) -> int:
+        out = subprocess.run(
+            ["ss", "-Htn", "state", "established", f"( sport = :{self.port} )"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return out.count("\n")
+
+    def run(self) -> None:
+        last = (time.time(), 0.0, sum(g.cpu_seconds() for g in self.gens), self.overflows())
+        while not self.done.wait(0.5):
+            try:
+                scpu = self.server.cpu_seconds()
+            except Exception:
+                scpu = 0.0
+            now = (time.time(), scpu, sum(g.cpu_seconds() for g in self.gens), self.overflows())
+            dt = now[0] - last[0]
+            self.rows.append(
+                (
+                    now[0],
+                    (now[1] - last[1]) / dt * 100 if last[1] else math.nan,
+                    (now[2] - last[2]) / dt * 100,
+                    now[3] - last[3],
+                    self.established(),
+                )
+            )
+            last = now
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+    def print(self, t_ready: float) -> None:
+        print("\nherd trace (t from the new server's first answer):", file=sys.stderr)
+        for t, scpu, gcpu, ovf, est in self.rows:
+            print(
+                f"  t {t - t_ready:+6.1f} s  server CPU {scpu:5.0f}%  generators {gcpu:4.0f}%  "
+                f"listen overflows {ovf:6d}  established {est}",
+                file=sys.stderr,
+            )
+
+
+def merge_counts(dicts) -> dict:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def print_herd(h: dict, out=sys.stdout) -> None:
+    g = h["goal_s"]
+    print(f"\nrestart herd ({h['clients']} clients, eventlet, SIGTERM + restart, same port and --db):", file=out)
+    rows = [
+        ("connected before the restart", f"{h['connected_before']} (ramp errors: {h['ramp_errors'] or 0})"),
+        ("lost the server (got its close)", f"{h['lost']}"),
+        ("old server's shutdown / new server's start", f"{h['shutdown_s']:.2f} s / {h['restart_s']:.2f} s"),
+        ("rejoined (from the new server's first answer)", f"{h['joined']}: p50 {h['joined_p50_s']:.2f} s, p99 {h['joined_p99_s']:.2f} s, max {h['joined_max_s']:.2f} s"),
+        ("resumed ({after: last seq})", f"{h['resumed']}"),
+        (f"gap-free within {g:.0f} s", f"{h['gap_free_within_goal']} of {h['lost']}: p50 {h['gap_free_p50_s']:.2f} s, p99 {h['gap_free_p99_s']:.2f} s, max {h['gap_free_max_s']:.2f} s"),
+        ("not gap-free at the report / seqs missing", f"{h['not_gap_free']} / {h['holes']}"),
+        ("seqs drawn while no client was back (in their snapshots)", f"{h['seq_jump_across_restart']}"),
+        ("connect attempts / failures", f"{h['attempts']} / {h['attempt_errors'] or 0}"),
+        ("error events to clients (busy, unread)", f"{h['error_events'] or 0}"),
+        ("server log refusals", f"{h['server_log_refusals'] or 'none'}"),
+        ("max tick gap before / after the restart", f"{h['tick_gap_max_before_ms']:.1f} ms / {h['tick_gap_max_after_ms']:.1f} ms ({h['ticks_after']} ticks after)"),
+        ("live reading latency p99 / max in the herd", f"{h['latency_p99_ms']:.0f} ms / {h['latency_max_ms']:.0f} ms"),
+        ("server RSS steady before / peak in herd / after", f"{h['rss_before_mb']:.0f} / {h['rss_peak_herd_mb']:.0f} / {h['rss_after_mb']:.0f} MB"),
+        ("server CPU in the herd window", f"{h['server_cpu_herd_pct']:.0f}%"),
+    ]
+    print_markdown(["figure", "value"], [list(r) for r in rows], out)
 
 
 COLUMNS = [
@@ -403,9 +753,51 @@ def code_version(ref: str = "") -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
+        "--only",
+        default="matrix,big,herd,peers",
+        help="parts to run, comma-separated: matrix (--modes x --clients x --targets), "
+        "big (eventlet, --big-clients), herd (restart herd), peers (this server, the naive app, "
+        "Node socket.io, python-socketio on uvicorn at --peer-clients)",
+    )
+    p.add_argument(
         "--clients",
-        default="1000,2000,5000,10000",
-        help="comma-separated client counts (max 10000)",
+        default="1000,10000",
+        help="matrix: comma-separated client counts (max 10000)",
+    )
+    p.add_argument(
+        "--big-clients",
+        type=int,
+        default=19500,
+        help="big: clients on one eventlet server (max 19500: the fd hard limit here is 20,000)",
+    )
+    p.add_argument(
+        "--procs-big",
+        type=int,
+        default=2,
+        help="big and herd: load generator processes (each has its own fd limit)",
+    )
+    p.add_argument(
+        "--sources",
+        type=int,
+        default=4,
+        help="big: 127.0.0.x source addresses per generator process",
+    )
+    p.add_argument("--herd-clients", type=int, default=10000)
+    p.add_argument(
+        "--herd-goal", type=float, default=10.0, help="herd: seconds to be back and gap-free"
+    )
+    p.add_argument(
+        "--herd-wait",
+        type=float,
+        default=20.0,
+        help="herd: seconds after the new server answers before the clients report",
+    )
+    p.add_argument("--herd-settle", type=float, default=5.0)
+    p.add_argument(
+        "--herd-trace", action="store_true", help="herd: print CPU, connections, overflows per 0.5 s"
+    )
+    p.add_argument(
+        "--peer-clients", default="1000,10000", help="peers: comma-separated client counts"
     )
     p.add_argument(
         "--duration",
@@ -454,9 +846,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(collapsed stacks, one file per run; needs `pip install py-spy` and ptrace rights)",
     )
     args = p.parse_args(argv)
+    args.parts = [x for x in args.only.split(",") if x]
+    unknown = set(args.parts) - {"matrix", "big", "herd", "peers"}
+    if unknown:
+        p.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
     args.client_counts = [int(c) for c in args.clients.split(",") if c]
-    if any(n < 1 or n > 10000 for n in args.client_counts):
-        p.error("--clients: each count must be in 1..10000")
+    args.peer_counts = [int(c) for c in args.peer_clients.split(",") if c]
+    if any(n < 1 or n > 10000 for n in args.client_counts + args.peer_counts):
+        p.error("--clients, --peer-clients: each count must be in 1..10000")
+    if not 1 <= args.big_clients <= 19500:
+        p.error("--big-clients must be in 1..19500")
+    if not 1 <= args.herd_clients <= 10000:
+        p.error("--herd-clients must be in 1..10000")
     args.mode_list = [m for m in args.modes.split(",") if m]
     args.target_list = [t for t in args.targets.split(",") if t]
     return args
@@ -484,46 +885,146 @@ def main(argv=None) -> int:
         f"{harness.available_cpus()[-1]}; logs in {workdir}",
         flush=True,
     )
-    rows: list[dict] = []
+    rows: list[dict] = []  # matrix and big
+    peer_rows: list[dict] = []
+    herd: dict | None = None
+    done: dict[tuple, dict] = {}  # (target, mode, N) -> row: the peers reuse the matrix's
+
+    def measure(target: str, mode: str, n: int, **kw) -> dict | None:
+        key = (target, mode, n)
+        if key in done and not kw:
+            return done[key]
+        label = f"{target} {mode} N={n}"
+        print(f"... {label}", file=sys.stderr, flush=True)
+        try:
+            row = run_one(target, mode, n, args, workdir, **kw)
+        except RuntimeError as exc:
+            print(f"!!! {label}: {exc}", file=sys.stderr, flush=True)
+            return None
+        print(
+            f"    connected {row['connected']}/{n}, p99 {row['p99_ms']:.0f} ms, missed {row['missed']}, "
+            f"{row['cpu_us_per_msg']:.1f} us/msg, {row['kb_per_client']:.1f} KB/client, "
+            f"gen CPU {row['gen_cpu_pct']:.0f}%, other load on the server CPU {row['other_cpu_pct']:.0f}%",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not kw:
+            done[key] = row
+        return row
+
     try:
-        for n in args.client_counts:
-            for mode in args.mode_list:
-                for target in args.target_list:
-                    if target == "naive" and mode == "threading":
+        if "matrix" in args.parts:
+            for n in args.client_counts:
+                for mode in args.mode_list:
+                    for target in args.target_list:
+                        if target == "naive" and mode == "threading":
+                            continue
+                        if (row := measure(target, mode, n)) is not None:
+                            rows.append(row)
+        if "big" in args.parts and "real" in args.target_list:
+            # Server: one fd a client plus the listener, the database and a reserve, under
+            # the hard limit of 20,000; each generator process has its own limit.
+            row = measure(
+                "real",
+                "eventlet",
+                args.big_clients,
+                procs=args.procs_big,
+                sources=args.sources,
+                # 19,600 sessions leave 20,000 - 19,600 - 64 = 336 descriptors for
+                # connections waiting for their request: fewer connects in flight than that.
+                concurrency=120,
+            )
+            if row is not None:
+                rows.append(row)
+        if "herd" in args.parts:
+            print(f"... restart herd N={args.herd_clients}", file=sys.stderr, flush=True)
+            try:
+                herd = run_herd(args, workdir)
+            except RuntimeError as exc:
+                print(f"!!! herd: {exc}", file=sys.stderr, flush=True)
+        if "peers" in args.parts:
+            skip = ensure_node_peer()
+            if skip:
+                print(f"!!! Node peer skipped: {skip}", file=sys.stderr, flush=True)
+            for n in args.peer_counts:
+                for target in ("real", "naive", "node", "asgi"):
+                    if target == "node" and skip:
                         continue
-                    label = f"{target} {mode} N={n}"
-                    print(f"... {label}", file=sys.stderr, flush=True)
-                    try:
-                        row = run_one(target, mode, n, args, workdir)
-                    except RuntimeError as exc:
-                        print(f"!!! {label}: {exc}", file=sys.stderr, flush=True)
-                        continue
-                    rows.append(row)
-                    print(
-                        f"    connected {row['connected']}/{n}, p99 {row['p99_ms']:.0f} ms, missed {row['missed']}, "
-                        f"{row['cpu_us_per_msg']:.1f} us/msg, {row['kb_per_client']:.1f} KB/client, "
-                        f"gen CPU {row['gen_cpu_pct']:.0f}%, other load on the server CPU {row['other_cpu_pct']:.0f}%",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    mode = "eventlet" if target in ("real", "naive") else "-"
+                    if (row := measure(target, mode, n)) is not None:
+                        peer_rows.append(row)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping servers", file=sys.stderr)
     finally:
         harness.stop_all()
     print()
-    print_table(rows)
-    print_ratios(rows)
-    busy = [r for r in rows if r.get("other_cpu_pct", 0) > 10]
+    if rows:
+        print_table(rows)
+        print_ratios(rows)
+    if herd is not None:
+        print_herd(herd)
+    if peer_rows:
+        print_peers(peer_rows)
+    every = rows + peer_rows
+    busy = [r for r in every if r.get("other_cpu_pct", 0) > 10]
     if busy:
         print(
-            f"\nWARNING: in {len(busy)} of {len(rows)} runs other programs used more than 10% of the server's "
+            f"\nWARNING: in {len(busy)} of {len(every)} runs other programs used more than 10% of the server's "
             "CPU (column other%): latency, jitter and drift there are pessimistic; rerun on a quiet machine."
         )
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"started": started.isoformat(), "args": vars(args), "rows": rows}, indent=1)
+            json.dumps(
+                {
+                    "started": started.isoformat(),
+                    "args": vars(args),
+                    "rows": rows,
+                    "herd": herd,
+                    "peers": peer_rows,
+                },
+                indent=1,
+            )
         )
-    return 0 if rows else 1
+    return 0 if rows or herd or peer_rows else 1
+
+
+PEER_COLUMNS = [
+    ("connected", "conn", "{:.0f}"),
+    ("p50_ms", "p50 ms", "{:.1f}"),
+    ("p99_ms", "p99 ms", "{:.1f}"),
+    ("missed", "missed", "{:.0f}"),
+    ("period_ms", "period ms", "{:.2f}"),
+    ("jitter_p99_ms", "jit99 ms", "{:.2f}"),
+    ("cpu_us_per_msg", "CPU us/msg", "{:.1f}"),
+    ("server_cpu_pct", "srv CPU%", "{:.0f}"),
+    ("rss_mb", "RSS MB", "{:.0f}"),
+    ("kb_per_client", "KB/client", "{:.1f}"),
+    ("other_cpu_pct", "other%", "{:.0f}"),
+]
+PEER_RATIOS = [("cpu_us_per_msg", "CPU us/msg"), ("p99_ms", "p99"), ("rss_mb", "RSS"),
+               ("kb_per_client", "KB/client")]
+
+
+def print_peers(rows: list[dict], out=sys.stdout) -> None:
+    """The four servers side by side, and each one's figures over this server's (x real)."""
+    print("\npeers (each server on one CPU, the same load generator on the other):", file=out)
+    headers = ["server", "N"] + [h for _, h, _ in PEER_COLUMNS] + [
+        f"{h} x real" for _, h in PEER_RATIOS
+    ]
+    real = {r["requested"]: r for r in rows if r["target"] == "real"}
+    lines = []
+    for r in rows:
+        line = [PEER_LABELS[r["target"]], str(r["requested"])]
+        line += [fmt(f, r.get(k)) for k, _, f in PEER_COLUMNS]
+        base = real.get(r["requested"])
+        for k, _ in PEER_RATIOS:
+            a, b = r.get(k), base.get(k) if base else None
+            ok = a is not None and b and not (math.isnan(a) or math.isnan(b))
+            line.append(f"{a / b:.2f}" if ok else "-")
+        if r["connected"] < r["requested"]:
+            line[1] += f" (held {r['connected']})"
+        lines.append(line)
+    print_markdown(headers, lines, out)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,13 @@ class Answers:
     def request(self, sid: str, after: int) -> bool:
         """Answer now or queue; False if the queue is full."""
         with self._lock:
+            # Already encoded (a restart's herd all ask after the same seq): sending costs
+            # what a broadcast does, so it neither waits for nor spends the budget.
+            cached = self._cached(after)
+        if cached is not None:
+            self.live.transport.send_prepared(self.socketio, sid, cached)
+            return True
+        with self._lock:
             if not self.waiting and self._refill() > 0:
                 now = True
             elif len(self.queued) >= MAX_QUEUED_RESUMES:
@@ -203,6 +210,13 @@ class Answers:
     def _send(self, sid: str, after: int) -> None:
         # One prepared answer (on the fast path, one frame) shared by every client it answers.
         self.live.transport.send_prepared(self.socketio, sid, self._answer(after))
+
+    def _cached(self, after: int):
+        """The answer to resume(after) if it is encoded for the newest reading, else None."""
+        last_seq = self.live.history.last_seq
+        if self.cache_seq != last_seq:
+            return None
+        return self.cache.get(max(after, last_seq - self.live.history_size))
 
     def _answer(self, after: int):
         last_seq = self.live.history.last_seq

@@ -169,6 +169,7 @@ class _Listener:
         self.sleep = sleep
         self.exhausted = 0  # accept() calls that failed for want of descriptors
         self.accepted = 0
+        self.closing = False  # stop_accepting(): the listener is shut down
         self._short = False
         self._logged_at = float("-inf")
 
@@ -178,6 +179,10 @@ class _Listener:
             try:
                 conn, address = self.sock.accept()
             except OSError as exc:
+                if self.closing:
+                    # Shut down for the stop: wait here for stop(), which ends this loop.
+                    self.sleep(1.0)
+                    continue
                 if exc.errno in TRANSIENT:
                     continue
                 if exc.errno not in EXHAUSTED:
@@ -230,6 +235,9 @@ def serve(app, sock: socket.socket) -> None:
     def shutdown() -> None:
         log.info("stopping: %d client(s) connected", stream.live.clients)
         stream.stop()
+        # Clients told to go come straight back: refused now, they retry against the next
+        # server instead of joining this one (or waiting in its backlog) as it stops.
+        stopper.stop_accepting()
         stream.guard.close_all()  # every client, with a close packet, waiting for none
         stopper.stop()
 
@@ -313,18 +321,31 @@ class _EventletServer:
         # Slots: every session, every waiting connection, and room to refuse past the cap.
         # keepalive=REQUEST_TIMEOUT tells clients how long an idle connection is kept; the
         # protocol's own deadline enforces it (and covers a half-sent request too).
+        self.listener = _Listener(self.sock, self.waiting, eventlet.sleep)
         self.thread = eventlet.spawn(
-            eventlet.wsgi.server, _Listener(self.sock, self.waiting, eventlet.sleep),
+            eventlet.wsgi.server, self.listener,
             _LogFailures(self.app), log=quiet, log_output=False, debug=False,
             max_size=self.max_connections + self.waiting.limit + 64,
             keepalive=REQUEST_TIMEOUT, protocol=self.protocol, socket_timeout=self.send_timeout,
         )
         self.thread.wait()
 
+    def stop_accepting(self) -> None:
+        self.listener.closing = True
+        _shut_listener(self.sock)
+
     def stop(self) -> None:
         # eventlet.wsgi.server ends its accept loop on SystemExit, then waits for the
         # open connections, which shutdown() has closed already.
         self.thread.kill(SystemExit)
+
+
+def _shut_listener(sock: socket.socket) -> None:
+    """New connections are refused from now on; the port is free for the next server."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # Linux: the socket leaves LISTEN, the backlog is reset
+    except OSError:
+        pass
 
 
 class _LogFailures:
@@ -377,6 +398,10 @@ class _GeventServer:
     def run(self) -> None:
         self.server.serve_forever()
 
+    def stop_accepting(self) -> None:
+        self.server.stop_accepting()
+        _shut_listener(self.server.socket)
+
     def stop(self) -> None:
         self.server.stop(timeout=2)
 
@@ -391,6 +416,9 @@ class _ThreadingServer:
 
     def run(self) -> None:
         self.server.serve_forever()
+
+    def stop_accepting(self) -> None:
+        pass  # werkzeug's loop ends in stop(); its threads are not told apart here
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -1,5 +1,7 @@
 """Socket.IO handlers, in process: snapshot on connect, resume, errors for that client only."""
 
+import time
+
 import pytest
 
 
@@ -115,3 +117,25 @@ def test_a_client_that_leaves_takes_its_waiting_resume_along(stream, app):
     assert len(answers.queued) == 1
     client.disconnect()
     assert answers.queued == set()
+
+
+def test_a_herd_asking_after_the_same_seq_is_answered_with_the_budget_spent(stream, app):
+    """After a restart every client resumes after the same seq: one encoding answers them
+    all, so none waits in the queue or is told the server is busy when the encoding budget
+    is spent (by an encode that the process was preempted in, say)."""
+    socketio = app.extensions["socketio"]
+    tick(stream, 10)
+    first = socketio.test_client(app)
+    first.get_received()
+    first.emit("resume", {"after": 7})
+    assert [r["seq"] for r in events(first, "history")[0]["readings"]] == [8, 9, 10]
+    answers = stream.live.answers
+    answers.budget, answers.stamp = -10.0, time.monotonic()  # spent for the next 40 s
+    herd = [socketio.test_client(app) for _ in range(5)]
+    for client in herd:
+        client.get_received()
+        client.emit("resume", {"after": 7})
+    for client in herd:
+        (history,) = events(client, "history")
+        assert [r["seq"] for r in history["readings"]] == [8, 9, 10]
+        assert events(client, "error") == []

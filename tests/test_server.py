@@ -1,5 +1,7 @@
 """A real server process and real Socket.IO clients over the wire."""
 
+import signal
+import socket
 import sqlite3
 import time
 
@@ -169,3 +171,33 @@ def test_full_collections_wait_for_the_moment_after_a_broadcast():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_stopping_server_refuses_new_connections_and_frees_its_port(server_factory):
+    """Clients told to go at the stop come straight back: they are refused (and retry against
+    the next server), not queued in the backlog of a server that will not serve them, and
+    the next server can take the port while this one finishes."""
+    server = server_factory("--interval", "0.2")
+    half_sent = socket.create_connection(("127.0.0.1", server.port))
+    half_sent.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the stop waits for it
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while "stopping:" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    try:
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+        refused = False
+    except ConnectionRefusedError:
+        refused = True
+    following = server_factory("--interval", "0.2", launch=False)
+    following.port = server.port
+    still_stopping = server.proc.poll() is None
+    following.start()
+    assert still_stopping, "the old server was still finishing (the half-sent request)"
+    assert refused, "a connection to the stopping server is refused"
+    assert following.get("/healthz")[0] == 200
+    half_sent.close()
+    assert server.proc.wait(15) == 0
+    assert following.stop() == 0
