@@ -619,4 +619,10 @@ def test_a_float_source_on_the_dashboard_has_no_uniformity_verdict(server_factor
     assert "no uniformity test" in page.text_content("#stats-note")
     assert page.text_content("#stream-range") == "pull"
     assert "lowest 0.375" in state["summary"]
+    text = page.inner_text("main") if page.query_selector("main") else page.inner_text("body")
+    assert "uniform expectation" not in text and "if the numbers are uniform" not in text
+    # The value fits its card, however long a float's digits are.
+    fits = page.evaluate("""() => { const v = document.getElementById('current-value');
+        return v.scrollWidth <= v.parentElement.clientWidth; }""")
+    assert fits, "the current value overflows its card"
     board.assert_clean()
