@@ -124,18 +124,6 @@ class _Events:
     def __iter__(self):
         return self.chunks
 
-    def start_heartbeat(self, spawn, sleep) -> None:
-        """One task wakes every response each HEARTBEAT seconds: no timer per client wait."""
-        self._beating = True
-
-        def beat() -> None:
-            while not self.closed:
-                sleep(HEARTBEAT)
-                self.beats += 1
-                self.publish()
-
-        spawn(beat)
-
     def close(self) -> None:
         if self.open:
             self.open = False
