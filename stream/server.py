@@ -10,14 +10,21 @@ import signal
 import socket
 import sys
 import time
+import struct
 import warnings
 from collections import OrderedDict
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # Windows: every waiting connection counts as silent
+    fcntl = termios = None
 
 from .config import ENV_PREFIX, ConfigError
 
 log = logging.getLogger(__name__)
 
-LISTEN_BACKLOG = 2048
+LISTEN_BACKLOG = 65535  # the kernel caps it (net.core.somaxconn: 4096 on current Linux)
 SEND_BUFFER = 64 * 1024
 REQUEST_TIMEOUT = 5.0  # seconds a connection may wait (idle or half-sent) for its next request
 WAITING_LIMIT = 1024  # connections waiting for a request; past it the oldest is closed
@@ -120,29 +127,47 @@ class Waiting:
     counted, and past the limit the one waiting longest is closed, so silent sockets
     can neither fill the server's slots nor its descriptors: a new connection always
     gets in, and a request in progress is never cut.
+
+    Only one silent for SILENT_GRACE is closed: a connection whose request the kernel
+    holds unread, or that was accepted a moment ago, is the server (or a busy client)
+    being behind, not a silent peer: a restart's herd of reconnects. Closing it would
+    waste the work done on it and send a real client into its backoff; the listener
+    stops accepting for a moment instead (`has_room`), and new connections wait in the
+    kernel's queue, which costs nothing. A flood of silent sockets is then accepted at
+    up to limit / SILENT_GRACE a second.
     """
+
+    SILENT_GRACE = 0.5  # seconds
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.sockets: OrderedDict = OrderedDict()  # socket -> None, oldest first
+        self.sockets: OrderedDict = OrderedDict()  # socket -> when it began to wait, oldest first
         self.evicted = 0
 
     def __len__(self) -> int:
         return len(self.sockets)
 
     def add(self, sock) -> None:
-        self.sockets[sock] = None
-        while len(self.sockets) > self.limit:
-            self.evict()
+        self.sockets[sock] = time.monotonic()
+        while len(self.sockets) > self.limit and self.evict():
+            pass
 
     def discard(self, sock) -> None:
         self.sockets.pop(sock, None)
 
+    def has_room(self) -> bool:
+        """Whether another connection may be accepted, closing a silent one if need be."""
+        return len(self.sockets) < self.limit or self.evict()
+
     def evict(self) -> bool:
-        """Close the connection waiting longest; False if none waits."""
+        """Close the connection waiting longest if it has been silent for SILENT_GRACE;
+        False if it has not (or none waits)."""
         if not self.sockets:
             return False
-        sock, _ = self.sockets.popitem(last=False)
+        sock, since = next(iter(self.sockets.items()))
+        if time.monotonic() - since < self.SILENT_GRACE or unread_bytes(sock):
+            return False
+        del self.sockets[sock]
         if not self.evicted:
             log.warning("more than %d connections wait for a request: closing the longest-waiting "
                         "ones (logged once)", self.limit)
@@ -152,6 +177,16 @@ class Waiting:
         except OSError:
             pass
         return True
+
+
+def unread_bytes(sock) -> int:
+    """Bytes the kernel holds for `sock` that nobody has read yet (0 where unknown)."""
+    if fcntl is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):  # closed meanwhile
+        return 0
 
 
 class _Listener:
@@ -176,6 +211,9 @@ class _Listener:
     def accept(self):
         delay = 0.01
         while True:
+            if not self.waiting.has_room():  # the server is behind: let the queue wait
+                self.sleep(0.005)
+                continue
             try:
                 conn, address = self.sock.accept()
             except OSError as exc:

@@ -115,6 +115,37 @@ def test_idle_sockets_past_the_descriptor_limit_are_closed_oldest_first(server_f
             s.close()
 
 
+def test_only_connections_silent_for_a_while_are_closed_to_make_room():
+    """Fails on the old code: past the limit the oldest waiting connection was closed at
+    once, though its request was in the kernel, unread (the server behind in a restart's
+    herd: 2,556 of 10,000 reconnecting clients cut and sent into their backoff)."""
+    from stream.server import Waiting
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peers, accepted = [], []
+        for _ in range(3):
+            peers.append(socket.create_connection(listener.getsockname()))
+            accepted.append(listener.accept()[0])
+        try:
+            waiting = Waiting(limit=2)
+            waiting.SILENT_GRACE = 0.2
+            peers[0].sendall(b"GET / HTTP/1.1\r\n\r\n")  # in, not yet read by the server
+            for sock in accepted:
+                waiting.add(sock)
+            assert len(waiting) == 3, "a connection accepted a moment ago was closed"
+            time.sleep(0.3)
+            assert not waiting.has_room(), "the oldest has its request unread: the server waits"
+            assert len(waiting) == 3
+            waiting.discard(accepted[0])  # served
+            assert waiting.has_room(), "the next oldest has been silent past the grace"
+            assert len(waiting) == 1 and waiting.evicted == 1
+            peers[1].settimeout(2)
+            assert peers[1].recv(1) == b"", "the silent one was closed"
+        finally:
+            for sock in peers + accepted:
+                sock.close()
+
+
 # 2. Idle, silent and half-sent connections --------------------------------------------------
 
 def test_silent_half_sent_and_idle_sockets_leave_health_and_streams_untouched(server_factory,
