@@ -183,6 +183,10 @@ class Connection:
 
     def put_frame(self, frame: bytes | None) -> bool:
         """Write `frame` now if the socket takes it whole; else queue it. True if written."""
+        if frame is None and not self.busy:  # engine.io closed the socket; nothing waits
+            self.close(CLOSE_FRAME)
+            self._forget()
+            return False
         if not self.busy and frame is not None:
             try:
                 sent = self.send_now(frame)
@@ -469,6 +473,12 @@ class Connection:
         self.linger_timer = self._later(LINGER, self.release)
         if self.draining:
             return  # the drainer half-closes after the last frame
+        if self.pending == [close_frame]:  # the close frame alone: at once, if it fits
+            try:
+                sent = self.send_now(close_frame)
+            except OSError:  # full, or gone: the drainer finds out
+                sent = 0
+            self.pending[:] = [close_frame[sent:]] if sent < len(close_frame) else []
         if self.pending:
             self.draining = True
             self.eio.start_background_task(self._drain)
