@@ -217,10 +217,10 @@ def test_a_resume_flood_leaves_the_ticks_on_time(server_factory, filled_db, tmp_
     assert_watched_well(viewer, arrivals, since)
     for ws in sockets:
         ws.close()
-    # Some of the 29 x 200 handler tasks' memory stays with the allocator (about 8 MB);
-    # before the fix, the unread answers kept 50-110 MB.
-    after = settle_rss(server, before, 10)
-    assert after <= before + 10, f"RSS {before:.0f} MB before, {after:.0f} MB after"
+    # Some of the 29 x 200 handler tasks' memory stays with the allocator (8-11 MB, the
+    # most under gevent); before the fix, the unread answers kept 50-110 MB.
+    after = settle_rss(server, before, 20)
+    assert after <= before + 20, f"RSS {before:.0f} MB before, {after:.0f} MB after"
     viewer.close()
 
 
