@@ -66,6 +66,12 @@ def _drop(monkeypatch, owner, name):
     monkeypatch.delattr(owner, name)
 
 
+def _disconnect_with_bookkeeping_of_its_own(self, sid, namespace, **kwargs):
+    """A newer basic_disconnect that also clears a table RoomIndex does not know."""
+    for room in self.rooms_of_sid.pop((namespace, sid), ()):
+        self.basic_leave_room(sid, namespace, room)
+
+
 CHANGES = [
     ("socketio Server._send_eio_packet", lambda m: _drop(m, socketio.Server, "_send_eio_packet")),
     ("engineio Socket.schedule_ping and last_ping",
@@ -80,6 +86,9 @@ CHANGES = [
      lambda m: m.setattr(engineio.Server, "_trigger_event", lambda self, event, *a: None)),
     ("socketio Server.manager_initialized",
      lambda m: m.setattr(socketio.Server, "_handle_eio_connect", lambda self, *a: None)),
+    ("socketio Manager.basic_enter_room, basic_leave_room, basic_disconnect",
+     lambda m: m.setattr(socketio.base_manager.BaseManager, "basic_disconnect",
+                         _disconnect_with_bookkeeping_of_its_own)),
     ("socketio Server.packet_class, Manager.sid_from_eio_sid, engineio "
      "Server.cors_allowed_origins/max_http_buffer_size",
      lambda m: _drop(m, next(c for c in socketio.Manager.__mro__ if "sid_from_eio_sid" in vars(c)),
@@ -129,6 +138,25 @@ def test_a_moved_internal_means_the_libraries_own_path_and_one_warning(monkeypat
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "Socket._websocket_handler" in warnings[0].getMessage()
     assert "the libraries' own path" in caplog.records[-1].getMessage()
+
+
+def test_a_changed_room_bookkeeping_means_python_socketios_own_manager(monkeypatch, caplog):
+    monkeypatch.setattr(socketio.base_manager.BaseManager, "basic_disconnect",
+                        _disconnect_with_bookkeeping_of_its_own)
+    transport = Transport("threading", "auto")
+    assert type(transport.client_manager()) is socketio.Manager
+    with caplog.at_level(logging.INFO, logger="stream.transport"):
+        transport.log_choice()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "basic_disconnect now also uses pop, rooms_of_sid" in warnings[0]
+
+
+def test_the_redis_check_notices_room_bookkeeping_of_redismanagers_own(monkeypatch):
+    """An override there would come before FastManager's RoomIndex in RedisQueue."""
+    monkeypatch.setattr(socketio.RedisManager, "basic_disconnect",
+                        _disconnect_with_bookkeeping_of_its_own)
+    (point,) = redis_queue.EXTENSION_POINTS
+    assert point.problem() == "RedisManager.basic_disconnect is its own now"
 
 
 def test_a_moved_internal_the_guard_needs_refuses_the_start_in_one_line(monkeypatch):

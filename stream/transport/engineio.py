@@ -12,6 +12,8 @@ Extension points used (EXTENSION_POINTS and REQUIRED below, checked at start; ea
 test in tests/test_transport.py that fails if an upgrade moves it):
 - a custom client manager, the documented way to change how python-socketio delivers
   (FastManager here; redis_queue.RedisQueue puts it under the Redis pub/sub layer);
+- the manager's room bookkeeping, `basic_enter_room`, `basic_leave_room` and
+  `basic_disconnect` (RoomIndex: a disconnect visits the client's rooms only);
 - engine.io's `connect` handler and the socket's `schedule_ping`, for the shared pinger;
 - the engine.io server's `_async["websocket"]` class, wrapped (wrap_websocket_driver) to
   refuse compression and to screen frames;
@@ -111,8 +113,62 @@ class FastBroadcast:
                 eio_socket.queue.cut()  # drop its backlog now; it never drains
 
 
-class FastManager(FastBroadcast, Manager):
-    """The in-process client manager, with the fast broadcast."""
+class RoomIndex:
+    """Mixin for a python-socketio client manager: a disconnect visits the client's rooms only.
+
+    python-socketio's basic_disconnect copies the namespace's rooms and looks for the sid
+    in each; every client has a room of its own, so one disconnect is N steps at N clients
+    and closing them all N^2. Every client is in two rooms, the namespace's None room and
+    its own sid room; the others it entered are indexed here (a client in no other room
+    costs nothing). basic_enter_room and basic_leave_room (which basic_close_room goes
+    through) keep the index; basic_disconnect is the library's, without the scan. What
+    they may touch is checked at start (engineio_checks.py).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered: dict[tuple, set] = {}  # (namespace, sid) -> its rooms but None and its own
+
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        # First: pre_connect relies on it raising for an engine.io session already connected.
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if room is not None and room != sid:
+            self.entered.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid, namespace, room):
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self.entered.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self.entered[(namespace, sid)]
+
+    def basic_disconnect(self, sid, namespace, **kwargs):
+        if namespace not in self.rooms:
+            return
+        rooms = self.rooms[namespace]
+        # The rooms it is in (it may have left its own), None last: it stays connected
+        # until the others are left.
+        for room in [*self.entered.pop((namespace, sid), ()), sid, None]:
+            if sid in rooms.get(room, ()):
+                self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for name in ("pending_connect", "pending_disconnect"):  # 5.16 has no pending_connect
+            pending = getattr(self, name, {})
+            sids = pending.get(namespace)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
+    def get_rooms(self, sid, namespace):
+        own = self.rooms.get(namespace, {}).get(sid)
+        return ([sid] if own is not None and sid in own else []) + list(
+            self.entered.get((namespace, sid), ()))
+
+
+class FastManager(FastBroadcast, RoomIndex, Manager):
+    """The in-process client manager, with the fast broadcast and the room index."""
 
     def __init__(self, runtime=None) -> None:
         super().__init__()

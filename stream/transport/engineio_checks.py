@@ -92,6 +92,36 @@ def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[Extens
             return "Server._handle_eio_connect no longer reads manager_initialized"
         return None
 
+    def room_bookkeeping():
+        # RoomIndex (engineio.py) keeps its index through enter and leave, and does what
+        # basic_disconnect does without the scan: they may touch no more than it knows.
+        known = {
+            "basic_enter_room": {"rooms", "is_sid_room", "bidict", "ValueError"},
+            "basic_leave_room": {"rooms", "len", "KeyError"},
+            "basic_close_room": {"is_sid_room", "get_participants", "basic_leave_room",
+                                 "ValueError", "KeyError"},
+            "basic_disconnect": {"rooms", "copy", "items", "append", "basic_leave_room",
+                                 "callbacks", "pending_connect", "pending_disconnect",
+                                 "remove", "len"},
+        }
+        signatures = {"basic_enter_room": ["self", "sid", "namespace", "room", "eio_sid"],
+                      "basic_leave_room": ["self", "sid", "namespace", "room"],
+                      "basic_disconnect": ["self", "sid", "namespace", "kwargs"]}
+        for name, names in known.items():
+            method = getattr(socketio.Manager, name)
+            new = {n for n in code_names(method) if n.isidentifier()} - names  # not messages
+            if new:
+                return f"Manager.{name} now also uses {', '.join(sorted(new))}"
+            wanted = signatures.get(name)
+            if wanted and list(inspect.signature(method).parameters) != wanted:
+                return f"Manager.{name} takes other arguments"
+        if "basic_leave_room" not in code_names(socketio.Manager.basic_close_room):
+            return "Manager.basic_close_room no longer leaves through basic_leave_room"
+        for name in ("enter_room", "leave_room", "close_room", "disconnect"):
+            if f"basic_{name}" not in code_names(getattr(socketio.Manager, name)):
+                return f"Manager.{name} no longer goes through basic_{name}"
+        return None
+
     def public_names():
         # Public but undocumented names the guard, the door and live.py use on either path.
         srv = server()
@@ -129,6 +159,9 @@ def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[Extens
         ExtensionPoint("engineio Socket._websocket_handler and Socket.queue",
                        "WebSocket clients served without tasks of their own",
                        websocket_handler),
+        ExtensionPoint("socketio Manager.basic_enter_room, basic_leave_room, basic_disconnect",
+                       "a client's disconnect visits its own rooms, not every client's",
+                       room_bookkeeping),
         ExtensionPoint("socketio Server.manager_initialized",
                        "a follower hears the Redis queue before its first client",
                        manager_initialized),

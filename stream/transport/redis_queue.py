@@ -46,7 +46,8 @@ class RedisQueue(socketio.RedisManager, FastManager):
       retry, backs off to 60 s, and would block forever on a Redis that stopped answering);
     - replies to one of this process's own clients (`history`, `error`) skip Redis;
     - every `random_number` passing through is shown to `on_reading` first, so followers
-      keep their history and stats in step with what their clients receive.
+      keep their history and stats in step with what their clients receive;
+    - a disconnect visits the client's own rooms only (RoomIndex, from FastManager).
     """
 
     def __init__(self, url: str, link, on_reading=None, runtime=None) -> None:
@@ -111,6 +112,11 @@ def _check_hooks() -> str | None:
     for name in ("_handle_emit", "_publish", "_redis_listen_with_retries", "_redis_connect"):
         if not callable(getattr(socketio.RedisManager, name, None)):
             return f"RedisManager.{name} is gone"
+    for cls in (pubsub_manager.PubSubManager, socketio.RedisManager):
+        # RoomIndex (FastManager) sits under them: an override of theirs would bypass it.
+        for name in ("basic_enter_room", "basic_leave_room", "basic_disconnect", "get_rooms"):
+            if name in vars(cls):
+                return f"{cls.__name__}.{name} is its own now"
     if "_handle_emit" not in code_names(pubsub_manager.PubSubManager._thread):
         return "PubSubManager._thread no longer hands messages to _handle_emit"
     if "_publish" not in code_names(pubsub_manager.PubSubManager.emit):
