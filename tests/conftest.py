@@ -41,6 +41,23 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict | str]:
     return status, json.loads(text) if kind == "application/json" else text
 
 
+def fill_database(path: Path, count: int) -> Path:
+    """A database of `count` readings, drawn and stored by the server's own ticker, here.
+
+    For tests that need a long history before they start: a server at --interval 0.01
+    takes count / 100 seconds for it, this a fraction of a second (the same rows and
+    stats, only the timestamps are closer together).
+    """
+    app = create_app(Settings(db=str(path), async_mode="threading", interval=1.0, history=50))
+    stream = app.extensions["random_stream"]
+    try:
+        for _ in range(count):
+            stream.ticker.tick()
+    finally:
+        stream.close()
+    return path
+
+
 class ServerProcess:
     """`python random_stream.py` on 127.0.0.1 and a free port, as a user would run it."""
 
@@ -117,6 +134,12 @@ def pytest_addoption(parser):
         "--async-mode", choices=("eventlet", "gevent", "threading"), default=None,
         help="the servers' async mode where a test does not choose one (default: eventlet)",
     )
+
+
+def pytest_configure(config):
+    # Beside pyproject.toml's markers: tests/run's second and third passes leave these out.
+    config.addinivalue_line(
+        "markers", "page_only: the page's own behaviour, the same on every server path")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,6 +20,9 @@ import pytest
 from stream.stats import chi_square_p_value
 
 pytestmark = pytest.mark.browser
+# page_only: what the page itself does with the readings (pause, keyboard, layout, gaps,
+# statistics). The server's path cannot change it, so tests/run's --fast-path off and gevent
+# passes leave these out; the rest (connect, reconnect, resume, pings, EventSource) they run.
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -166,7 +169,7 @@ def held_without_holes(state: dict) -> bool:
 
 
 def test_history_at_once_then_a_new_number_every_interval(server_factory, dashboard):
-    server = server_factory("--interval", "0.2")
+    server = server_factory("--interval", "0.1")
     before = wait_server_seq(server, 15)
     board = dashboard(server)
 
@@ -191,9 +194,10 @@ def test_history_at_once_then_a_new_number_every_interval(server_factory, dashbo
     board.assert_clean()
 
 
+@pytest.mark.page_only
 def test_chart_and_statistics_agree_with_api_stats(server_factory, dashboard, tmp_path):
     server = server_factory(
-        "--interval", "0.2", "--min", "1", "--max", "6", db=str(tmp_path / "s.db")
+        "--interval", "0.1", "--min", "1", "--max", "6", db=str(tmp_path / "s.db")
     )
     wait_server_seq(server, 10)
     board = dashboard(server)
@@ -257,7 +261,7 @@ def stats_through(server, seq: int) -> dict | None:
 
 
 def test_survives_server_restart_without_missing_readings(server_factory, dashboard, tmp_path):
-    server = server_factory("--interval", "0.2", db=str(tmp_path / "stream.db"))
+    server = server_factory("--interval", "0.1", db=str(tmp_path / "stream.db"))
     wait_server_seq(server, 5)
     board = dashboard(server)
     board.wait_seq_at_least(8)
@@ -284,8 +288,9 @@ def test_survives_server_restart_without_missing_readings(server_factory, dashbo
     )
 
 
+@pytest.mark.page_only
 def test_pause_freezes_the_view_and_resume_catches_up(server_factory, dashboard):
-    server = server_factory("--interval", "0.2")
+    server = server_factory("--interval", "0.1")
     board = dashboard(server)
     board.wait_seq_at_least(3)
 
@@ -317,6 +322,7 @@ def test_pause_freezes_the_view_and_resume_catches_up(server_factory, dashboard)
     board.assert_clean()
 
 
+@pytest.mark.page_only
 def test_window_choice_works_from_the_keyboard(server_factory, dashboard):
     server = server_factory("--interval", "0.2")
     board = dashboard(server)
@@ -336,6 +342,7 @@ def test_window_choice_works_from_the_keyboard(server_factory, dashboard):
     board.assert_clean()
 
 
+@pytest.mark.page_only
 def test_dark_mode_reduced_motion_and_phone_width(server_factory, dashboard):
     server = server_factory("--interval", "0.2")
     board = dashboard(
@@ -405,7 +412,7 @@ class DropLiveReadings:
 
 
 def test_missed_events_are_fetched_with_resume(server_factory, browser):
-    server = server_factory("--interval", "0.2")
+    server = server_factory("--interval", "0.1")
     board = Dashboard(browser, server, viewport={"width": 1280, "height": 800})
     drop = DropLiveReadings()
     try:
@@ -425,8 +432,9 @@ def test_missed_events_are_fetched_with_resume(server_factory, browser):
         board.context.close()
 
 
+@pytest.mark.page_only
 def test_readings_that_cannot_be_recovered_stay_a_gap(server_factory, browser):
-    server = server_factory("--interval", "0.2")
+    server = server_factory("--interval", "0.1")
     drop_live = DropLiveReadings()
     histories = []
 
@@ -472,8 +480,9 @@ FAKE_VISIBILITY = """(() => {
 })();"""
 
 
+@pytest.mark.page_only
 def test_hidden_tab_draws_nothing_and_catches_up(server_factory, browser):
-    server = server_factory("--interval", "0.2")
+    server = server_factory("--interval", "0.1")
     board = Dashboard(browser, server, viewport={"width": 1280, "height": 800})
     try:
         board.context.add_init_script(FAKE_VISIBILITY)
@@ -493,6 +502,7 @@ def test_hidden_tab_draws_nothing_and_catches_up(server_factory, browser):
         board.context.close()
 
 
+@pytest.mark.page_only
 def test_live_regions_do_not_chatter(server_factory, dashboard):
     server = server_factory("--interval", "0.2")
     board = dashboard(server)
@@ -512,8 +522,9 @@ def test_live_regions_do_not_chatter(server_factory, dashboard):
 
 
 def test_short_history_is_filled_back_to_the_widest_window(server_factory, dashboard):
-    # The snapshot on connect holds 20 readings; the page fetches the older ones.
-    server = server_factory("--interval", "0.2", "--history", "20")
+    # The snapshot on connect holds 20 readings; the page fetches the older ones (60 readings
+    # at 0.05 s come in 3 s).
+    server = server_factory("--interval", "0.05", "--history", "20")
     before = wait_server_seq(server, 60)
     board = dashboard(server)
     board.wait_for("() => document.getElementById('line-chart').dataset.firstSeq === '1'")
@@ -525,7 +536,7 @@ def test_short_history_is_filled_back_to_the_widest_window(server_factory, dashb
 
 def test_a_frozen_server_is_noticed_by_missing_pings(server_factory, dashboard):
     # SIGSTOP keeps the TCP connection open: only the ping timeout can tell.
-    server = server_factory("--interval", "0.2", "--ping-interval", "1", "--ping-timeout", "1")
+    server = server_factory("--interval", "0.1", "--ping-interval", "1", "--ping-timeout", "1")
     board = dashboard(server)
     board.wait_seq_at_least(3)
     server.proc.send_signal(signal.SIGSTOP)
@@ -598,6 +609,7 @@ def test_eventsource_reconnects_with_last_event_id_and_loses_nothing(server_fact
     assert got == list(range(got[0], got[0] + len(got)))  # every seq once, none missed
 
 
+@pytest.mark.page_only
 def test_a_float_source_on_the_dashboard_has_no_uniformity_verdict(server_factory, dashboard, tmp_path):
     module = tmp_path / "quarters.py"
     module.write_text(QUARTERS)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 import websocket
-from conftest import DIRECT_RUNTIMES, ROOT, free_port, http_get, in_async_mode
+from conftest import DIRECT_RUNTIMES, ROOT, fill_database, free_port, http_get, in_async_mode
 from test_fanout import metric, raw_client
 
 READING = re.compile(r'42\["random_number",\{"seq":(\d+),')
@@ -32,9 +32,10 @@ def server_factory(server_factory, request):
     return in_async_mode(server_factory, request.param)
 
 
-def test_a_client_that_reads_late_gets_every_frame_whole_and_in_order(server_factory):
-    server = server_factory("--interval", "0.01", "--history", "5000")
-    time.sleep(2)  # a couple of hundred readings: each answer below is ~10 KB
+def test_a_client_that_reads_late_gets_every_frame_whole_and_in_order(server_factory, tmp_path):
+    # A couple of hundred readings stored (not 2 s of ticks): each answer below is ~10 KB.
+    db = fill_database(tmp_path / "readings.sqlite3", 200)
+    server = server_factory("--interval", "0.01", "--history", "5000", db=str(db))
     slow = raw_client(server.url, rcvbuf=4096)
     for _ in range(25):  # within the guard's burst; together more than the kernel buffers hold
         slow.send('42["resume",{"after":0}]')

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import websocket
-from conftest import DIRECT_RUNTIMES, in_async_mode
+from conftest import DIRECT_RUNTIMES, fill_database, in_async_mode
 
 from stream.transport.engineio import MAX_BACKLOG, websocket_frame
 
@@ -81,9 +81,11 @@ def test_broadcasts_take_the_direct_path(server_factory):
         ws.close()
 
 
-def test_a_stuck_client_does_not_hold_up_the_others(server_factory):
-    server = server_factory("--interval", "0.01", "--history", "5000")
-    time.sleep(0.5)
+def test_a_stuck_client_does_not_hold_up_the_others(server_factory, tmp_path):
+    # 2,000 readings stored: the answer below (~90 KB) fills the kernel's buffers at once.
+    # (From a few dozen readings it took ~1,400 ticks, 14 s, of live frames to fill them.)
+    db = fill_database(tmp_path / "readings.sqlite3", 2000)
+    server = server_factory("--interval", "0.01", "--history", "5000", db=str(db))
     stuck = raw_client(server.url, rcvbuf=4096)
     stuck.send('42["resume",{"after":0}]')  # asks for a big answer, then never reads again
     healthy = raw_client(server.url)
@@ -121,9 +123,11 @@ def test_one_shared_task_pings_every_client_and_drops_the_silent(server_factory)
     answering.close()
 
 
-def test_resume_requests_from_a_client_that_does_not_read_are_refused(server_factory):
-    server = server_factory("--interval", "0.05", "--history", "5000")
-    time.sleep(5)  # a hundred readings: thirty answers are more than the socket buffers hold
+def test_resume_requests_from_a_client_that_does_not_read_are_refused(server_factory, tmp_path):
+    # A hundred readings stored (not 5 s of ticks): thirty answers are more than the socket
+    # buffers hold.
+    db = fill_database(tmp_path / "readings.sqlite3", 100)
+    server = server_factory("--interval", "0.05", "--history", "5000", db=str(db))
     greedy = raw_client(server.url, rcvbuf=4096)
     for _ in range(30):  # the guard's burst: all pass the rate limit at once
         greedy.send('42["resume",{"after":0}]')

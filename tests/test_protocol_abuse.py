@@ -22,7 +22,7 @@ import time
 import psutil
 import pytest
 import websocket
-from conftest import ROOT, Viewer
+from conftest import ROOT, Viewer, fill_database
 from rawsocket import Polling, RawSocket
 
 from stream.config import ConfigError, Settings
@@ -172,18 +172,7 @@ def test_a_binary_attachment_flood_is_cut_off_and_memory_comes_back(server_facto
 @pytest.fixture(scope="module")
 def filled_db(tmp_path_factory):
     """A store with 1,000 readings: resume answers of 900 (42 KB each, as in production)."""
-    from conftest import ServerProcess
-    path = tmp_path_factory.mktemp("filled") / "readings.sqlite3"
-    filler = ServerProcess(("--interval", "0.01"), str(path), path.with_suffix(".log"), None)
-    filler.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status, body = filler.get("/api/latest")
-        if status == 200 and body["seq"] >= 1000:
-            break
-        time.sleep(0.5)
-    filler.stop()
-    return path
+    return fill_database(tmp_path_factory.mktemp("filled") / "readings.sqlite3", 1000)
 
 
 @pytest.mark.parametrize("attackers", [100, 200])

@@ -12,6 +12,7 @@ import hashlib
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import websocket
@@ -288,36 +289,74 @@ def test_a_client_within_the_rate_is_served_every_time(raw):
 
 
 # Never-joining clients ----------------------------------------------------------------------
+# Each case waits out the server's JOIN_TIMEOUT. They run side by side, in threads started
+# by the first test that asks for them, and each test reads its own case's outcome: the
+# timeout is waited once (~7 s) instead of four times (~24 s).
 
-def test_a_websocket_that_never_joins_is_closed_after_the_join_timeout(raw):
-    sock = raw()
-    opened = time.monotonic()
-    assert sock.wait_closed(timeout=JOIN_TIMEOUT + 10)
-    waited = time.monotonic() - opened
-    assert waited >= JOIN_TIMEOUT - 1, f"closed after {waited:.1f}s, before the timeout"
-    assert not sock.events
-
-
-def test_a_joined_client_outlives_the_join_timeout(raw):
-    sock = raw()
-    sock.join()
-    time.sleep(JOIN_TIMEOUT + 2)
-    assert_still_streaming(sock)
+def websocket_never_joins(url: str) -> tuple[bool, float, list]:
+    sock = RawSocket(url)
+    try:
+        opened = time.monotonic()
+        closed = sock.wait_closed(timeout=JOIN_TIMEOUT + 10)
+        return closed, time.monotonic() - opened, sock.events
+    finally:
+        sock.close()
 
 
-def test_a_client_that_leaves_the_namespace_is_closed_after_the_timeout(raw):
-    sock = raw()
-    sock.join()
-    sock.send("41")
-    assert sock.wait_closed(timeout=JOIN_TIMEOUT + 10)
+def websocket_joins_and_stays(url: str) -> None:
+    sock = RawSocket(url)
+    try:
+        sock.join()
+        time.sleep(JOIN_TIMEOUT + 2)
+        assert_still_streaming(sock)
+    finally:
+        sock.close()
 
 
-def test_a_polling_client_that_never_joins_is_closed(server):
-    client = Polling(server.url)
+def websocket_joins_and_leaves(url: str) -> bool:
+    sock = RawSocket(url)
+    try:
+        sock.join()
+        sock.send("41")
+        return sock.wait_closed(timeout=JOIN_TIMEOUT + 10)
+    finally:
+        sock.close()
+
+
+def polling_never_joins(url: str) -> tuple[int, bytes, float]:
+    client = Polling(url)
     opened = time.monotonic()
     status, body = client.poll(timeout=JOIN_TIMEOUT + 10)
+    return status, body, time.monotonic() - opened
+
+
+@pytest.fixture(scope="module")
+def join_timeout_cases(server):
+    cases = (websocket_never_joins, websocket_joins_and_stays, websocket_joins_and_leaves,
+             polling_never_joins)
+    with ThreadPoolExecutor(len(cases)) as pool:
+        yield {case: pool.submit(case, server.url) for case in cases}
+
+
+def test_a_websocket_that_never_joins_is_closed_after_the_join_timeout(join_timeout_cases):
+    closed, waited, events = join_timeout_cases[websocket_never_joins].result()
+    assert closed
+    assert waited >= JOIN_TIMEOUT - 1, f"closed after {waited:.1f}s, before the timeout"
+    assert not events
+
+
+def test_a_joined_client_outlives_the_join_timeout(join_timeout_cases):
+    join_timeout_cases[websocket_joins_and_stays].result()  # its assertions, raised here
+
+
+def test_a_client_that_leaves_the_namespace_is_closed_after_the_timeout(join_timeout_cases):
+    assert join_timeout_cases[websocket_joins_and_leaves].result()
+
+
+def test_a_polling_client_that_never_joins_is_closed(join_timeout_cases):
+    status, body, waited = join_timeout_cases[polling_never_joins].result()
     assert (status, body) == (200, b"1"), "the long poll ends with an Engine.IO CLOSE"
-    assert time.monotonic() - opened >= JOIN_TIMEOUT - 1
+    assert waited >= JOIN_TIMEOUT - 1
 
 
 # Origins ------------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ def seqs(readings):
 
 
 def test_history_then_a_reading_every_interval(server_factory, viewers):
-    server = server_factory("--interval", "0.2")
+    server = server_factory("--interval", "0.1")
     time.sleep(0.5)
     viewer = viewers(server.url)
     viewer.wait_for(lambda: len(viewer.numbers) >= 10)
     (history,) = viewer.histories
-    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.2}
+    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.1}
     assert history["readings"], "history is sent on connect"
     # Live readings continue the history with consecutive seqs and in-range values.
     numbers = viewer.numbers[:10]
@@ -30,7 +30,7 @@ def test_history_then_a_reading_every_interval(server_factory, viewers):
 
 
 def test_everyone_sees_the_same_stream(server_factory, viewers):
-    server = server_factory("--interval", "0.2")
+    server = server_factory("--interval", "0.1")
     a, b = viewers(server.url), viewers(server.url)
     a.wait_for(lambda: len(a.numbers) >= 6)
     b.wait_for(lambda: len(b.numbers) >= 6)
@@ -41,7 +41,7 @@ def test_everyone_sees_the_same_stream(server_factory, viewers):
 
 
 def test_range_and_seed_flags(server_factory, viewers):
-    server = server_factory("--interval", "0.1", "--min", "5", "--max", "7", "--seed", "3")
+    server = server_factory("--interval", "0.05", "--min", "5", "--max", "7", "--seed", "3")
     viewer = viewers(server.url)
     viewer.wait_for(lambda: len(viewer.numbers) >= 20)
     assert {r["value"] for r in viewer.numbers} <= {5, 6, 7}

@@ -176,6 +176,17 @@ def push_server(server_factory):
     return server_factory("--source", "http", env={"RANDOM_STREAM_INGEST_TOKEN": TOKEN})
 
 
+@pytest.fixture(scope="module")
+def refusing_push_server(tmp_path_factory):
+    """One push server for the tests whose pushes are all refused: each checks that the
+    server still holds no reading, so none can hide behind another's."""
+    log = tmp_path_factory.mktemp("refusing") / "server.log"
+    server = ServerProcess(("--source", "http"), ":memory:", log,
+                           {"RANDOM_STREAM_INGEST_TOKEN": TOKEN}).start()
+    yield server
+    server.kill()
+
+
 def test_http_push_needs_the_token(push_server):
     for token, scheme in ((None, "Bearer"), ("wrong-token-wrong-token", "Bearer"),
                           (TOKEN[:-1], "Bearer"), (TOKEN, "Basic"), ("", "Bearer")):
@@ -201,11 +212,11 @@ def test_http_push_readings_reach_viewers(push_server, viewers):
     (b'{"values": []}', 400), (b'{"value": 1, "x": 2}', 400), (b"\xff", 400),
     (b'{"value": ' + b"1" * 400 + b"}", 400), (b" " * 20_000, 413),
 ])
-def test_http_push_bad_bodies(push_server, body, status):
-    got, _, answer = post(push_server, body)
+def test_http_push_bad_bodies(refusing_push_server, body, status):
+    got, _, answer = post(refusing_push_server, body)
     assert got == status and answer["error"]
-    assert latest_seq(push_server) == 0
-    assert "Traceback" not in push_server.log()
+    assert latest_seq(refusing_push_server) == 0
+    assert "Traceback" not in refusing_push_server.log()
 
 
 def test_http_push_flood_gets_429(push_server):
@@ -241,9 +252,9 @@ def run_server(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     )
 
 
-def test_a_chunked_push_is_asked_for_its_length(push_server):
+def test_a_chunked_push_is_asked_for_its_length(refusing_push_server):
     """Fails before: a chunked body read as empty and got a misleading 400 "not JSON"."""
-    host, port = push_server.url.removeprefix("http://").split(":")
+    host, port = refusing_push_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         body = b'{"value": 2}'
         sock.sendall(b"POST /api/readings HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
@@ -255,7 +266,7 @@ def test_a_chunked_push_is_asked_for_its_length(push_server):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 411"), answer[:200]
     assert b"Content-Length" in answer
-    assert latest_seq(push_server) == 0
+    assert latest_seq(refusing_push_server) == 0
 
 
 def test_http_source_refuses_to_start_without_a_token():

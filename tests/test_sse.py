@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import http_get
+from conftest import ServerProcess, fill_database, http_get
 from rawsocket import http
 
 from stream.history import History, Reading
@@ -220,11 +221,14 @@ def test_sigterm_ends_open_streams_and_the_server(server_factory, mode):
 
 
 @pytest.mark.parametrize("mode", ["eventlet", "gevent"])
-def test_a_client_that_stops_reading_is_let_go(server_factory, mode):
+def test_a_client_that_stops_reading_is_let_go(server_factory, tmp_path, mode):
     """Fails without a send timeout: the response waited in send() forever, holding its slot."""
-    server = server_factory("--interval", "0.01", "--ping-interval", "1", "--ping-timeout", "1",
-                            "--async-mode", mode)
-    time.sleep(2)  # a few hundred readings to replay at once
+    # 3,000 stored readings to replay at once (~240 KB): more than the kernel's buffers hold,
+    # so send() waits from the start. (From a few hundred readings it took ~1,400 ticks,
+    # 12 s, of live events to fill them.)
+    db = fill_database(tmp_path / "readings.sqlite3", 3000)
+    server = server_factory("--interval", "0.01", "--history", "3000", "--ping-interval", "1",
+                            "--ping-timeout", "1", "--async-mode", mode, db=str(db))
     host, port = server.url.removeprefix("http://").split(":")
     stuck = socket.socket()
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -244,22 +248,45 @@ def test_a_client_that_stops_reading_is_let_go(server_factory, mode):
     assert "Traceback" not in server.log()
 
 
-def test_heartbeat_on_a_quiet_stream(server_factory):
-    token = "h" * 20
-    server = server_factory("--source", "http", env={"RANDOM_STREAM_INGEST_TOKEN": token})
+QUIET_TOKEN = "h" * 20
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_stream(tmp_path_factory):
+    """A push server nobody pushes to, and a reader waiting for its heartbeat comment.
+
+    The comment comes stream.sse.HEARTBEAT (15 s) after the stream opens. Started with
+    this module (autouse), the wait runs beside the other tests here instead of on its own;
+    test_heartbeat_on_a_quiet_stream takes its outcome.
+    """
+    log = tmp_path_factory.mktemp("quiet") / "server.log"
+    server = ServerProcess(("--source", "http"), ":memory:", log,
+                           {"RANDOM_STREAM_INGEST_TOKEN": QUIET_TOKEN}).start()
     reader = SseReader(server.url)
-    reader.sock.settimeout(25)
-    reader._more()  # the retry field, then silence until the heartbeat comment
-    reader._dechunk()
-    while ": heartbeat" not in reader.text:
-        reader._more()
+
+    def heartbeat() -> None:
+        reader.sock.settimeout(25)
+        reader._more()  # the retry field, then silence until the heartbeat comment
         reader._dechunk()
+        while ": heartbeat" not in reader.text:
+            reader._more()
+            reader._dechunk()
+
+    with ThreadPoolExecutor(1) as pool:
+        beat = pool.submit(heartbeat)
+        yield server, reader, beat
+        server.kill()  # ends the wait too, if no test took it
+        reader.close()
+
+
+def test_heartbeat_on_a_quiet_stream(quiet_stream):
+    server, reader, beat = quiet_stream
+    beat.result()  # raises if the stream ended or stayed silent for 25 s
     status, _, _ = http("POST", server.url + "/api/readings", body=b'{"value": 0.5}',
-                        headers={"Authorization": f"Bearer {token}"})
+                        headers={"Authorization": f"Bearer {QUIET_TOKEN}"})
     assert status == 201
     assert reader.next_event()["value"] == 0.5
     assert ("retry", "2000") in reader.fields
-    reader.close()
 
 
 def test_a_client_too_far_behind_is_dropped(tmp_path):
