@@ -90,7 +90,11 @@ if (el.value.dataset.seq) {
 
 // ---- socket ---------------------------------------------------------------
 
-const socket = connect(socketUrl(window.location));
+// Back after a drop, the CONNECT says what we hold: the server answers with the readings
+// since then instead of its whole snapshot (and no `resume` round trip is needed).
+const socket = connect(socketUrl(window.location), {
+  auth: () => (state.resumeFrom === null ? undefined : { after: state.resumeFrom }),
+});
 
 socket.on("connect", () => {
   state.everLive = true;
@@ -98,9 +102,6 @@ socket.on("connect", () => {
   state.nextTryAt = null;
   state.asked = new Set();
   setConnection("live");
-  if (state.resumeFrom !== null) {
-    askResume(state.resumeFrom);
-  }
   fetchStats();
 });
 
