@@ -538,6 +538,7 @@ def fill_database(cmd: list[str], port: int, cpus, workdir: Path, readings: int,
     """Run the herd's server on its database at 100 readings a second until it holds
     `readings`: the herd then restarts a server that has a full history to send."""
     import json
+    import urllib.error
     import urllib.request
 
     fast = list(cmd)
@@ -547,9 +548,12 @@ def fill_database(cmd: list[str], port: int, cpus, workdir: Path, readings: int,
         filler.wait_ready(timeout)
         deadline = time.time() + readings / 50 + 30
         while time.time() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/latest", timeout=5) as r:
-                if json.load(r)["seq"] >= readings:
-                    break
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/latest", timeout=5) as r:
+                    if json.load(r)["seq"] >= readings:
+                        break
+            except urllib.error.HTTPError:  # 404 until the first reading
+                pass
             time.sleep(0.2)
     finally:
         filler.stop()

@@ -75,6 +75,11 @@ def bind(host: str, port: int) -> socket.socket:
     # Accepted sockets inherit this: a stalled client holds at most ~2x this in the kernel,
     # instead of an autotuned buffer of megabytes, and then backs up into its own queue.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):  # Linux
+        # A connection reaches accept() once its request arrives: silent ones stay in the
+        # kernel (no descriptor, no task) for up to REQUEST_TIMEOUT, and a client that is
+        # slow to write (busy, far away) is not taken for a silent one.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, int(REQUEST_TIMEOUT))
     try:
         sock.bind(address)
     except OSError as exc:
@@ -128,27 +133,25 @@ class Waiting:
     can neither fill the server's slots nor its descriptors: a new connection always
     gets in, and a request in progress is never cut.
 
-    Only one silent for SILENT_GRACE is closed: a connection whose request the kernel
-    holds unread, or that was accepted a moment ago, is the server (or a busy client)
-    being behind, not a silent peer: a restart's herd of reconnects. Closing it would
-    waste the work done on it and send a real client into its backoff; the listener
-    stops accepting for a moment instead (`has_room`), and new connections wait in the
-    kernel's queue, which costs nothing. A flood of silent sockets is then accepted at
-    up to limit / SILENT_GRACE a second.
+    Only a silent one is closed: a connection whose request the kernel holds unread is
+    the server being behind, not the client (a restart's herd of reconnects). Closing it
+    would waste the work done on it and send a real client into its backoff; the
+    listener stops accepting for a moment instead (`has_room`), and new connections wait
+    in the kernel's queue, which costs nothing. (On Linux a new connection is accepted
+    only once its request is in, see bind(): one that has not sent it yet is not taken
+    for a silent one.)
     """
-
-    SILENT_GRACE = 0.5  # seconds
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.sockets: OrderedDict = OrderedDict()  # socket -> when it began to wait, oldest first
+        self.sockets: OrderedDict = OrderedDict()  # socket -> None, oldest first
         self.evicted = 0
 
     def __len__(self) -> int:
         return len(self.sockets)
 
     def add(self, sock) -> None:
-        self.sockets[sock] = time.monotonic()
+        self.sockets[sock] = None
         while len(self.sockets) > self.limit and self.evict():
             pass
 
@@ -160,12 +163,12 @@ class Waiting:
         return len(self.sockets) < self.limit or self.evict()
 
     def evict(self) -> bool:
-        """Close the connection waiting longest if it has been silent for SILENT_GRACE;
-        False if it has not (or none waits)."""
+        """Close the connection waiting longest if it is silent; False if it is not (or
+        none waits)."""
         if not self.sockets:
             return False
-        sock, since = next(iter(self.sockets.items()))
-        if time.monotonic() - since < self.SILENT_GRACE or unread_bytes(sock):
+        sock = next(iter(self.sockets))
+        if unread_bytes(sock):
             return False
         del self.sockets[sock]
         if not self.evicted:
