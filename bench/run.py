@@ -397,7 +397,7 @@ def run_herd(args, workdir: Path) -> dict:
     clients = args.herd_clients
     cmd = server_command(
         "real",
-        "eventlet",
+        args.herd_mode,
         port,
         args.interval,
         args.real_args.split(),
@@ -529,6 +529,7 @@ def run_herd(args, workdir: Path) -> dict:
         "server_log_refusals": refusals[:5],
         "goal_s": args.herd_goal,
         "resume_with": "CONNECT's auth" if args.herd_resume_with == "connect" else "resume event",
+        "mode": args.herd_mode,
         "history_before": args.herd_history,
     }
 
@@ -634,7 +635,7 @@ def merge_counts(dicts) -> dict:
 
 def print_herd(h: dict, out=sys.stdout) -> None:
     g = h["goal_s"]
-    print(f"\nrestart herd ({h['clients']} clients, eventlet, SIGTERM + restart, same port and --db "
+    print(f"\nrestart herd ({h['clients']} clients, {h['mode']}, SIGTERM + restart, same port and --db "
           f"holding {h['history_before']} readings):", file=out)
     rows = [
         ("connected before the restart", f"{h['connected_before']} (ramp errors: {h['ramp_errors'] or 0})"),
@@ -832,6 +833,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="herd: readings in the database before the clients connect (900, the default "
         "--history: a server that has run for 15 minutes, so each snapshot is a full one)",
     )
+    p.add_argument("--herd-mode", choices=("eventlet", "gevent"), default="eventlet",
+                   help="herd: the server's async mode")
     p.add_argument(
         "--herd-resume-with",
         choices=("connect", "event"),
