@@ -77,8 +77,8 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     if hasattr(socket, "TCP_DEFER_ACCEPT"):  # Linux
         # A connection reaches accept() once its request arrives: silent ones stay in the
-        # kernel (no descriptor, no task) for up to REQUEST_TIMEOUT, and a client that is
-        # slow to write (busy, far away) is not taken for a silent one.
+        # kernel (no descriptor, no task) for several seconds (Linux rounds this up to its
+        # SYN-ACK retries, 7 s), and a client slow to write is not taken for a silent one.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, int(REQUEST_TIMEOUT))
     try:
         sock.bind(address)
@@ -139,19 +139,23 @@ class Waiting:
     listener stops accepting for a moment instead (`has_room`), and new connections wait
     in the kernel's queue, which costs nothing. (On Linux a new connection is accepted
     only once its request is in, see bind(): one that has not sent it yet is not taken
-    for a silent one.)
+    for a silent one.) A server behind serves the oldest within a second or so; one
+    whose bytes stay unread for STALLED is stuck, not queued, and is closed all the same,
+    so that nothing can hold accepting up for long.
     """
+
+    STALLED = 2.0  # seconds
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.sockets: OrderedDict = OrderedDict()  # socket -> None, oldest first
+        self.sockets: OrderedDict = OrderedDict()  # socket -> when it began to wait, oldest first
         self.evicted = 0
 
     def __len__(self) -> int:
         return len(self.sockets)
 
     def add(self, sock) -> None:
-        self.sockets[sock] = None
+        self.sockets[sock] = time.monotonic()
         while len(self.sockets) > self.limit and self.evict():
             pass
 
@@ -163,12 +167,12 @@ class Waiting:
         return len(self.sockets) < self.limit or self.evict()
 
     def evict(self) -> bool:
-        """Close the connection waiting longest if it is silent; False if it is not (or
-        none waits)."""
+        """Close the connection waiting longest if it is silent (or stuck); False if its
+        request waits to be read (or none waits)."""
         if not self.sockets:
             return False
-        sock = next(iter(self.sockets))
-        if unread_bytes(sock):
+        sock, since = next(iter(self.sockets.items()))
+        if unread_bytes(sock) and time.monotonic() - since < self.STALLED:
             return False
         del self.sockets[sock]
         if not self.evicted:

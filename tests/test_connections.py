@@ -149,6 +149,16 @@ def test_a_connection_whose_request_waits_unread_is_not_closed_to_make_room():
             assert len(waiting) == 1 and waiting.evicted == 1
             peers[1].settimeout(2)
             assert peers[1].recv(1) == b"", "the silent one was closed"
+            # One whose bytes stay unread for STALLED is stuck, not queued: it goes too.
+            peers[2].sendall(b"GET / HTTP/1.1\r\n\r\n")
+            time.sleep(0.1)
+            waiting.STALLED = 1.0
+            waiting.discard(accepted[2])
+            waiting.add(accepted[2])  # it waits from now, its request unread
+            waiting.add(accepted[0])  # and one behind it: the cap is reached
+            assert not waiting.has_room()
+            time.sleep(1.1)
+            assert waiting.has_room() and waiting.evicted == 2
         finally:
             for sock in peers + accepted:
                 sock.close()

@@ -72,7 +72,16 @@ def test_a_connect_after_a_seq_this_stream_never_reached_gets_the_snapshot(strea
     assert history["readings"] == [r.to_dict() for r in drawn]
 
 
-@pytest.mark.parametrize("auth", ["7", [7], {"after": -1}, {"after": "7"}, {"after": 1, "x": 2}])
+@pytest.mark.parametrize("auth", ["7", [7], {"token": "x"}])
+def test_a_connect_auth_that_is_not_ours_is_ignored(stream, app, auth):
+    drawn = tick(stream, 5)
+    client = app.extensions["socketio"].test_client(app, auth=auth)
+    received = client.get_received()
+    assert [e["name"] for e in received] == ["history"]
+    assert received[0]["args"][0]["readings"] == [r.to_dict() for r in drawn]
+
+
+@pytest.mark.parametrize("auth", [{"after": -1}, {"after": "7"}, {"after": None}, {"after": 1.5}])
 def test_a_malformed_connect_auth_gets_an_error_and_the_snapshot(stream, app, auth):
     drawn = tick(stream, 5)
     client = app.extensions["socketio"].test_client(app, auth=auth)

@@ -100,7 +100,8 @@ socket.on("connect", () => {
   state.everLive = true;
   state.lostAt = null;
   state.nextTryAt = null;
-  state.asked = new Set();
+  // What the CONNECT asked for counts as asked: its answer may come after live readings.
+  state.asked = new Set(state.resumeFrom === null ? [] : [state.resumeFrom]);
   setConnection("live");
   fetchStats();
 });
