@@ -71,6 +71,9 @@ class Service:
             async_mode=settings.async_mode,
             cors_allowed_origins=origin_policy(settings.cors_origins),
             always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
+            # Our handlers never wait long: a client's events run, in order, in the task
+            # that read them, not in a new task each (a restart's herd sends 10,000 resumes).
+            async_handlers=False,
             max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,

@@ -112,7 +112,12 @@ class Client:
         elif kind == PING:
             self.send(PONG)
         elif kind == OPEN:
-            self.send(MESSAGE + SIO_CONNECT)
+            herd = self.herd
+            if herd is not None and herd.auth_after() is not None:
+                # Back after a drop, as dashboard.js: the CONNECT says what it holds.
+                self.send(MESSAGE + SIO_CONNECT + json.dumps({"after": herd.auth_after()}))
+            else:
+                self.send(MESSAGE + SIO_CONNECT)
 
     def on_event(self, text: str, now: float) -> None:
         name, *args = loads(text[2:])
@@ -212,11 +217,19 @@ class HerdState:
         if self.lost_at is not None:
             self.check_done(now)
 
+    def auth_after(self) -> int | None:
+        """The `after` a reconnect's CONNECT carries (--resume-with connect), else None."""
+        if self.gen.args.resume_with != "connect" or self.lost_seq is None or self.lost_seq < 0:
+            return None
+        return self.lost_seq
+
     def joined(self, client: Client, now: float) -> None:
         self.attempts = 0
         if self.lost_at is not None and self.joined_at is None:
             self.joined_at = now
-            if self.lost_seq is not None and self.lost_seq >= 0:
+            if self.auth_after() is not None:
+                self.resumed = True  # the server answered the CONNECT's `after`
+            elif self.lost_seq is not None and self.lost_seq >= 0:
                 client.send(MESSAGE + SIO_EVENT + json.dumps(["resume", {"after": self.lost_seq}]))
                 self.resumed = True
 
@@ -902,6 +915,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="(with --control and the herd command) reconnect lost clients with backoff and "
         "jitter, then resume {after: last seq}, as static/js/connection.js and dashboard.js do",
+    )
+    p.add_argument(
+        "--resume-with",
+        choices=("connect", "event"),
+        default="connect",
+        help="(--reconnect) say what the client holds in the CONNECT's auth, as dashboard.js "
+        "does, or send a `resume` event once joined (the way before)",
     )
     p.add_argument("--backoff-base", type=float, default=500.0, help="ms, as connection.js")
     p.add_argument("--backoff-factor", type=float, default=2.0)

@@ -397,13 +397,15 @@ def run_herd(args, workdir: Path) -> dict:
     clients = args.herd_clients
     cmd = server_command(
         "real",
-        "eventlet",
+        args.herd_mode,
         port,
         args.interval,
         args.real_args.split(),
         db=db,
         max_connections=clients + 100,
     )
+    if args.herd_history:
+        fill_database(cmd, port, server_cpus, workdir, args.herd_history, args.ready_timeout)
     old = harness.ServerProcess("herd-old", cmd, port, server_cpus, workdir / "herd-old.log")
     new = None
     gens: list[harness.GeneratorProcess] = []
@@ -419,7 +421,8 @@ def run_herd(args, workdir: Path) -> dict:
                     share,
                     gen_cpus,
                     workdir / f"herd-{i}.f64",
-                    [*generator_args(args, procs, i, 0), "--reconnect"],
+                    [*generator_args(args, procs, i, 0), "--reconnect",
+                     "--resume-with", args.herd_resume_with],
                 )
             )
         ramp_timeout = args.connect_timeout * (clients / args.batch + 2) + 60
@@ -525,7 +528,36 @@ def run_herd(args, workdir: Path) -> dict:
         "server_cpu_herd_pct": cpu_herd / args.herd_wait * 100,
         "server_log_refusals": refusals[:5],
         "goal_s": args.herd_goal,
+        "resume_with": "CONNECT's auth" if args.herd_resume_with == "connect" else "resume event",
+        "mode": args.herd_mode,
+        "history_before": args.herd_history,
     }
+
+
+def fill_database(cmd: list[str], port: int, cpus, workdir: Path, readings: int,
+                  timeout: float) -> None:
+    """Run the herd's server on its database at 100 readings a second until it holds
+    `readings`: the herd then restarts a server that has a full history to send."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    fast = list(cmd)
+    fast[fast.index("--interval") + 1] = "0.01"
+    filler = harness.ServerProcess("herd-fill", fast, port, cpus, workdir / "herd-fill.log")
+    try:
+        filler.wait_ready(timeout)
+        deadline = time.time() + readings / 50 + 30
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/latest", timeout=5) as r:
+                    if json.load(r)["seq"] >= readings:
+                        break
+            except urllib.error.HTTPError:  # 404 until the first reading
+                pass
+            time.sleep(0.2)
+    finally:
+        filler.stop()
 
 
 class HerdTrace:
@@ -603,13 +635,14 @@ def merge_counts(dicts) -> dict:
 
 def print_herd(h: dict, out=sys.stdout) -> None:
     g = h["goal_s"]
-    print(f"\nrestart herd ({h['clients']} clients, eventlet, SIGTERM + restart, same port and --db):", file=out)
+    print(f"\nrestart herd ({h['clients']} clients, {h['mode']}, SIGTERM + restart, same port and --db "
+          f"holding {h['history_before']} readings):", file=out)
     rows = [
         ("connected before the restart", f"{h['connected_before']} (ramp errors: {h['ramp_errors'] or 0})"),
         ("lost the server (got its close)", f"{h['lost']}"),
         ("old server's shutdown / new server's start", f"{h['shutdown_s']:.2f} s / {h['restart_s']:.2f} s"),
         ("rejoined (from the new server's first answer)", f"{h['joined']}: p50 {h['joined_p50_s']:.2f} s, p99 {h['joined_p99_s']:.2f} s, max {h['joined_max_s']:.2f} s"),
-        ("resumed ({after: last seq})", f"{h['resumed']}"),
+        (f"resumed ({{after: last seq}} in the {h['resume_with']})", f"{h['resumed']}"),
         (f"gap-free within {g:.0f} s", f"{h['gap_free_within_goal']} of {h['lost']}: p50 {h['gap_free_p50_s']:.2f} s, p99 {h['gap_free_p99_s']:.2f} s, max {h['gap_free_max_s']:.2f} s"),
         ("not gap-free at the report / seqs missing", f"{h['not_gap_free']} / {h['holes']}"),
         ("seqs drawn while no client was back (in their snapshots)", f"{h['seq_jump_across_restart']}"),
@@ -793,6 +826,22 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="herd: seconds after the new server answers before the clients report",
     )
     p.add_argument("--herd-settle", type=float, default=5.0)
+    p.add_argument(
+        "--herd-history",
+        type=int,
+        default=900,
+        help="herd: readings in the database before the clients connect (900, the default "
+        "--history: a server that has run for 15 minutes, so each snapshot is a full one)",
+    )
+    p.add_argument("--herd-mode", choices=("eventlet", "gevent"), default="eventlet",
+                   help="herd: the server's async mode")
+    p.add_argument(
+        "--herd-resume-with",
+        choices=("connect", "event"),
+        default="connect",
+        help="herd: clients say what they hold in the CONNECT's auth (as dashboard.js) or "
+        "send `resume` once joined (the way before)",
+    )
     p.add_argument(
         "--herd-trace", action="store_true", help="herd: print CPU, connections, overflows per 0.5 s"
     )

@@ -171,10 +171,12 @@ class Guard:
             if not isinstance(data, str) or data[:1] in BINARY_PACKETS:
                 self._bad_input(eio_sid, "binary", "a binary Socket.IO packet")
                 return
-            if (data == "0" or data.startswith("0{")) and limit is not None:
-                # A join of "/" answers with the whole `history` snapshot: leaving and joining
-                # again would be a resume without resume's limits. Clients join once per
-                # connection (they reconnect on a new one).
+            if data[:1] == "0" and limit is not None:
+                # A join of "/" answers with the whole `history` snapshot, or with the resume
+                # its auth asks for: leaving and joining again would be a resume without
+                # resume's limits. Clients join once per connection (they reconnect on a new
+                # one). Every CONNECT counts: python-socketio reads "0/," and "0/,{..}" as
+                # a join of "/" too, and "/" is the only namespace.
                 if limit.joined:
                     self._bad_input(eio_sid, "rejoin", "a second join on one connection")
                     return

@@ -61,8 +61,26 @@ class Live:
     def on_connect(self, auth=None) -> None:
         self.clients += 1
         self.connects += 1
+        if isinstance(auth, dict) and "after" in auth and self.resume_on_connect(auth):
+            return
         # emit(), minus encoding the same snapshot again for every client (on the fast path).
         self.transport.send_prepared(self.socketio, request.sid, self.snapshot())
+
+    def resume_on_connect(self, auth) -> bool:
+        """A client back after a drop says what it holds, in its CONNECT packet's auth
+        `{"after": seq}` (as Socket.IO's own connection state recovery does): it gets the
+        readings since, as `resume` would answer, instead of the whole snapshot and then a
+        resume. False if the snapshot is due after all: a malformed `after` (also an
+        `error`), one this stream has not reached (another stream's), a full resume queue.
+        Other auth (another client's token) is not ours and is ignored."""
+        after = parse_resume({"after": auth["after"]})
+        if isinstance(after, str):
+            self.reject("resume", after)
+            return False
+        if after > self.history.last_seq or not self.answers.request(request.sid, after):
+            return False
+        self.resumes += 1
+        return True
 
     def snapshot(self):
         """The `history` packet for new clients, encoded once per reading, not per client.

@@ -75,6 +75,11 @@ def bind(host: str, port: int) -> socket.socket:
     # Accepted sockets inherit this: a stalled client holds at most ~2x this in the kernel,
     # instead of an autotuned buffer of megabytes, and then backs up into its own queue.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):  # Linux
+        # A connection reaches accept() once its request arrives: silent ones stay in the
+        # kernel (no descriptor, no task) for several seconds (Linux rounds this up to its
+        # SYN-ACK retries, 7 s), and a client slow to write is not taken for a silent one.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, int(REQUEST_TIMEOUT))
     try:
         sock.bind(address)
     except OSError as exc:
@@ -128,16 +133,18 @@ class Waiting:
     can neither fill the server's slots nor its descriptors: a new connection always
     gets in, and a request in progress is never cut.
 
-    Only one silent for SILENT_GRACE is closed: a connection whose request the kernel
-    holds unread, or that was accepted a moment ago, is the server (or a busy client)
-    being behind, not a silent peer: a restart's herd of reconnects. Closing it would
-    waste the work done on it and send a real client into its backoff; the listener
-    stops accepting for a moment instead (`has_room`), and new connections wait in the
-    kernel's queue, which costs nothing. A flood of silent sockets is then accepted at
-    up to limit / SILENT_GRACE a second.
+    Only a silent one is closed: a connection whose request the kernel holds unread is
+    the server being behind, not the client (a restart's herd of reconnects). Closing it
+    would waste the work done on it and send a real client into its backoff; the
+    listener stops accepting for a moment instead (`has_room`), and new connections wait
+    in the kernel's queue, which costs nothing. (On Linux a new connection is accepted
+    only once its request is in, see bind(): one that has not sent it yet is not taken
+    for a silent one.) A server behind serves the oldest within a second or so; one
+    whose bytes stay unread for STALLED is stuck, not queued, and is closed all the same,
+    so that nothing can hold accepting up for long.
     """
 
-    SILENT_GRACE = 0.5  # seconds
+    STALLED = 2.0  # seconds
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -160,12 +167,12 @@ class Waiting:
         return len(self.sockets) < self.limit or self.evict()
 
     def evict(self) -> bool:
-        """Close the connection waiting longest if it has been silent for SILENT_GRACE;
-        False if it has not (or none waits)."""
+        """Close the connection waiting longest if it is silent (or stuck); False if its
+        request waits to be read (or none waits)."""
         if not self.sockets:
             return False
         sock, since = next(iter(self.sockets.items()))
-        if time.monotonic() - since < self.SILENT_GRACE or unread_bytes(sock):
+        if unread_bytes(sock) and time.monotonic() - since < self.STALLED:
             return False
         del self.sockets[sock]
         if not self.evicted:

@@ -266,6 +266,8 @@ def test_survives_server_restart_without_missing_readings(server_factory, dashbo
     board = dashboard(server)
     board.wait_seq_at_least(8)
     seq_before_stop = int(board.state()["seq"])
+    sent = []  # frames of the WebSockets the page opens from now on
+    board.page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
 
     assert server.stop() == 0
     board.wait_for(
@@ -282,6 +284,11 @@ def test_survives_server_restart_without_missing_readings(server_factory, dashbo
     state = board.state()
     assert int(state["first"]) <= seq_before_stop < restarted_at < int(state["last"])
     assert held_without_holes(state), state
+    # It said what it held when it joined (no full snapshot, no resume round trip).
+    connects = [f for f in sent if isinstance(f, str) and f.startswith("40")]
+    assert connects and all(f.startswith('40{"after":') for f in connects), sent
+    assert int(connects[-1][len('40{"after":'):-1]) >= seq_before_stop
+    assert not any(f.startswith('42["resume"') for f in sent), sent
     # While the server was away the browser logs its failed connection attempts.
     board.assert_clean(
         allow=("ERR_CONNECTION_REFUSED", "WebSocket connection to", "Failed to load resource")

@@ -103,11 +103,21 @@ def test_idle_sockets_past_the_descriptor_limit_are_closed_oldest_first(server_f
     server.start()
     socks = []
     try:
-        for _ in range(300):
+        for _ in range(150):  # silent: on Linux the kernel keeps them (TCP_DEFER_ACCEPT)
             socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        time.sleep(0.5)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            held = len(os.listdir(f"/proc/{server.proc.pid}/fd"))
+            assert held < 100, f"{held} descriptors for 150 silent connections"
+        half_sent = []
+        for _ in range(300):  # these are accepted (they sent something), then wait
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+            half_sent.append(sock)
+        socks += half_sent
         status, body = http_get(server.url + "/healthz", timeout=5)
         assert status == 200, body
-        assert closed_by_server(socks[0], timeout=2), "the oldest waiting one made room"
+        assert closed_by_server(half_sent[0], timeout=2), "the oldest waiting one made room"
         assert server.proc.poll() is None
         assert "cannot accept connections" not in server.log(), "room was made before"
     finally:
@@ -115,10 +125,10 @@ def test_idle_sockets_past_the_descriptor_limit_are_closed_oldest_first(server_f
             s.close()
 
 
-def test_only_connections_silent_for_a_while_are_closed_to_make_room():
-    """Fails on the old code: past the limit the oldest waiting connection was closed at
-    once, though its request was in the kernel, unread (the server behind in a restart's
-    herd: 2,556 of 10,000 reconnecting clients cut and sent into their backoff)."""
+def test_a_connection_whose_request_waits_unread_is_not_closed_to_make_room():
+    """Fails on the old code: past the limit the oldest waiting connection was closed,
+    though its request was in the kernel, unread (the server behind in a restart's herd:
+    2,556 of 10,000 reconnecting clients cut and sent into their backoff)."""
     from stream.server import Waiting
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -128,22 +138,139 @@ def test_only_connections_silent_for_a_while_are_closed_to_make_room():
             accepted.append(listener.accept()[0])
         try:
             waiting = Waiting(limit=2)
-            waiting.SILENT_GRACE = 0.2
             peers[0].sendall(b"GET / HTTP/1.1\r\n\r\n")  # in, not yet read by the server
+            time.sleep(0.1)
             for sock in accepted:
                 waiting.add(sock)
-            assert len(waiting) == 3, "a connection accepted a moment ago was closed"
-            time.sleep(0.3)
-            assert not waiting.has_room(), "the oldest has its request unread: the server waits"
-            assert len(waiting) == 3
+            assert len(waiting) == 3, "the oldest has its request unread: nothing is closed"
+            assert not waiting.has_room(), "the server is behind: accepting waits"
             waiting.discard(accepted[0])  # served
-            assert waiting.has_room(), "the next oldest has been silent past the grace"
+            assert waiting.has_room(), "the next oldest is silent: it makes room"
             assert len(waiting) == 1 and waiting.evicted == 1
             peers[1].settimeout(2)
             assert peers[1].recv(1) == b"", "the silent one was closed"
+            # One whose bytes stay unread for STALLED is stuck, not queued: it goes too.
+            peers[2].sendall(b"GET / HTTP/1.1\r\n\r\n")
+            time.sleep(0.1)
+            waiting.STALLED = 1.0
+            waiting.discard(accepted[2])
+            waiting.add(accepted[2])  # it waits from now, its request unread
+            waiting.add(accepted[0])  # and one behind it: the cap is reached
+            assert not waiting.has_room()
+            time.sleep(1.1)
+            assert waiting.has_room() and waiting.evicted == 2
         finally:
             for sock in peers + accepted:
                 sock.close()
+
+
+def _tcp_queues(server_port: int, peer_port: int) -> tuple[int, int] | None:
+    """(tx_queue, rx_queue) of the server's end of a loopback connection (/proc/net/tcp),
+    or None once it is no longer established."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{peer_port:04X}"
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote and fields[3] == "01":
+                tx, rx = fields[4].split(":")
+                return int(tx, 16), int(rx, 16)
+    return None
+
+
+def _unread_by_client(sock: socket.socket) -> int:
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads /proc/net/tcp (Linux)")
+def test_a_client_that_stops_reading_at_a_refusal_does_not_pause_accepting(server_factory):
+    """Fails on the old code: a keep-alive client that stops reading, with a request the
+    server refuses (400) next and more bytes after it, blocked that refusal's write while
+    the connection still counted as waiting for a request, with bytes unread: at the head
+    of Waiting it paused accepting for everyone until its request deadline, 5 s (the
+    review: a probe's median latency 4.8 s over 30 s, one such connection and 1,030
+    one-byte ones every 5 s; 2 ms after the fix)."""
+    server = server_factory("--interval", "0.01", "--max-connections", "100", launch=False)
+    # 180 descriptors leave 16 for connections waiting for a request (server.waiting_limit).
+    server.preexec_fn = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (180, 180))
+    server.start()
+    host, port = "127.0.0.1", server.port
+    bulk = b"GET /static/js/dashboard.js HTTP/1.1\r\nHost: x\r\n\r\n"
+    refused = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"  # a 400, ours
+    unread = b"X" * 20000
+
+    def tuned(k: int) -> bytes:  # fixed readings: the same bytes every time
+        return f"GET /api/history?after=0&limit={k} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+    def answer_size(request: bytes) -> int:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(request.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk
+        return len(got) - len(b"Connection: close\r\n")  # as kept alive
+
+    def stalled_at(requests: list[bytes], total: int):
+        """A client that sent `requests`, the refused one and more, and reads nothing; with
+        what the server wrote to it by now (its kernel and ours), or None if it closed."""
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, port))
+        sock.sendall(b"".join(requests) + refused + unread)
+        time.sleep(0.3)
+        queues = _tcp_queues(port, sock.getsockname()[1])
+        if queues is None:
+            sock.close()
+            return None, None
+        return sock, _unread_by_client(sock) + queues[0]
+
+    deadline = time.monotonic() + 20
+    while http_get(server.url + "/api/latest")[1].get("seq", 0) < 500:  # 404 first: a dict too
+        assert time.monotonic() < deadline, "the stream did not reach 500 readings"
+        time.sleep(0.2)
+    big = answer_size(bulk)
+    # What the kernels hold for a client that reads nothing: the server's send queue, the
+    # client's receive queue. Past it the server's write waits.
+    probe, capacity = stalled_at([bulk] * 10, 10 * big)
+    assert probe is not None
+    probe.close()
+    bulk_count = max(0, (capacity - 2000) // big)
+    sizes = {k: bulk_count * big + answer_size(tuned(k)) for k in (1, 500)}
+    assert sizes[1] < capacity < sizes[500], (capacity, sizes)
+    lo, hi = 1, 500  # the largest k whose answers all fit: the refusal's write then waits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        sock, written = stalled_at([bulk] * bulk_count + [tuned(mid)], 0)
+        size = bulk_count * big + answer_size(tuned(mid))
+        if sock is None or written >= size:
+            lo = mid
+        else:
+            hi = mid
+        if sock is not None:
+            sock.close()
+    stuck, written = stalled_at([bulk] * bulk_count + [tuned(lo)], 0)
+    assert stuck is not None, "the refusal's write did not wait"
+    size = bulk_count * big + answer_size(tuned(lo))
+    assert size < written, "the answers went out, the refusal is under way"
+    silent = []
+    try:
+        for _ in range(17):  # one byte each: accepted (TCP_DEFER_ACCEPT), then waiting
+            sock = socket.create_connection((host, port), timeout=5)
+            sock.sendall(b"G")
+            silent.append(sock)
+        time.sleep(0.5)
+        status, _ = http_get(server.url + "/healthz", timeout=15)
+        assert status in (200, 503), status  # answered (503: the stream is young)
+        queues = _tcp_queues(port, stuck.getsockname()[1])
+        assert queues is not None and queues[1] > 0, (
+            "the new connection was served only once the stuck one was let go")
+    finally:
+        stuck.close()
+        for sock in silent:
+            sock.close()
 
 
 # 2. Idle, silent and half-sent connections --------------------------------------------------

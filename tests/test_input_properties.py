@@ -148,16 +148,32 @@ def test_arbitrary_socketio_packets_never_raise_or_change_the_stream(world, raw)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(auth=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=5))
-def test_any_connect_payload_gets_the_snapshot(world, auth):
+@given(auth=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=5)
+       | st.builds(lambda after: {"after": after}, st.integers(-3, 40) | json_values))
+def test_any_connect_payload_gets_its_history_and_changes_nothing(world, auth):
     # The protocol's auth payload is an object; other values go through the raw-packet test.
+    # `{"after": seq}` of a seq this stream reached gets the readings since; anything else
+    # the snapshot, after an `error` if its `after` is malformed (other keys are ignored).
+    from stream.live import parse_resume
+
     app, stream = world
+    before = snapshot(stream)
     socketio = app.extensions["socketio"]
     client = socketio.test_client(app, auth=auth)
     received = client.get_received()
+    after = parse_resume({"after": auth["after"]}) if auth and "after" in auth else None
+    if isinstance(after, str):
+        assert [r["name"] for r in received] == ["error", "history"]
+        received = received[1:]
     assert [r["name"] for r in received] == ["history"]
-    assert received[0]["args"][0]["readings"][-1]["seq"] == stream.history.last_seq
+    readings = received[0]["args"][0]["readings"]
+    if isinstance(after, int) and after <= stream.history.last_seq:
+        assert [r["seq"] for r in readings] == list(range(after + 1, stream.history.last_seq + 1))[
+            -stream.settings.history:]
+    else:
+        assert readings[-1]["seq"] == stream.history.last_seq
     client.disconnect()
+    assert snapshot(stream) == before
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

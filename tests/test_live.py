@@ -52,6 +52,46 @@ def test_resume_after_a_long_absence_sends_the_newest_readings(stream, socket_cl
     assert [r["seq"] for r in history["readings"]] == list(range(71, 121))
 
 
+def test_a_client_back_says_what_it_holds_and_gets_only_the_readings_since(stream, app):
+    """Fails on the old code: the CONNECT's auth was ignored, so a client back after a
+    drop got the whole snapshot (up to --history readings) and then needed a resume."""
+    tick(stream, 10)
+    client = app.extensions["socketio"].test_client(app, auth={"after": 7})
+    (history,) = events(client, "history")
+    assert [r["seq"] for r in history["readings"]] == [8, 9, 10]
+    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.1}
+    assert events(client, "error") == []
+    up_to_date = app.extensions["socketio"].test_client(app, auth={"after": 10})
+    assert events(up_to_date, "history") == [{"readings": [], "stream": history["stream"]}]
+
+
+def test_a_connect_after_a_seq_this_stream_never_reached_gets_the_snapshot(stream, app):
+    drawn = tick(stream, 5)  # e.g. the client held a stream that a fresh server replaced
+    client = app.extensions["socketio"].test_client(app, auth={"after": 900})
+    (history,) = events(client, "history")
+    assert history["readings"] == [r.to_dict() for r in drawn]
+
+
+@pytest.mark.parametrize("auth", ["7", [7], {"token": "x"}])
+def test_a_connect_auth_that_is_not_ours_is_ignored(stream, app, auth):
+    drawn = tick(stream, 5)
+    client = app.extensions["socketio"].test_client(app, auth=auth)
+    received = client.get_received()
+    assert [e["name"] for e in received] == ["history"]
+    assert received[0]["args"][0]["readings"] == [r.to_dict() for r in drawn]
+
+
+@pytest.mark.parametrize("auth", [{"after": -1}, {"after": "7"}, {"after": None}, {"after": 1.5}])
+def test_a_malformed_connect_auth_gets_an_error_and_the_snapshot(stream, app, auth):
+    drawn = tick(stream, 5)
+    client = app.extensions["socketio"].test_client(app, auth=auth)
+    assert client.is_connected()
+    received = client.get_received()
+    assert [e["name"] for e in received] == ["error", "history"]
+    assert "after" in received[0]["args"][0]["message"]
+    assert received[1]["args"][0]["readings"] == [r.to_dict() for r in drawn]
+
+
 @pytest.mark.parametrize("payload", [
     None, "7", 7, [7], {}, {"after": "7"}, {"after": -1}, {"after": 1.5}, {"after": True},
     {"after": None}, {"after": 2**60}, {"after": 1, "extra": 2}, {"seq": 1},

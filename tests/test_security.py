@@ -265,6 +265,21 @@ def test_a_second_join_on_one_connection_closes_it(raw):
     assert [name for name, _ in sock.events].count("history") == 1
 
 
+@pytest.mark.parametrize("rejoin", ["40/", "40/,", '40/,{"after":0}'])
+def test_a_second_join_naming_the_default_namespace_closes_it(raw, rejoin):
+    """Fails on the old code: the guard took only "0" and "0{" for a join of "/", so a
+    join spelled "0/," (python-socketio reads the same namespace) passed as often as the
+    rate allowed; with the CONNECT's auth each one is a resume answer of the client's
+    choosing, past live.MAX_WAITING_ANSWERS (the review: +69 MB RSS from 40 connections
+    that do not read, in 35 s; the `resume` event under the same flood: +6 MB)."""
+    sock = raw()
+    sock.join()
+    sock.send("41")
+    sock.send(rejoin)
+    assert sock.wait_closed(), "a second join closes the connection"
+    assert [name for name, _ in sock.events].count("history") == 1
+
+
 def test_an_upgrade_without_a_websocket_key_is_refused_before_engineio(server):
     """Fails before: eventlet answered with a 500 (a traceback in the log) after engine.io
     had opened a session, which held a slot until the join timeout."""

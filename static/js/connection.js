@@ -49,9 +49,11 @@ export class Connection {
   #pingDeadline = 0;
 
   constructor(url, { hooks = {}, WebSocket = globalThis.WebSocket, timers = defaultTimers,
-    random = Math.random, backoff = BACKOFF, handshakeTimeout = HANDSHAKE_TIMEOUT } = {}) {
+    random = Math.random, backoff = BACKOFF, handshakeTimeout = HANDSHAKE_TIMEOUT,
+    auth = () => undefined } = {}) {
     this.url = url;
     this.hooks = hooks;
+    this.auth = auth; // () => the namespace CONNECT's payload, asked at each (re)connect
     this.WebSocket = WebSocket;
     this.timers = timers;
     this.random = random;
@@ -134,7 +136,7 @@ export class Connection {
         this.handshake = packet.data;
         this.#pingDeadline = packet.data.pingInterval + packet.data.pingTimeout;
         this.state = "joining";
-        this.#send(connectFrame());
+        this.#send(connectFrame("/", this.auth()));
         this.#arm(this.#pingDeadline, "no ping from the server");
         break;
       case ENGINE.PING:

@@ -90,17 +90,19 @@ if (el.value.dataset.seq) {
 
 // ---- socket ---------------------------------------------------------------
 
-const socket = connect(socketUrl(window.location));
+// Back after a drop, the CONNECT says what we hold: the server answers with the readings
+// since then instead of its whole snapshot (and no `resume` round trip is needed).
+const socket = connect(socketUrl(window.location), {
+  auth: () => (state.resumeFrom === null ? undefined : { after: state.resumeFrom }),
+});
 
 socket.on("connect", () => {
   state.everLive = true;
   state.lostAt = null;
   state.nextTryAt = null;
-  state.asked = new Set();
+  // What the CONNECT asked for counts as asked: its answer may come after live readings.
+  state.asked = new Set(state.resumeFrom === null ? [] : [state.resumeFrom]);
   setConnection("live");
-  if (state.resumeFrom !== null) {
-    askResume(state.resumeFrom);
-  }
   fetchStats();
 });
 

@@ -140,6 +140,10 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
 
         def send_error(self, code, message=None, explain=None):
             self.close_connection = True
+            # No longer waiting for a request: a client that does not read would block this
+            # write with its next bytes unread, and an unread head of `waiting` pauses
+            # accepting (server.Waiting.has_room) for everyone until the deadline.
+            waiting.discard(self.connection)
             try:
                 self.wfile.write(refusal_bytes(int(code), message or "bad request"))
                 self.wfile.flush()

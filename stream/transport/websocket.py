@@ -246,11 +246,12 @@ class Connection:
         self.send_now = self.raw.send
         self.screen = screen
         self._watch()
-        if self.pending:
-            self.busy = self.draining = True
-            self.eio.start_background_task(self._drain)
-        else:
-            self.busy = False
+        self.busy = False
+        # What engine.io put before (its OPEN packet) goes out now, as a frame put now
+        # would; only what the kernel cannot take at once waits for a drainer.
+        waiting, self.pending = self.pending, []
+        for frame in waiting:
+            self.put_frame(frame)
 
     # The runtime's part (eventlet.py, gevent.py).
 

@@ -194,6 +194,18 @@ describe("Connection", () => {
     assert.equal(conn.state, "waiting");
   });
 
+  test("the namespace connect carries the auth payload asked for at each connect", () => {
+    let held = null;
+    conn.auth = () => (held === null ? undefined : { after: held });
+    openAndJoin();
+    assert.deepEqual(latest().sent, ["40"], "nothing held yet: a plain connect");
+    held = 41;
+    latest().drop();
+    timers.advance(500);
+    latest().receive(HANDSHAKE);
+    assert.deepEqual(latest().sent, ['40{"after":41}']);
+  });
+
   test("reconnects with growing delays and says it is a reconnect", () => {
     openAndJoin();
     latest().drop();
