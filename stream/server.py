@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import itertools
 import logging
 import os
 import signal
@@ -139,23 +140,23 @@ class Waiting:
     listener stops accepting for a moment instead (`has_room`), and new connections wait
     in the kernel's queue, which costs nothing. (On Linux a new connection is accepted
     only once its request is in, see bind(): one that has not sent it yet is not taken
-    for a silent one.) A server behind serves the oldest within a second or so; one
-    whose bytes stay unread for STALLED is stuck, not queued, and is closed all the same,
-    so that nothing can hold accepting up for long.
+    for a silent one.) The silent one closed is the oldest among the SCAN longest
+    waiting: one connection stuck with its bytes unread (its task blocked elsewhere)
+    cannot hold accepting up while silent ones wait behind it.
     """
 
-    STALLED = 2.0  # seconds
+    SCAN = 64
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.sockets: OrderedDict = OrderedDict()  # socket -> when it began to wait, oldest first
+        self.sockets: OrderedDict = OrderedDict()  # socket -> None, oldest first
         self.evicted = 0
 
     def __len__(self) -> int:
         return len(self.sockets)
 
     def add(self, sock) -> None:
-        self.sockets[sock] = time.monotonic()
+        self.sockets[sock] = None
         while len(self.sockets) > self.limit and self.evict():
             pass
 
@@ -167,12 +168,11 @@ class Waiting:
         return len(self.sockets) < self.limit or self.evict()
 
     def evict(self) -> bool:
-        """Close the connection waiting longest if it is silent (or stuck); False if its
-        request waits to be read (or none waits)."""
-        if not self.sockets:
-            return False
-        sock, since = next(iter(self.sockets.items()))
-        if unread_bytes(sock) and time.monotonic() - since < self.STALLED:
+        """Close the longest-waiting silent connection; False if the SCAN longest waiting
+        all have their requests unread (the server is behind) or none waits."""
+        sock = next((s for s in itertools.islice(self.sockets, self.SCAN) if not unread_bytes(s)),
+                    None)
+        if sock is None:
             return False
         del self.sockets[sock]
         if not self.evicted:
