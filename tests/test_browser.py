@@ -417,6 +417,15 @@ class DropLiveReadings:
             return True
         return False
 
+    def wait_for_live(self, board: Dashboard) -> None:
+        """Until a live reading has passed: the snapshot is in, so the readings a test waits
+        for next are live ones. (The page shows the seq the server rendered into it at once;
+        a connect slower than 15 intervals brought a snapshot that covered the whole wait.)"""
+        deadline = time.monotonic() + WAIT / 1000
+        while self.seen == 0:
+            assert time.monotonic() < deadline, "no live reading reached the page"
+            board.page.wait_for_timeout(50)  # Playwright delivers the frames meanwhile
+
 
 def test_missed_events_are_fetched_with_resume(server_factory, browser):
     server = server_factory("--interval", "0.1")
@@ -425,7 +434,7 @@ def test_missed_events_are_fetched_with_resume(server_factory, browser):
     try:
         sent = drop_frames(board, drop)
         board.open()
-        board.wait_for("() => Number(document.getElementById('current-value').dataset.seq) > 0")
+        drop.wait_for_live(board)
         board.wait_for(
             "(s) => Number(document.getElementById('current-value').dataset.seq) >= s",
             int(board.state()["seq"]) + 15,
@@ -455,7 +464,7 @@ def test_readings_that_cannot_be_recovered_stay_a_gap(server_factory, browser):
     try:
         drop_frames(board, drop)
         board.open()
-        board.wait_for("() => Number(document.getElementById('current-value').dataset.seq) > 0")
+        drop_live.wait_for_live(board)
         board.wait_for(
             "(s) => Number(document.getElementById('current-value').dataset.seq) >= s",
             int(board.state()["seq"]) + 15,
