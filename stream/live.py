@@ -73,7 +73,7 @@ class Live:
         resume. False if the snapshot is due after all: a malformed `after` (also an
         `error`), one this stream has not reached (another stream's), a full resume queue.
         Other auth (another client's token) is not ours and is ignored."""
-        after = parse_resume({"after": auth["after"]})
+        after = parse_after(auth["after"])
         if isinstance(after, str):
             self.reject("resume", after)
             return False
@@ -262,7 +262,11 @@ def parse_resume(data) -> int | str:
     """The `after` seq of a resume request, or an error message for the client."""
     if not isinstance(data, dict) or set(data) != {"after"}:
         return 'resume expects {"after": <seq>}'
-    after = data["after"]
+    return parse_after(data["after"])
+
+
+def parse_after(after) -> int | str:
+    """A seq a client says it holds (resume's, or its CONNECT's), or an error message."""
     if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**53:
         return "resume: after must be a whole number >= 0"
     return after

@@ -130,19 +130,17 @@ class Waiting:
     """Connections that wait for a request (new, idle in keep-alive, or sending headers).
 
     They are not sessions yet and the session cap does not see them; here they are
-    counted, and past the limit the one waiting longest is closed, so silent sockets
-    can neither fill the server's slots nor its descriptors: a new connection always
-    gets in, and a request in progress is never cut.
+    counted, and past the limit a silent one (nothing unread in the kernel), the oldest
+    among the SCAN longest waiting, is closed: silent sockets can fill neither the
+    server's slots nor its descriptors, a new connection always gets in, and a request
+    in progress is never cut.
 
-    Only a silent one is closed: a connection whose request the kernel holds unread is
-    the server being behind, not the client (a restart's herd of reconnects). Closing it
-    would waste the work done on it and send a real client into its backoff; the
-    listener stops accepting for a moment instead (`has_room`), and new connections wait
-    in the kernel's queue, which costs nothing. (On Linux a new connection is accepted
-    only once its request is in, see bind(): one that has not sent it yet is not taken
-    for a silent one.) The silent one closed is the oldest among the SCAN longest
-    waiting: one connection stuck with its bytes unread (its task blocked elsewhere)
-    cannot hold accepting up while silent ones wait behind it.
+    A connection whose request the kernel holds unread is the server being behind (a
+    restart's herd of reconnects), not a silent peer: closing it would waste the work
+    done on it and send a real client into its backoff. If the SCAN oldest are all such,
+    the listener stops accepting for a moment instead (`has_room`), and new connections
+    wait in the kernel's queue, which costs nothing. (On Linux a new connection is
+    accepted only once its request is in, see bind().)
     """
 
     SCAN = 64

@@ -154,14 +154,14 @@ def test_any_connect_payload_gets_its_history_and_changes_nothing(world, auth):
     # The protocol's auth payload is an object; other values go through the raw-packet test.
     # `{"after": seq}` of a seq this stream reached gets the readings since; anything else
     # the snapshot, after an `error` if its `after` is malformed (other keys are ignored).
-    from stream.live import parse_resume
+    from stream.live import parse_after
 
     app, stream = world
     before = snapshot(stream)
     socketio = app.extensions["socketio"]
     client = socketio.test_client(app, auth=auth)
     received = client.get_received()
-    after = parse_resume({"after": auth["after"]}) if auth and "after" in auth else None
+    after = parse_after(auth["after"]) if auth and "after" in auth else None
     if isinstance(after, str):
         assert [r["name"] for r in received] == ["error", "history"]
         received = received[1:]

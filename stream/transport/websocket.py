@@ -183,21 +183,17 @@ class Connection:
 
     def put_frame(self, frame: bytes | None) -> bool:
         """Write `frame` now if the socket takes it whole; else queue it. True if written."""
-        if frame is None and not self.busy:  # engine.io closed the socket; nothing waits
-            self.close(CLOSE_FRAME)
-            self._forget()
-            return False
-        if not self.busy and frame is not None:
+        if not self.busy:
+            if frame is None:  # engine.io closed the socket, and nothing waits
+                self._engine_closed()
+                return False
             try:
-                sent = self.send_now(frame)
-            except BlockingIOError:
-                sent = 0
+                frame = self._write_now(frame)  # the rest must go before anything else
             except OSError:  # the peer is gone
                 self.cut()
                 return False
-            if sent == len(frame):
+            if not frame:
                 return True
-            frame = frame[sent:]  # the rest must go before anything else
         if self.closing:
             return False
         if len(self.pending) >= MAX_PENDING:  # a client that sends but never reads
@@ -209,16 +205,29 @@ class Connection:
             self.eio.start_background_task(self._drain)
         return False
 
+    def _write_now(self, frame: bytes) -> bytes:
+        """Write what the socket takes of `frame` at once; the rest (b"" if all of it went).
+        OSError if the peer is gone."""
+        try:
+            sent = self.send_now(frame)
+        except BlockingIOError:
+            sent = 0
+        return frame[sent:]
+
+    def _engine_closed(self) -> None:
+        """engine.io closed the socket (its None in the queue): our close frame goes last."""
+        self.close(CLOSE_FRAME)
+        self._forget()
+
     def _drain(self) -> None:
         """Write the waiting frames in order, waiting for room; at a None, close. Once
         closing, what close() left (a frame under way, the close frame) still goes out."""
         try:
             while self.pending and not self.released:
                 frame = self.pending[0]
-                if frame is None:  # engine.io closed the socket
+                if frame is None:
                     del self.pending[0]
-                    self.close(CLOSE_FRAME)
-                    self._forget()
+                    self._engine_closed()
                     continue
                 self.sock.sendall(frame)  # green: waits for room, up to the socket timeout
                 if self.pending and self.pending[0] is frame:  # (close() may have emptied it)
@@ -476,10 +485,10 @@ class Connection:
             return  # the drainer half-closes after the last frame
         if self.pending == [close_frame]:  # the close frame alone: at once, if it fits
             try:
-                sent = self.send_now(close_frame)
-            except OSError:  # full, or gone: the drainer finds out
-                sent = 0
-            self.pending[:] = [close_frame[sent:]] if sent < len(close_frame) else []
+                rest = self._write_now(close_frame)
+            except OSError:  # gone: the drainer finds out
+                rest = close_frame
+            self.pending[:] = [rest] if rest else []
         if self.pending:
             self.draining = True
             self.eio.start_background_task(self._drain)
