@@ -7,6 +7,7 @@ either, test_fanout.test_broadcasts_take_the_direct_path fails, and these check 
 the queue does instead of the writer task (back-pressure, order, closing) still holds.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -149,22 +150,20 @@ def test_a_broken_websocket_handshake_is_refused_and_forgotten(server_factory):
     assert "Traceback" not in server.log()
 
 
-def test_under_a_plain_gevent_server_engineio_serves_its_own_way(tmp_path):
-    """A pywsgi server other than ours offers no Detach: engine.io's driver serves there."""
+@contextlib.contextmanager
+def plain_server(tmp_path, monkey: str, mode: str, serve: str):
+    """The app under a WSGI server other than ours (`serve`, with {port}): its URL, once
+    it answers; stopped at the end, and it must have printed no traceback."""
     port = free_port()
     script = tmp_path / "plain.py"
-    script.write_text(textwrap.dedent(f"""
-        from gevent import monkey
-        monkey.patch_all()
+    script.write_text(textwrap.dedent(monkey) + textwrap.dedent(f"""
         import sys
-        from gevent.pywsgi import WSGIServer
         sys.path.insert(0, {str(ROOT)!r})
         from random_stream import create_app
         from stream.config import Settings
-        app = create_app(Settings(db=":memory:", interval=0.05, async_mode="gevent"))
+        app = create_app(Settings(db=":memory:", interval=0.05, async_mode={mode!r}))
         app.extensions["random_stream"].start()
-        WSGIServer(("127.0.0.1", {port}), app, log=None).serve_forever()
-    """))
+    """) + textwrap.dedent(serve).format(port=port))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
@@ -176,23 +175,42 @@ def test_under_a_plain_gevent_server_engineio_serves_its_own_way(tmp_path):
                     break
             except OSError:
                 time.sleep(0.1)
-        ws = raw_client(url)
-        seen = []
-        while len(seen) < 10:
-            if match := READING.match(ws.recv()):
-                seen.append(int(match[1]))
-        assert seen == list(range(seen[0], seen[0] + 10))
-        _, text = http_get(url + "/metrics")
-        assert 'random_stream_broadcast_sends_total{path="direct"} 0.0' in text
-        ws.close()
-        deadline = time.monotonic() + 5
-        while http_get(url + "/healthz")[1]["clients"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert http_get(url + "/healthz")[1]["clients"] == 0
+        yield url
     finally:
         proc.terminate()
         output = proc.communicate(timeout=10)[0].decode()
     assert "Traceback" not in output
+
+
+def ten_readings_then_leave(url: str, *, before_leaving=lambda: None) -> None:
+    """A raw client gets ten readings in a row, leaves, and the server forgets it."""
+    ws = raw_client(url)
+    seen = []
+    while len(seen) < 10:
+        if match := READING.match(ws.recv()):
+            seen.append(int(match[1]))
+    assert seen == list(range(seen[0], seen[0] + 10))
+    before_leaving()
+    ws.close()
+    deadline = time.monotonic() + 5
+    while http_get(url + "/healthz")[1]["clients"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert http_get(url + "/healthz")[1]["clients"] == 0
+
+
+def test_under_a_plain_gevent_server_engineio_serves_its_own_way(tmp_path):
+    """A pywsgi server other than ours offers no Detach: engine.io's driver serves there."""
+    monkey = "from gevent import monkey\nmonkey.patch_all()\n"
+    serve = """
+        from gevent.pywsgi import WSGIServer
+        WSGIServer(("127.0.0.1", {port}), app, log=None).serve_forever()
+    """
+    with plain_server(tmp_path, monkey, "gevent", serve) as url:
+        def no_direct_sends():
+            _, text = http_get(url + "/metrics")
+            assert 'random_stream_broadcast_sends_total{path="direct"} 0.0' in text
+
+        ten_readings_then_leave(url, before_leaving=no_direct_sends)
 
 
 # The reader: RFC 6455 frames as clients may send them ---------------------------------------
@@ -267,46 +285,13 @@ def test_protocol_errors_close_with_their_code_and_others_go_on(server_factory):
 def test_under_a_plain_eventlet_server_the_connection_keeps_its_task(tmp_path):
     """socketio.run() and eventlet.wsgi.server offer no Detach: the HTTP task then waits
     for the connection to end instead of closing it."""
-    port = free_port()
-    script = tmp_path / "plain.py"
-    script.write_text(textwrap.dedent(f"""
-        import eventlet
-        eventlet.monkey_patch()
-        import sys
+    monkey = "import eventlet\neventlet.monkey_patch()\n"
+    serve = """
         import eventlet.wsgi
-        sys.path.insert(0, {str(ROOT)!r})
-        from random_stream import create_app
-        from stream.config import Settings
-        app = create_app(Settings(db=":memory:", interval=0.05))
-        app.extensions["random_stream"].start()
         eventlet.wsgi.server(eventlet.listen(("127.0.0.1", {port})), app, log_output=False)
-    """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if http_get(url + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        ws = raw_client(url)
-        seen = []
-        while len(seen) < 10:
-            if match := READING.match(ws.recv()):
-                seen.append(int(match[1]))
-        assert seen == list(range(seen[0], seen[0] + 10))
-        ws.close()
-        deadline = time.monotonic() + 5
-        while http_get(url + "/healthz")[1]["clients"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert http_get(url + "/healthz")[1]["clients"] == 0
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=10)[0].decode()
-    assert "Traceback" not in output
+    """
+    with plain_server(tmp_path, monkey, "eventlet", serve) as url:
+        ten_readings_then_leave(url)
 
 
 def test_hostile_frame_streams_are_cut_off_without_stalling_anyone(server_factory):

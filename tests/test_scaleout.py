@@ -175,9 +175,9 @@ def test_the_seq_high_water_mark_survives_a_redis_that_lost_its_data(redis_serve
 # --- real server processes -------------------------------------------------------------------
 
 
-def test_clients_on_two_processes_receive_the_same_stream(cluster, viewers):
-    first, second = cluster(2)
-    one, two = viewers(first.url), viewers(second.url)
+def one_stream(one, two) -> dict:
+    """Two viewers (of two processes) got the same readings, each once and without a gap;
+    the first one's {seq: value}."""
     one.wait_for(lambda: len(one.numbers) >= 12)
     two.wait_for(lambda: len(two.numbers) >= 12)
     a, b = dict(one.readings()), dict(two.readings())
@@ -187,6 +187,14 @@ def test_clients_on_two_processes_receive_the_same_stream(cluster, viewers):
     for viewer in (one, two):
         seqs = [s for s, _ in viewer.readings()]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # once each, no gap
+    return a
+
+
+def test_clients_on_two_processes_receive_the_same_stream(cluster, viewers):
+    first, second = cluster(2)
+    one, two = viewers(first.url), viewers(second.url)
+    a = one_stream(one, two)
+    for viewer in (one, two):
         assert viewer.histories, "a snapshot on connect"
 
     leader_of([first, second])  # exactly one of them draws
@@ -425,16 +433,8 @@ def test_float_values_stored_in_redis_come_back_as_they_were(redis_server):
 def test_a_float_pull_source_is_one_stream_on_every_process(cluster, viewers, pull_source):
     first, second = cluster(2, "--source", pull_source)
     one, two = viewers(first.url), viewers(second.url)
-    one.wait_for(lambda: len(one.numbers) >= 12)
-    two.wait_for(lambda: len(two.numbers) >= 12)
-    a, b = dict(one.readings()), dict(two.readings())
-    common = sorted(set(a) & set(b))
-    assert len(common) >= 10
-    assert [a[s] for s in common] == [b[s] for s in common]
+    a = one_stream(one, two)
     assert all(isinstance(v, float) and v != int(v) for v in a.values())
-    for viewer in (one, two):
-        seqs = [s for s, _ in viewer.readings()]
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # once each, no gap
 
     leader = leader_of([first, second])  # one process draws ...
     follower = (first, second)[1 - leader]
