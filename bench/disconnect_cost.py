@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import socketio  # noqa: E402
 
-from stream.transport.engineio import FastManager  # noqa: E402
+from randstream.transport.engineio import FastManager  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

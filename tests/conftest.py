@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from random_stream import create_app  # noqa: E402
-from stream.config import Settings  # noqa: E402
+from randstream.config import Settings  # noqa: E402
 
 
 def free_port() -> int:
@@ -49,7 +49,7 @@ def fill_database(path: Path, count: int) -> Path:
     stats, only the timestamps are closer together).
     """
     app = create_app(Settings(db=str(path), async_mode="threading", interval=1.0, history=50))
-    stream = app.extensions["random_stream"]
+    stream = app.extensions["stream"]
     try:
         for _ in range(count):
             stream.ticker.tick()
@@ -144,7 +144,7 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--fast-path") == "off":
-        skip = pytest.mark.skip(reason="tests the fast path itself (stream/transport)")
+        skip = pytest.mark.skip(reason="tests the fast path itself (randstream/transport)")
         for item in items:
             if "fast_path" in item.keywords:
                 item.add_marker(skip)
@@ -240,12 +240,12 @@ def app(settings):
     app = create_app(settings)
     app.config["TESTING"] = True
     yield app
-    app.extensions["random_stream"].close()
+    app.extensions["stream"].close()
 
 
 @pytest.fixture
 def stream(app):
-    return app.extensions["random_stream"]
+    return app.extensions["stream"]
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ SIMULATIONS = {"websocket_handler": rename_websocket_handler, "engineio_version"
                "gevent_handler": wrapped_gevent_handler}
 
 if __name__ == "__main__":
-    from stream.server import prepare_async_mode
+    from randstream.server import prepare_async_mode
 
     simulation, args = sys.argv[1], sys.argv[2:]
     prepare_async_mode(args)

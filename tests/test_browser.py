@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from stream.stats import chi_square_p_value
+from randstream.stats import chi_square_p_value
 
 pytestmark = pytest.mark.browser
 # page_only: what the page itself does with the readings (pause, keyboard, layout, gaps,

@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import ROOT, free_port
 
-from stream.config import ConfigError, Settings, load
+from randstream.config import ConfigError, Settings, load
 
 
 def test_defaults_follow_the_design():

@@ -16,7 +16,7 @@ import websocket
 from conftest import ServerProcess, http_get
 from rawsocket import Polling, RawSocket, http
 
-from stream.config import ConfigError, load
+from randstream.config import ConfigError, load
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_a_connection_whose_request_waits_unread_is_not_closed_to_make_room():
     """Fails on the old code: past the limit the oldest waiting connection was closed,
     though its request was in the kernel, unread (the server behind in a restart's herd:
     2,556 of 10,000 reconnecting clients cut and sent into their backoff)."""
-    from stream.server import Waiting
+    from randstream.server import Waiting
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
         peers, accepted = [], []
@@ -378,7 +378,7 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(server_factory):
 
 
 def test_client_address_reads_forwarded_for_from_the_right():
-    from stream.limits import client_address
+    from randstream.limits import client_address
 
     trusted = (__import__("ipaddress").ip_network("10.0.0.0/8"),)
     env = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 5.6.7.8, 10.0.0.9"}
@@ -404,7 +404,7 @@ def test_client_address_reads_forwarded_for_from_the_right():
 def test_client_addresses_are_one_key_per_client(peer, forwarded, key):
     import ipaddress
 
-    from stream.limits import client_address
+    from randstream.limits import client_address
 
     env = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}
     assert client_address(env, (ipaddress.ip_network("10.0.0.0/8"),)) == key

@@ -1,4 +1,4 @@
-"""WebSocket clients without a writer task (stream/transport/websocket.py, under eventlet and
+"""WebSocket clients without a writer task (randstream/transport/websocket.py, under eventlet and
 gevent): written through, in order.
 
 The direct path is taken only if engine.io still calls the `connect` handler before its
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.fast_path
 
 @pytest.fixture(params=DIRECT_RUNTIMES)
 def server_factory(server_factory, request):
-    """Every server here under each runtime with a direct path (stream/transport)."""
+    """Every server here under each runtime with a direct path (randstream/transport)."""
     return in_async_mode(server_factory, request.param)
 
 
@@ -160,9 +160,9 @@ def plain_server(tmp_path, monkey: str, mode: str, serve: str):
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from random_stream import create_app
-        from stream.config import Settings
+        from randstream.config import Settings
         app = create_app(Settings(db=":memory:", interval=0.05, async_mode={mode!r}))
-        app.extensions["random_stream"].start()
+        app.extensions["stream"].start()
     """) + textwrap.dedent(serve).format(port=port))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -349,7 +349,7 @@ def test_a_server_side_close_arrives_whole_even_with_input_unread(server_factory
 def test_binary_packets_get_binary_frames():
     from engineio.packet import MESSAGE, Packet
 
-    from stream.transport.eventlet import Connection
+    from randstream.transport.eventlet import Connection
 
     class EngineIO:
         ping_interval, ping_timeout = 25, 20

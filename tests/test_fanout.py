@@ -1,6 +1,6 @@
 """The fast broadcast: one frame for everyone, written directly; stuck clients hurt no one.
 
-These tests also guard the two extension points stream/transport/engineio.py relies on: if an upgrade
+These tests also guard the two extension points randstream/transport/engineio.py relies on: if an upgrade
 of python-socketio or python-engineio moves them, the direct path stops being used and
 test_broadcasts_take_the_direct_path fails.
 """
@@ -13,14 +13,14 @@ import pytest
 import websocket
 from conftest import DIRECT_RUNTIMES, fill_database, in_async_mode
 
-from stream.transport.engineio import MAX_BACKLOG, websocket_frame
+from randstream.transport.engineio import MAX_BACKLOG, websocket_frame
 
 pytestmark = pytest.mark.fast_path
 
 
 @pytest.fixture(params=DIRECT_RUNTIMES)
 def server_factory(server_factory, request):
-    """Every server here under each runtime with a direct path (stream/transport)."""
+    """Every server here under each runtime with a direct path (randstream/transport)."""
     return in_async_mode(server_factory, request.param)
 
 

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from stream.history import History, Reading, Ring
-from stream.store import SqliteStore
+from randstream.history import History, Reading, Ring
+from randstream.store import SqliteStore
 
 
 def readings(first, last):

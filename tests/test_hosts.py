@@ -169,7 +169,7 @@ def test_create_app_reads_the_environment(monkeypatch, tmp_path):
         monkeypatch.setenv("RANDOM_STREAM_" + name, value)
     monkeypatch.delenv("RANDOM_STREAM_ASYNC_MODE", raising=False)
     app = create_app()
-    stream = app.extensions["random_stream"]
+    stream = app.extensions["stream"]
     try:
         s = stream.settings
         assert (s.interval, s.min, s.max, s.history, s.ping_interval) == (0.25, 5, 9, 40, 7.0)

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from socketio import packet as sio_packet
 
 from random_stream import create_app
-from stream.config import Settings
-from stream.live import parse_resume
+from randstream.config import Settings
+from randstream.live import parse_resume
 
 ROUTES = ["/", "/api/latest", "/api/history", "/api/history.csv", "/api/stats", "/healthz",
           "/metrics"]
@@ -57,7 +57,7 @@ def world():
     """One app with some readings, shared by every example: nothing may change it."""
     app = create_app(Settings(db=":memory:", async_mode="threading", interval=0.1, history=50))
     app.config["TESTING"] = True
-    stream = app.extensions["random_stream"]
+    stream = app.extensions["stream"]
     for _ in range(30):
         stream.ticker.tick()
     yield app, stream
@@ -154,7 +154,7 @@ def test_any_connect_payload_gets_its_history_and_changes_nothing(world, auth):
     # The protocol's auth payload is an object; other values go through the raw-packet test.
     # `{"after": seq}` of a seq this stream reached gets the readings since; anything else
     # the snapshot, after an `error` if its `after` is malformed (other keys are ignored).
-    from stream.live import parse_after
+    from randstream.live import parse_after
 
     app, stream = world
     before = snapshot(stream)

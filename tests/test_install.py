@@ -144,7 +144,7 @@ def test_declared_ranges_are_the_tested_ones():
 LAUNCHER = """
 import sys
 sys.path.insert(0, {root!r})
-from stream.server import prepare_async_mode
+from randstream.server import prepare_async_mode
 prepare_async_mode(sys.argv[1:])
 import random_stream
 

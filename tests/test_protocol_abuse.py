@@ -25,7 +25,7 @@ import websocket
 from conftest import ROOT, Viewer, fill_database
 from rawsocket import Polling, RawSocket
 
-from stream.config import ConfigError, Settings
+from randstream.config import ConfigError, Settings
 
 INTERVAL = 1.0
 # Before the fixes the floods stalled the ticker for 8-19 s. The goal (ticks within 1.5

@@ -1,4 +1,4 @@
-"""The fast path's client manager indexes each client's rooms (stream/transport RoomIndex).
+"""The fast path's client manager indexes each client's rooms (randstream/transport RoomIndex).
 
 A client's disconnect visits its own rooms, not every room of the namespace (one per
 client), and the rooms stay what python-socketio's own bookkeeping makes of them: after
@@ -20,9 +20,9 @@ from conftest import free_port
 from socketio.base_manager import BaseManager
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from stream.scaleout import RedisLink
-from stream.transport.engineio import FastManager
-from stream.transport.redis_queue import RedisQueue
+from randstream.scaleout import RedisLink
+from randstream.transport.engineio import FastManager
+from randstream.transport.redis_queue import RedisQueue
 
 pytestmark = pytest.mark.fast_path
 

@@ -29,10 +29,10 @@ if shutil.which("redis-server") is None:
 
 import redis  # noqa: E402
 
-from stream.history import Reading  # noqa: E402
-from stream.lease import Lease  # noqa: E402
-from stream.redis_store import Fenced, Keys, RedisStore, connect  # noqa: E402
-from stream.stats import ObservedStats, Stats  # noqa: E402
+from randstream.history import Reading  # noqa: E402
+from randstream.lease import Lease  # noqa: E402
+from randstream.redis_store import Fenced, Keys, RedisStore, connect  # noqa: E402
+from randstream.stats import ObservedStats, Stats  # noqa: E402
 
 
 class RedisServer:
@@ -520,10 +520,10 @@ class PullUnderTest:
     """
 
     def __init__(self, url: str):
-        from stream import scaleout
-        from stream.config import Settings
-        from stream.history import History
-        from stream.sources import PullSource
+        from randstream import scaleout
+        from randstream.config import Settings
+        from randstream.history import History
+        from randstream.sources import PullSource
 
         self.settings = Settings(message_queue=url, db=None, interval=0.1, source="test:read")
         self.store = scaleout.open_store(self.settings)

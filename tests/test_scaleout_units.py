@@ -5,12 +5,12 @@ import logging
 import pytest
 from conftest import free_port
 
-from stream import scaleout
-from stream.config import ConfigError, Settings
-from stream.history import StoreError
-from stream.lease import MIN_TTL, lease_ttl
-from stream.redis_store import location, open_redis_store
-from stream.stats import ObservedStats, Stats
+from randstream import scaleout
+from randstream.config import ConfigError, Settings
+from randstream.history import StoreError
+from randstream.lease import MIN_TTL, lease_ttl
+from randstream.redis_store import location, open_redis_store
+from randstream.stats import ObservedStats, Stats
 
 
 @pytest.mark.parametrize("interval, ttl", [(1.0, 3.0), (0.2, 0.6), (0.01, MIN_TTL), (60, 180)])
@@ -43,7 +43,7 @@ def test_db_is_refused_with_a_message_queue_before_connecting():
 
 def test_redis_trouble_is_logged_once_per_outage(caplog):
     link = scaleout.RedisLink("127.0.0.1:6379/0")
-    with caplog.at_level(logging.INFO, logger="stream.scaleout"):
+    with caplog.at_level(logging.INFO, logger="randstream.scaleout"):
         assert link.problem is None
         link.trouble("store", ConnectionError("refused"))
         link.trouble("subscribe", ConnectionError("refused"))
@@ -88,8 +88,8 @@ def test_a_pull_source_may_be_scaled_out():
 def test_the_redis_queue_delivers_with_the_fast_broadcast():
     from socketio import Manager, PubSubManager
 
-    from stream.transport.engineio import FastBroadcast
-    from stream.transport.redis_queue import RedisQueue
+    from randstream.transport.engineio import FastBroadcast
+    from randstream.transport.redis_queue import RedisQueue
 
     order = RedisQueue.__mro__
     assert order.index(PubSubManager) < order.index(FastBroadcast) < order.index(Manager)

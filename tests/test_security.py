@@ -19,9 +19,9 @@ import websocket
 from conftest import ServerProcess
 from rawsocket import Polling, RawSocket, http
 
-from stream.guard import JOIN_TIMEOUT
-from stream.headers import SECURITY_HEADERS
-from stream.limits import (
+from randstream.guard import JOIN_TIMEOUT
+from randstream.headers import SECURITY_HEADERS
+from randstream.limits import (
     EVENT_BURST,
     STRIKES,
     ClientLimit,

@@ -145,7 +145,7 @@ def test_full_collections_wait_for_the_moment_after_a_broadcast():
     import gc
     import weakref
 
-    from stream.server import FullCollections
+    from randstream.server import FullCollections
 
     class Node:
         pass

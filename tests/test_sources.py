@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from random_stream import create_app, load_stats
-from stream.config import ConfigError, Settings, load
-from stream.history import History
-from stream.sources import (
+from randstream.config import ConfigError, Settings, load
+from randstream.history import History
+from randstream.sources import (
     MAX_BATCH,
     MAX_BODY,
     MAX_LINE,
@@ -25,9 +25,9 @@ from stream.sources import (
     parse_line,
     split_lines,
 )
-from stream.stats import ObservedStats, Stats, binned
-from stream.store import SqliteStore
-from stream.ticker import Ticker
+from randstream.stats import ObservedStats, Stats, binned
+from randstream.store import SqliteStore
+from randstream.ticker import Ticker
 
 TOKEN = "t" * 32
 
@@ -241,7 +241,7 @@ def test_post_readings_is_closed_for_other_sources(client):
 def test_http_source_in_process():
     app = create_app(Settings(db=":memory:", async_mode="threading", source="http",
                               ingest_token=TOKEN))
-    stream = app.extensions["random_stream"]
+    stream = app.extensions["stream"]
     stream.ticker.source.run(stream.ticker.record, None, lambda: True)
     client = app.test_client()
     ok = client.post("/api/readings", json={"values": [1, 2.5]},

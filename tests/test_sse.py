@@ -11,9 +11,9 @@ import pytest
 from conftest import ServerProcess, fill_database, http_get
 from rawsocket import http
 
-from stream.history import History, Reading
-from stream.sse import Feed
-from stream.store import SqliteStore
+from randstream.history import History, Reading
+from randstream.sse import Feed
+from randstream.store import SqliteStore
 
 
 class SseReader:
@@ -255,7 +255,7 @@ QUIET_TOKEN = "h" * 20
 def quiet_stream(tmp_path_factory):
     """A push server nobody pushes to, and a reader waiting for its heartbeat comment.
 
-    The comment comes stream.sse.HEARTBEAT (15 s) after the stream opens. Started with
+    The comment comes randstream.sse.HEARTBEAT (15 s) after the stream opens. Started with
     this module (autouse), the wait runs beside the other tests here instead of on its own;
     test_heartbeat_on_a_quiet_stream takes its outcome.
     """

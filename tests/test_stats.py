@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.stats import Stats, chi_square_p_value
+from randstream.stats import Stats, chi_square_p_value
 
 
 @given(st.lists(st.integers(0, 100), min_size=1, max_size=500))

@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.history import History
-from stream.stats import Stats
-from stream.store import SqliteStore
-from stream.ticker import Ticker, next_deadline
+from randstream.history import History
+from randstream.stats import Stats
+from randstream.store import SqliteStore
+from randstream.ticker import Ticker, next_deadline
 
 
 def test_next_deadline_is_the_next_slot():

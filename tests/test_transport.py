@@ -1,4 +1,4 @@
-"""stream/transport: every library internal is checked at start; a moved one means the
+"""randstream/transport: every library internal is checked at start; a moved one means the
 libraries' own path, announced once, with the stream still delivered.
 
 The per-point tests below fail when an upgrade of python-engineio, python-socketio or
@@ -17,12 +17,18 @@ from conftest import ROOT
 from engineio import socket as eio_socket
 from test_fanout import metric, raw_client
 
-from stream import config
-from stream import transport as transport_package
-from stream.config import ConfigError
-from stream.transport import Transport, UnsupportedLibrary, engineio_checks, in_range, redis_queue
-from stream.transport import eventlet as eventlet_adapter
-from stream.transport import gevent as gevent_adapter
+from randstream import config
+from randstream import transport as transport_package
+from randstream.config import ConfigError
+from randstream.transport import (
+    Transport,
+    UnsupportedLibrary,
+    engineio_checks,
+    in_range,
+    redis_queue,
+)
+from randstream.transport import eventlet as eventlet_adapter
+from randstream.transport import gevent as gevent_adapter
 
 REQUIRED, FAST = engineio_checks.extension_points("threading")
 EVERY_POINT = (REQUIRED + FAST + eventlet_adapter.EXTENSION_POINTS
@@ -39,7 +45,7 @@ def test_the_eventlet_probes_hold_under_eventlets_own_hub_too(tmp_path):
     import subprocess
 
     script = (f"import eventlet; eventlet.monkey_patch(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-              "from stream.transport import eventlet as e, engineio_checks as x\n"
+              "from randstream.transport import eventlet as e, engineio_checks as x\n"
               "r, f = x.extension_points('eventlet')\n"
               "print([p.name for p in r + f + e.EXTENSION_POINTS if p.problem()])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
@@ -52,7 +58,7 @@ def test_the_gevent_probes_hold_after_gevents_monkey_patching_too():
     import subprocess
 
     script = (f"from gevent import monkey; monkey.patch_all(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-              "from stream.transport import gevent as g, engineio_checks as x\n"
+              "from randstream.transport import gevent as g, engineio_checks as x\n"
               "r, f = x.extension_points('gevent')\n"
               "print([p.name for p in r + f + g.EXTENSION_POINTS if p.problem()])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
@@ -133,7 +139,7 @@ def test_a_moved_internal_means_the_libraries_own_path_and_one_warning(monkeypat
     transport = Transport("threading", "auto")
     assert not transport.fast
     assert type(transport.client_manager()) is socketio.Manager
-    with caplog.at_level(logging.INFO, logger="stream.transport"):
+    with caplog.at_level(logging.INFO, logger="randstream.transport"):
         transport.log_choice()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "Socket._websocket_handler" in warnings[0].getMessage()
@@ -145,7 +151,7 @@ def test_a_changed_room_bookkeeping_means_python_socketios_own_manager(monkeypat
                         _disconnect_with_bookkeeping_of_its_own)
     transport = Transport("threading", "auto")
     assert type(transport.client_manager()) is socketio.Manager
-    with caplog.at_level(logging.INFO, logger="stream.transport"):
+    with caplog.at_level(logging.INFO, logger="randstream.transport"):
         transport.log_choice()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "basic_disconnect now also uses pop, rooms_of_sid" in warnings[0]
@@ -254,6 +260,6 @@ def test_each_path_says_at_start_which_it_is(server_factory):
     while "transport:" not in off.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [line.split(" INFO ")[1] for line in _log_lines(fast, "INFO") if "transport:" in line] \
-        == ["stream.transport: transport: fast path: direct WebSocket fan-out under eventlet, one pinger"]
+        == ["randstream.transport: transport: fast path: direct WebSocket fan-out under eventlet, one pinger"]
     assert "transport: the libraries' own path (--fast-path off)" in off.log()
     assert _log_lines(fast, "WARNING") == _log_lines(off, "WARNING") == []

@@ -21,7 +21,7 @@ class BadRequest(ValueError):
 
 
 def stream():
-    return current_app.extensions["random_stream"]
+    return current_app.extensions["stream"]
 
 
 def int_arg(name: str, default: int | None, lo: int, hi: int) -> int | None:

@@ -1,4 +1,4 @@
-"""The gevent runtime of the direct WebSocket path (stream/transport/websocket.py).
+"""The gevent runtime of the direct WebSocket path (randstream/transport/websocket.py).
 
 Under gevent engine.io's WebSocket driver is simple-websocket: per client a dup() of the
 socket (two descriptors), a wsproto state machine, a reader thread (a greenlet with its
@@ -103,7 +103,7 @@ class _Handshaken:
 def websocket_driver(driver):
     """engine.io's WebSocket driver class; a socket adopted above gets our handshake instead.
 
-    Innermost of the wrappers (stream.transport.install): the compression refusal and the
+    Innermost of the wrappers (randstream.transport.install): the compression refusal and the
     guard's screen subclass it, and they hand it their own handler, with the engine.io
     socket as its __self__.
     """
@@ -235,7 +235,7 @@ def parser_problems() -> list[str]:
     return []
 
 
-# Checked at start (stream.transport): each returns None, or what is wrong --------------------
+# Checked at start (randstream.transport): each returns None, or what is wrong --------------------
 
 def _check_raw_socket() -> str | None:
     import _socket

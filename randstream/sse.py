@@ -160,13 +160,13 @@ def _after() -> int:
         if not last_id.isascii() or not last_id.isdigit() or len(last_id) > 16:
             raise BadRequest("Last-Event-ID must be a seq (a whole number)")
         return int(last_id)
-    stream = current_app.extensions["random_stream"]
+    stream = current_app.extensions["stream"]
     return stream.history.last_seq if after is None else after  # no replay asked: live
 
 
 @bp.get("/api/stream")
 def events():
-    stream = current_app.extensions["random_stream"]
+    stream = current_app.extensions["stream"]
     after = _after()
     if stream.feed.closed:
         return jsonify(error="the server is stopping"), 503

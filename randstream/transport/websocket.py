@@ -1,5 +1,5 @@
 """What both runtimes' direct WebSocket path share: RFC 6455 frames, the write-through
-queue, the reader's parser and the two-step ending (stream/transport/eventlet.py, gevent.py).
+queue, the reader's parser and the two-step ending (randstream/transport/eventlet.py, gevent.py).
 
 engine.io serves each WebSocket client with two tasks for its whole life: a reader (the
 HTTP server's connection task, with the full WSGI call stack under it) and a writer

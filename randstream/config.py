@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 ASYNC_MODES = ("eventlet", "gevent", "threading")
-FAST_PATHS = ("auto", "off")  # off: the libraries' own delivery path only (stream/transport)
+FAST_PATHS = ("auto", "off")  # off: the libraries' own delivery path only (randstream/transport)
 ENV_PREFIX = "RANDOM_STREAM_"
 
 

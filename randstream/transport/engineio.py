@@ -56,7 +56,7 @@ class FastBroadcast:
 
     def engine_connected(self, eio_sid, environ, *args):
         # Runs after engine.io made the socket, before it schedules the first ping
-        # and before it writes anything to the client (chained by stream.transport).
+        # and before it writes anything to the client (chained by randstream.transport).
         eio_socket = self.server.eio.sockets.get(eio_sid)
         if eio_socket is not None:
             # By sid: a closure over the socket would keep it in a reference cycle.

@@ -23,7 +23,7 @@ The rules themselves are in limits.py; the WSGI side (headers, JSON refusals, po
 bodies) in door.py. Engine.IO offers none of these hooks, so the guard wraps its three
 event handlers (connect, message, disconnect) and its WebSocket driver: no library source
 is patched, and the Socket.IO handlers in live.py stay plain. What that takes of engine.io
-is in stream/transport/ (engineio.py: current_handler, close_session...; screen.py: the
+is in randstream/transport/ (engineio.py: current_handler, close_session...; screen.py: the
 frame check around the WebSocket driver).
 """
 
@@ -213,7 +213,7 @@ class Guard:
         eio.on("connect", connect)
         eio.on("message", message)
         eio.on("disconnect", disconnect)
-        # The WebSocket frame check (screen_frame) is wired by stream.transport, in order.
+        # The WebSocket frame check (screen_frame) is wired by randstream.transport, in order.
 
     # Counting and logging -----------------------------------------------------------------
 

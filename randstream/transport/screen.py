@@ -1,6 +1,6 @@
 """The guard's frame screen as a wrapper of engine.io's WebSocket driver class.
 
-Installed by stream.transport through engineio.wrap_websocket_driver, on either path: every
+Installed by randstream.transport through engineio.wrap_websocket_driver, on either path: every
 frame a client sends passes `guard.screen_frame` before engine.io decodes it.
 """
 

@@ -1,4 +1,4 @@
-"""The eventlet runtime of the direct WebSocket path (stream/transport/websocket.py).
+"""The eventlet runtime of the direct WebSocket path (randstream/transport/websocket.py).
 
 Reads are a callback of eventlet's hub on the socket (hub.add, its documented API); sends
 go to the raw non-blocking socket under eventlet's green one; the HTTP connection task
@@ -13,7 +13,7 @@ once `websocket_closed` is set; the HTTP protocol (http_protocol) lets a connect
 end without closing it through `conn_state`. Polling clients, upgrades from polling and the
 other async modes keep engine.io's way.
 
-This is the eventlet runtime's module of stream.transport: EXTENSION_POINTS, adopt,
+This is the eventlet runtime's module of randstream.transport: EXTENSION_POINTS, adopt,
 opens_on_websocket, Connection and http_protocol are what a runtime module provides.
 """
 
@@ -209,7 +209,7 @@ def parser_problems() -> list[str]:
     return [f"{p.name} ({problem})" for p in PARSER_POINTS if (problem := p.problem()) is not None]
 
 
-# Checked at start (stream.transport): each returns None, or what is wrong --------------------
+# Checked at start (randstream.transport): each returns None, or what is wrong --------------------
 
 def _check_websocket_closed() -> str | None:
     from eventlet import websocket

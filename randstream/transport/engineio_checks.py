@@ -1,7 +1,7 @@
 """What the fast path and the guard need of engine.io and python-socketio, checked at start.
 
 Each check looks at the installed library: the attribute is there, and the library's own
-code still uses it the way stream/transport/engineio.py relies on.
+code still uses it the way randstream/transport/engineio.py relies on.
 """
 
 from __future__ import annotations

@@ -338,7 +338,7 @@ ingest = Blueprint("ingest", __name__)
 
 @ingest.post("/api/readings")
 def post_readings():
-    source: HttpSource = current_app.extensions["random_stream"].ticker.source
+    source: HttpSource = current_app.extensions["stream"].ticker.source
     if not source.authorized(request.headers.get("Authorization")):
         source.problems.report("unauthorized", "a request without the right bearer token")
         return jsonify(error="a valid 'Authorization: Bearer <token>' header is required"), 401, {

@@ -9,9 +9,9 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import time
-import struct
 import warnings
 from collections import OrderedDict
 
@@ -263,7 +263,7 @@ class _Listener:
 
 def serve(app, sock: socket.socket) -> None:
     """Serve until SIGINT or SIGTERM, then stop the ticker, disconnect clients and return."""
-    stream = app.extensions["random_stream"]
+    stream = app.extensions["stream"]
     socketio = app.extensions["socketio"]
     mode = socketio.async_mode
     settings = stream.settings
@@ -351,7 +351,7 @@ class _EventletServer:
     def __init__(self, app, sock, max_connections, waiting, protocol, send_timeout):
         self.app, self.sock, self.max_connections = app, sock, max_connections
         self.waiting, self.send_timeout = waiting, send_timeout
-        self.protocol = protocol  # from stream.transport: deadline, refusals, detach
+        self.protocol = protocol  # from randstream.transport: deadline, refusals, detach
 
     def run(self) -> None:
         import eventlet
@@ -427,7 +427,7 @@ class _LogFailures:
 
 class _GeventServer:
     """gevent's server already logs accept errors and retries with backoff; the handler
-    class comes from stream.transport (request deadline, detached WebSockets)."""
+    class comes from randstream.transport (request deadline, detached WebSockets)."""
 
     def __init__(self, app, sock, max_connections, waiting, handler):
         from gevent.pool import Pool

@@ -1,0 +1,228 @@
+"""The running stream: its source, ticker, history, statistics and live clients, wired once."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import sys
+import threading
+import time
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from . import config, sources
+from .config import ConfigError, Settings
+from .guard import Guard, library_logger
+from .history import History
+from .live import Live, origin_policy
+from .metrics import Metrics
+from .server import FullCollections
+from .sources import make_source
+from .sse import Feed
+from .stats import ObservedStats, Stats
+from .store import SqliteStore
+from .ticker import Ticker
+from .transport import Transport
+
+
+class Stream:
+    """One running stream: its's ticker, history and statistics, its live clients.
+
+    Built once, in order, by create_app(); nothing in it is replaced afterwards.
+    """
+
+    def __init__(self, app: Flask, settings: Settings, store, transport: Transport) -> None:
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self.history = History(store, ring_size=settings.history)
+        self.source = make_source(settings, settings.async_mode)
+        self.stats = load_stats(store, settings, self.source.kind)
+        self.feed = Feed(self.history, settings.history)
+        self.history.on_new = self.feed.publish
+        self.collections = FullCollections()  # idle until serve() starts it
+        if settings.message_queue:
+            from . import scaleout  # needs redis: imported only when scaled out
+
+            link = scaleout.link_for(settings)
+        else:
+            link = None
+        self.socketio = socketio = SocketIO(
+            app,
+            async_mode=settings.async_mode,
+            cors_allowed_origins=origin_policy(settings.cors_origins),
+            always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
+            # Our handlers never wait long: a client's events run, in order, in the task
+            # that read them, not in a new task each (a restart's herd sends 10,000 resumes).
+            async_handlers=False,
+            max_http_buffer_size=64 * 1024,  # a client only ever sends a tiny `resume`
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            logger=library_logger("socketio.server"),
+            engineio_logger=library_logger("engineio.server"),
+            # The Redis message queue when scaled out, else the in-process one.
+            client_manager=transport.client_manager(
+                settings.message_queue, link, on_reading=self.follow_reading),
+        )
+        stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
+        self.live = Live(socketio, self.history, stream_info, settings.history, transport)
+        self.guard = Guard(socketio, settings.max_connections,
+                           max_per_address=settings.max_per_address,
+                           trusted_proxies=settings.trusted_proxies)
+        transport.install(socketio, self.guard)  # after the guard: the fast connect hook runs first
+        self.metrics = Metrics(self)
+        if settings.message_queue:  # one ticker per cluster: the lease holder draws
+            self.ticker = scaleout.SharedTicker(
+                self.history, self.stats, self.broadcast, settings=settings,
+                sleep=socketio.sleep, store=store, link=link,
+                start_queue=transport.queue_starter(socketio), source=self.source,
+                spawn=socketio.start_background_task,
+                off_loop=sources.off_loop(socketio.async_mode),
+            )
+        else:
+            self.ticker = Ticker(
+                self.history, self.stats, self.broadcast,
+                interval=settings.interval, lo=settings.min, hi=settings.max, seed=settings.seed,
+                sleep=socketio.sleep, source=self.source, spawn=socketio.start_background_task,
+                off_loop=sources.off_loop(socketio.async_mode),
+            )
+        self.started_at: float | None = None
+        self._start_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the ticker; a second call does nothing (one ticker per stream)."""
+        with self._start_lock:
+            if self.started_at is None:
+                self.started_at = time.time()
+                self.socketio.start_background_task(self.ticker.run)
+                self.feed.start_heartbeat(self.socketio.start_background_task, self.socketio.sleep)
+
+    def broadcast(self, reading) -> None:
+        with self.metrics.broadcast_seconds.time():
+            self.live.broadcast(reading)
+        self.collections.after_broadcast()  # the quiet moment until the next tick
+
+    def follow_reading(self, data) -> None:
+        """A reading from the message queue (scaled out): the ticker follows it."""
+        self.ticker.observe(data)
+
+    def stop(self) -> None:
+        self.ticker.stop()
+        self.feed.close()  # every GET /api/stream ends now, so the server's stop is not held
+
+    def stats_json(self) -> dict:
+        """/api/stats: an observed source's histogram is of the readings new clients get."""
+        if self.source.uniform:
+            return self.stats.to_dict()
+        return self.stats.to_dict(self.history.latest(self.settings.history))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def tick_age(self, now: float) -> float | None:
+        last = self.ticker.last_tick_at or self.started_at
+        return None if last is None else round(now - last, 3)
+
+    def problems(self, now: float) -> list[str]:
+        """What is wrong, for /healthz; empty when all is well."""
+        found = []
+        age = self.tick_age(now)
+        if self.source.mode == "pull" and self.ticker.last_wake_at is not None:
+            # A pull source may answer None or be slow: the schedule itself must be alive.
+            age = round(now - self.ticker.last_wake_at, 3)
+        if self.source.mode == "push":
+            if not self.ticker.running:  # readings arrive when they arrive: no staleness
+                found.append("ticker is not running")
+        elif age is None or not self.ticker.running:
+            found.append("ticker is not running")
+        elif age > 3 * self.settings.interval + 1:
+            found.append(f"last tick was {age:.1f}s ago (interval {self.settings.interval}s)")
+        if self.history.store_error:
+            found.append(f"store: {self.history.store_error}")
+        if getattr(self.store, "problem", None):
+            found.append(f"store: {self.store.problem}")
+        return found
+
+
+def load_stats(store, settings: Settings, kind: str = "random") -> Stats | ObservedStats:
+    """The stats saved with the last reading, or fresh ones; refuses a changed source or range."""
+    state = store.stats_state()
+    if state is None:
+        return Stats(settings.min, settings.max) if kind == "random" else ObservedStats(kind)
+    stored_kind = state.get("kind", "random")  # databases from before sources are random
+    if stored_kind != kind:
+        raise ConfigError(
+            f"the stored stream comes from --source {stored_kind}, not {kind}: "
+            f"pass --source {stored_kind if stored_kind != 'pull' else 'module:callable'} "
+            "or another --db"
+        )
+    if kind != "random":
+        return ObservedStats.from_state(state)
+    if (state["lo"], state["hi"]) != (settings.min, settings.max):
+        raise ConfigError(
+            f"the stored stream draws from [{state['lo']}, {state['hi']}], not "
+            f"[{settings.min}, {settings.max}]: pass matching --min/--max or another --db"
+        )
+    return Stats.from_state(state)
+
+
+def open_store(app: Flask, settings: Settings):
+    """SQLite in the instance folder unless --db says otherwise; Redis when scaled out."""
+    if settings.message_queue:
+        from . import scaleout
+
+        return scaleout.open_store(settings)
+    path = settings.db
+    if path is None:
+        os.makedirs(app.instance_path, exist_ok=True)
+        path = os.path.join(app.instance_path, "random_stream.sqlite3")
+    elif path != ":memory:":
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise ConfigError(f"--db {path}: folder {parent} does not exist")
+    return SqliteStore(path, retention=settings.retention)
+
+
+def require(module: str, package: str, feature: str) -> None:
+    """ConfigError naming the package to install when an optional feature's is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{feature} needs the Python package {package}: pip install {package}")
+
+
+def host_async_mode() -> str:
+    """The async mode the host has set up: a gunicorn gevent worker or eventlet's monkey
+    patching, else threads (flask run, gunicorn --threads, any plain WSGI server)."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
+        return "gevent"
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("socket"):
+        return "eventlet"
+    return "threading"
+
+
+def settings_from_env() -> Settings:
+    """Settings from RANDOM_STREAM_* alone, for a WSGI host; the async mode is the host's
+    unless RANDOM_STREAM_ASYNC_MODE names one."""
+    settings = config.load([])
+    if config.ENV_PREFIX + "ASYNC_MODE" not in os.environ:
+        settings = dataclasses.replace(settings, async_mode=host_async_mode())
+    return settings
+
+
+class StartOnFirstRequest:
+    """WSGI wrapper: the ticker starts with the first request this process serves.
+
+    Under `flask run --debug` the reloader's parent builds the app too but never serves,
+    so only the serving process ticks; start() itself runs at most once.
+    """
+
+    def __init__(self, wsgi_app, stream: Stream) -> None:
+        self.wsgi_app, self.stream = wsgi_app, stream
+
+    def __call__(self, environ, start_response):
+        if self.stream.started_at is None:
+            self.stream.start()
+        return self.wsgi_app(environ, start_response)
