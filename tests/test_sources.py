@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from random_stream import create_app, load_stats
+from random_stream import create_app
 from randstream.config import ConfigError, Settings, load
 from randstream.history import History
 from randstream.sources import (
@@ -27,6 +27,7 @@ from randstream.sources import (
 )
 from randstream.stats import ObservedStats, Stats, binned
 from randstream.store import SqliteStore
+from randstream.stream import load_stats
 from randstream.ticker import Ticker
 
 TOKEN = "t" * 32
