@@ -114,7 +114,7 @@ class Client:
         elif kind == OPEN:
             herd = self.herd
             if herd is not None and herd.auth_after() is not None:
-                # Back after a drop, as dashboard.js: the CONNECT says what it holds.
+                # Back after a drop, as static/js/sync.js: the CONNECT says what it holds.
                 self.send(MESSAGE + SIO_CONNECT + json.dumps({"after": herd.auth_after()}))
             else:
                 self.send(MESSAGE + SIO_CONNECT)
@@ -165,7 +165,7 @@ class Client:
 
 
 class HerdState:
-    """One client's side of a server restart, as static/js/connection.js and dashboard.js do it.
+    """One client's side of a server restart, as static/js/connection.js and sync.js do it.
 
     On a lost connection: retry after base * factor^attempt ms (capped) minus a random share
     of up to ``jitter``; once joined again, ``resume`` {after: the last seq held}. It records
@@ -914,13 +914,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--reconnect",
         action="store_true",
         help="(with --control and the herd command) reconnect lost clients with backoff and "
-        "jitter, then resume {after: last seq}, as static/js/connection.js and dashboard.js do",
+        "jitter, then resume {after: last seq}, as static/js/connection.js and sync.js do",
     )
     p.add_argument(
         "--resume-with",
         choices=("connect", "event"),
         default="connect",
-        help="(--reconnect) say what the client holds in the CONNECT's auth, as dashboard.js "
+        help="(--reconnect) say what the client holds in the CONNECT's auth, as static/js/sync.js "
         "does, or send a `resume` event once joined (the way before)",
     )
     p.add_argument("--backoff-base", type=float, default=500.0, help="ms, as connection.js")

@@ -839,7 +839,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--herd-resume-with",
         choices=("connect", "event"),
         default="connect",
-        help="herd: clients say what they hold in the CONNECT's auth (as dashboard.js) or "
+        help="herd: clients say what they hold in the CONNECT's auth (as static/js/sync.js) or "
         "send `resume` once joined (the way before)",
     )
     p.add_argument(
