@@ -19,10 +19,10 @@ import websocket
 from conftest import ServerProcess
 from rawsocket import Polling, RawSocket, http
 
-from randstream.guard import JOIN_TIMEOUT
 from randstream.headers import SECURITY_HEADERS
 from randstream.limits import (
     EVENT_BURST,
+    JOIN_TIMEOUT,
     STRIKES,
     ClientLimit,
     TokenBucket,
