@@ -2,7 +2,8 @@
 
 What crosses the wire is checked on the wire: invalid packets, oversized frames, floods,
 clients that never join, foreign origins, the connection cap and the security headers.
-The guard's pure parts (token bucket, frame and payload checks) are tested directly.
+The pure rules (limits.py: token bucket, frame, payload, message and request checks) are
+tested directly.
 """
 
 from __future__ import annotations
@@ -309,7 +310,7 @@ def test_a_second_join_on_one_connection_closes_it(raw):
 
 @pytest.mark.parametrize("rejoin", ["40/", "40/,", '40/,{"after":0}'])
 def test_a_second_join_naming_the_default_namespace_closes_it(raw, rejoin):
-    """Fails on the old code: the guard took only "0" and "0{" for a join of "/", so a
+    """Fails on the old code: the hooks took only "0" and "0{" for a join of "/", so a
     join spelled "0/," (python-socketio reads the same namespace) passed as often as the
     rate allowed; with the CONNECT's auth each one is a resume answer of the client's
     choosing, past live.MAX_WAITING_ANSWERS (the review: +69 MB RSS from 40 connections
