@@ -16,16 +16,16 @@ from . import sse
 from .admission import RETRY_AFTER, Admission
 from .headers import SECURITY_HEADERS
 from .limits import query_problem, upgrade_problem
+from .transport.hooks import EngineHooks
 
 log = logging.getLogger(__name__)
 
 
-def build(socketio_app, admission: Admission, hooks, start_on_first_request=None):
+def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first_request=None):
     """The server's WSGI app around `socketio_app`, the middleware SocketIO(app) made.
 
-    `hooks` checks polling bodies (transport/hooks.py: check_post); `start_on_first_request`
-    is the stream a WSGI host serves, whose ticker starts with the first request (main()
-    starts its own).
+    `hooks` checks polling bodies (check_post); `start_on_first_request` is the stream of
+    a WSGI host's app, whose ticker starts with the first request (main() starts its own).
     """
     layers = [
         (ErrorBoundary, {}),
