@@ -21,10 +21,10 @@ import sys
 
 from flask import Flask
 
-from randstream import config, sources, sse, web
+from randstream import config, sources, sse, stack, web
 from randstream.config import ConfigError, Settings
 from randstream.history import StoreError
-from randstream.stream import StartOnFirstRequest, Stream, open_store, require, settings_from_env
+from randstream.stream import Stream, open_store, require, settings_from_env
 from randstream.transport import Transport
 
 log = logging.getLogger("random_stream")
@@ -43,14 +43,18 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings = settings_from_env()
             if not logging.getLogger().handlers:  # the host set none up: our lines, as main() logs them
                 logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
-            app = create_app(settings)
+            app = _create_app(settings, wsgi_host=True)
         except (ConfigError, StoreError) as exc:
             print(f"random_stream: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        app.wsgi_app = StartOnFirstRequest(app.wsgi_app, app.extensions["stream"])
         log.info("app created for a WSGI host: async mode %s, pid %d; the ticker starts "
                  "with the first request", settings.async_mode, os.getpid())
         return app
+    return _create_app(settings, wsgi_host=False)
+
+
+def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
+    """The app for `settings`; a WSGI host's starts its ticker with the first request."""
     if settings.async_mode != "threading":
         require(settings.async_mode, settings.async_mode, f"--async-mode {settings.async_mode}")
     if settings.message_queue:
@@ -64,8 +68,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["stream"] = stream
     web.init_app(app)
     sources.init_app(app, stream.source)
-    stream.guard.init_app(app)
     sse.init_app(app)
+    # SocketIO(app) left Flask-SocketIO's middleware in app.wsgi_app: the stack goes around it.
+    app.wsgi_app = stack.build(app.wsgi_app, stream.admission, stream.hooks,
+                               start_on_first_request=stream if wsgi_host else None)
     transport.log_choice()
     return app
 

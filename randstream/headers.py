@@ -1,7 +1,7 @@
 """What every response carries: the security headers, and the stylesheet the policy admits.
 
-The door (door.py) adds SECURITY_HEADERS to every response, Flask's and Engine.IO's; the
-server's own refusals (refusals.py) carry them too. The dashboard's stylesheet goes inline
+The WSGI stack (stack.py: SecurityHeaders) adds SECURITY_HEADERS to every response, Flask's
+and Engine.IO's; the server's own refusals (refusals.py) carry them too. The dashboard's stylesheet goes inline
 into the page: one it had to fetch would hold the first paint back by a round trip. The
 policy admits exactly this text, by hash; scripts stay external.
 """

@@ -1,8 +1,10 @@
-"""Limits: what one client may send and how much, as small pure rules the guard applies.
+"""Limits: what one client may send and how much, as small pure rules.
 
-Token buckets for messages and control traffic, the checks a WebSocket frame or a polling
-body must pass before engine.io decodes it, and which address a connection counts for.
-No I/O and no library state here: each rule is tested directly (tests/test_security.py).
+Token buckets for messages and control traffic, the checks a request, a WebSocket frame,
+a polling body or a Socket.IO message must pass before engine.io or python-socketio
+decodes it, and which address a connection counts for. No I/O and no library state here:
+each rule is tested directly (tests/test_security.py). Admission (admission.py) and the
+hooks into engine.io (transport/hooks.py) apply them and count what they refuse.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ STRIKES = 50  # messages dropped over the limit (refilled 1/s) before a disconne
 CONTROL_RATE = 2.0  # pongs, noops and upgrade probes per second, sustained
 CONTROL_BURST = 20  # of them at once; a client needs one pong per ping interval
 MAX_NESTING = 32  # brackets per frame: ours nest 2 deep; json recurses per level
+JOIN_TIMEOUT = 5.0  # seconds an Engine.IO connection may stay outside the namespace
 
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})  # never from a client
 # Packet types a client may send over polling; engine.io stalls the POST on the others.
@@ -67,6 +70,41 @@ class ClientLimit:
         return "drop" if self.strikes.take(now) else "disconnect"
 
 
+def message_problem(data, limit: ClientLimit | None) -> str | None:
+    """Why a Socket.IO message is refused before python-socketio sees it, or None.
+
+    'binary': python-socketio would wait for the attachments a binary event or ack
+    announces (and take a lone binary message for one). 'rejoin': a join of "/" answers
+    with the whole `history` snapshot, or with the resume its auth asks for, so leaving
+    and joining again would be a resume without resume's limits; clients join once per
+    connection (they reconnect on a new one). Every CONNECT counts: python-socketio reads
+    "0/," and "0/,{..}" as a join of "/" too, and "/" is the only namespace. A first join
+    marks `limit` joined.
+    """
+    if not isinstance(data, str) or data[:1] in BINARY_PACKETS:
+        return "binary"
+    if data[:1] == "0" and limit is not None:
+        if limit.joined:
+            return "rejoin"
+        limit.joined = True
+    return None
+
+
+def event_problem(args, has_handler) -> str | None:
+    """Why a decoded EVENT (its data, `[name, *args]`) is dropped, or None to dispatch it.
+
+    python-socketio dispatches any event name to a handler of that name, so a client could
+    fire our `connect`/`disconnect` handlers (and spawns a task per event before finding
+    out that no handler exists): only names `has_handler(name)` knows pass.
+    """
+    if not isinstance(args, list) or not args:
+        return "bad_packet"
+    name = args[0]
+    if not isinstance(name, str) or name in RESERVED_EVENTS or not has_handler(name):
+        return "unknown_event"
+    return None
+
+
 def frame_is_packet(data) -> bool:
     """Whether a WebSocket frame decodes as an Engine.IO packet (binary frames are messages)."""
     if isinstance(data, (bytes, bytearray)):
@@ -82,10 +120,44 @@ def frame_is_packet(data) -> bool:
     return "0" <= data[0] <= "6" and not too_deep(data)
 
 
+def frame_problem(data) -> str:
+    """Why a frame that is no packet (frame_is_packet is False) is one: 'too_deep' or
+    'bad_packet'."""
+    return "too_deep" if isinstance(data, str) and too_deep(data) else "bad_packet"
+
+
 def too_deep(text: str) -> bool:
     """Whether `text` may nest brackets deeper than MAX_NESTING (counted, not parsed: an
     upper bound, and two C-speed scans)."""
     return text.count("[") + text.count("{") > MAX_NESTING
+
+
+def query_problem(environ) -> str | None:
+    """werkzeug decodes the query as strict UTF-8 when a route reads it: a 500 otherwise."""
+    try:
+        environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return "the query string is not valid UTF-8"
+    return None
+
+
+def upgrade_problem(environ) -> str | None:
+    """A WebSocket upgrade must be RFC 6455's: eventlet answers one without a key with its
+    pre-standard (hixie) handshake or a 500, after engine.io opened a session."""
+    if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+        return None
+    if not environ.get("HTTP_SEC_WEBSOCKET_KEY") or \
+            environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
+        return "a WebSocket upgrade needs Sec-WebSocket-Key and version 13"
+    return None
+
+
+def body_length(environ) -> int:
+    """A request's Content-Length (0 when absent), or -1 when it is no number."""
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return -1
 
 
 def client_address(environ, trusted: tuple = ()) -> str:

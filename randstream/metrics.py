@@ -109,16 +109,17 @@ def _lines(s, broadcast_seconds: Histogram) -> Iterator[str]:
     yield from _counter("random_stream_disconnects", "Client disconnects", s.live.disconnects)
     yield from _counter("random_stream_resumes", "Resume requests served", s.live.resumes)
     rejected = dict(s.live.rejected)
-    for reason, count in s.guard.rejected.items():
+    for reason, count in s.counters.rejected.items():
         rejected[reason] = rejected.get(reason, 0) + count
     yield from _labelled("random_stream_rejected_inputs", "Client input refused", "reason", rejected)
     yield from _labelled("random_stream_refused_connections",
                          "Connections refused or closed by the server, by reason", "reason",
-                         dict(s.guard.refused))
+                         dict(s.counters.refused))
     yield from _gauge("random_stream_open_connections",
                       "Engine.IO connections open, joined or not (the cap applies to these)",
-                      s.guard.open_connections)
-    yield from _gauge("random_stream_max_connections", "The --max-connections cap", s.guard.max_connections)
+                      s.counters.open_connections)
+    yield from _gauge("random_stream_max_connections", "The --max-connections cap",
+                      s.counters.max_connections)
     manager = s.socketio.server.manager
     yield from _labelled("random_stream_broadcast_sends", "Readings handed to clients, by path", "path",
                          {"direct": getattr(manager, "fast_sends", 0),

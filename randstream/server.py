@@ -281,7 +281,7 @@ def serve(app, sock: socket.socket) -> None:
         # Clients told to go come straight back: refused now, they retry against the next
         # server instead of joining this one (or waiting in its backlog) as it stops.
         stopper.stop_accepting()
-        stream.guard.close_all()  # every client, with a close packet, waiting for none
+        stream.hooks.close_all()  # every client, with a close packet, waiting for none
         stopper.stop()
 
     def on_signal(signum, frame) -> None:
@@ -367,7 +367,7 @@ class _EventletServer:
         self.listener = _Listener(self.sock, self.waiting, eventlet.sleep)
         self.thread = eventlet.spawn(
             eventlet.wsgi.server, self.listener,
-            _LogFailures(self.app), log=quiet, log_output=False, debug=False,
+            self.app, log=quiet, log_output=False, debug=False,
             max_size=self.max_connections + self.waiting.limit + 64,
             keepalive=REQUEST_TIMEOUT, protocol=self.protocol, socket_timeout=self.send_timeout,
         )
@@ -389,40 +389,6 @@ def _shut_listener(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)  # Linux: the socket leaves LISTEN, the backlog is reset
     except OSError:
         pass
-
-
-class _LogFailures:
-    """Log what escapes the app: with log_output=False eventlet.wsgi answers 500 and drops
-    the traceback (its LoggerNull), so a failing handshake left no trace. A client that
-    hung up mid-answer is no failure of ours and is not logged; the first failure of each
-    kind is logged with its traceback, repeats in one line at most once a minute."""
-
-    GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.seen: dict[tuple[str, str], float] = {}
-
-    def __call__(self, environ, start_response):
-        try:
-            return self.app(environ, start_response)
-        except self.GONE:
-            raise
-        except Exception as exc:
-            self._log(exc, environ)
-            raise
-
-    def _log(self, exc: Exception, environ) -> None:
-        where = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
-        kind = (type(exc).__name__, where[:100])
-        now, last = time.monotonic(), self.seen.get(kind)
-        if last is None:
-            if len(self.seen) < 256:
-                self.seen[kind] = now
-            log.exception("request failed: %s", where)
-        elif now - last >= 60:
-            self.seen[kind] = now
-            log.error("request failed again: %s (%s: %.200s)", where, kind[0], exc)
 
 
 class _GeventServer:

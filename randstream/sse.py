@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .admission import RETRY_AFTER
 from .history import History, Reading
 from .web import BadRequest, bad_request, check_args, int_arg
 
@@ -26,6 +27,7 @@ HEARTBEAT = 15.0  # seconds between comment lines on a quiet stream
 BATCH = 256  # readings written per wake-up
 RETRY_MS = 2000  # what EventSource waits before reconnecting
 ENCODED_KEPT = 1024  # encoded events kept for all clients
+PATH = "/api/stream"  # stack.py's Unbuffered writes each event of it at once
 
 bp = Blueprint("sse", __name__)
 bp.register_error_handler(BadRequest, bad_request)
@@ -116,8 +118,8 @@ class Feed:
 class _Events:
     """The response body: counts the client from the first byte to close(), exactly once."""
 
-    def __init__(self, feed: Feed, guard, environ, after: int) -> None:
-        self.feed, self.guard, self.environ = feed, guard, environ
+    def __init__(self, feed: Feed, admission, environ, after: int) -> None:
+        self.feed, self.admission, self.environ = feed, admission, environ
         self.chunks = feed.events(after)
         self.open = True
 
@@ -128,26 +130,12 @@ class _Events:
         if self.open:
             self.open = False
             self.feed.clients -= 1
-            self.guard.release(self.environ)
+            self.admission.release(self.environ)
             self.chunks.close()
 
 
 def init_app(app) -> None:
     app.register_blueprint(bp)
-    app.wsgi_app = _Unbuffered(app.wsgi_app)
-
-
-class _Unbuffered:
-    """eventlet.wsgi holds back chunks below 4 KiB unless told otherwise: each event must go
-    at once. Set on the server's own environ (Flask-SocketIO's middleware passes a copy on)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == "/api/stream":
-            environ["eventlet.minimum_write_chunk_size"] = 0
-        return self.app(environ, start_response)
 
 
 def _after() -> int:
@@ -164,17 +152,17 @@ def _after() -> int:
     return stream.history.last_seq if after is None else after  # no replay asked: live
 
 
-@bp.get("/api/stream")
+@bp.get(PATH)
 def events():
     stream = current_app.extensions["stream"]
     after = _after()
     if stream.feed.closed:
         return jsonify(error="the server is stopping"), 503
     # The origin policy, the connection cap and the per-address limit; counted until close().
-    refusal = stream.guard.hold(request.environ)
+    refusal = stream.admission.hold(request.environ)
     if refusal is not None:
         status, message = refusal
-        headers = {"Retry-After": "5"} if status.startswith(("503", "429")) else {}
+        headers = {"Retry-After": str(RETRY_AFTER)} if status.startswith(("503", "429")) else {}
         return jsonify(error=message), int(status[:3]), headers
     feed = stream.feed
     feed.clients += 1
@@ -184,5 +172,5 @@ def events():
     if origin:  # allowed by the policy above: a listed cross origin may read it
         headers["Access-Control-Allow-Origin"] = origin
         headers["Vary"] = "Origin"
-    return Response(_Events(feed, stream.guard, request.environ, after), mimetype="text/event-stream",
-                    headers=headers)
+    return Response(_Events(feed, stream.admission, request.environ, after),
+                    mimetype="text/event-stream", headers=headers)

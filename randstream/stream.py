@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -13,8 +14,9 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from . import config, sources
+from .admission import Admission
 from .config import ConfigError, Settings
-from .guard import Guard, library_logger
+from .counters import Counters
 from .history import History
 from .live import Live, origin_policy
 from .metrics import Metrics
@@ -25,6 +27,7 @@ from .stats import ObservedStats, Stats
 from .store import SqliteStore
 from .ticker import Ticker
 from .transport import Transport
+from .transport.hooks import EngineHooks
 
 
 class Stream:
@@ -49,10 +52,11 @@ class Stream:
             link = scaleout.link_for(settings)
         else:
             link = None
+        origin_allowed = origin_policy(settings.cors_origins)
         self.socketio = socketio = SocketIO(
             app,
             async_mode=settings.async_mode,
-            cors_allowed_origins=origin_policy(settings.cors_origins),
+            cors_allowed_origins=origin_allowed,
             always_connect=True,  # the CONNECT reply goes out before the `history` snapshot
             # Our handlers never wait long: a client's events run, in order, in the task
             # that read them, not in a new task each (a restart's herd sends 10,000 resumes).
@@ -68,10 +72,12 @@ class Stream:
         )
         stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
         self.live = Live(socketio, self.history, stream_info, settings.history, transport)
-        self.guard = Guard(socketio, settings.max_connections,
-                           max_per_address=settings.max_per_address,
-                           trusted_proxies=settings.trusted_proxies)
-        transport.install(socketio, self.guard)  # after the guard: the fast connect hook runs first
+        self.counters = Counters(settings.max_connections)
+        self.admission = Admission(self.counters, origin_allowed,
+                                   max_per_address=settings.max_per_address,
+                                   trusted_proxies=settings.trusted_proxies)
+        self.hooks = EngineHooks(socketio, self.admission, self.counters)
+        transport.install(socketio, self.hooks)
         self.metrics = Metrics(self)
         if settings.message_queue:  # one ticker per cluster: the lease holder draws
             self.ticker = scaleout.SharedTicker(
@@ -212,17 +218,13 @@ def settings_from_env() -> Settings:
     return settings
 
 
-class StartOnFirstRequest:
-    """WSGI wrapper: the ticker starts with the first request this process serves.
+def library_logger(name: str) -> logging.Logger:
+    """A logger for python-socketio/engineio that only speaks at ERROR.
 
-    Under `flask run --debug` the reloader's parent builds the app too but never serves,
-    so only the serving process ticks; start() itself runs at most once.
+    Given False, the libraries add their own stderr handler (every line printed twice,
+    once unformatted); at NOTSET they log every packet at INFO, and at WARNING a client
+    can make them log a line per message it sends. Their ERRORs come once per kind.
     """
-
-    def __init__(self, wsgi_app, stream: Stream) -> None:
-        self.wsgi_app, self.stream = wsgi_app, stream
-
-    def __call__(self, environ, start_response):
-        if self.stream.started_at is None:
-            self.stream.start()
-        return self.wsgi_app(environ, start_response)
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.ERROR)
+    return logger

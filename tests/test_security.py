@@ -2,7 +2,8 @@
 
 What crosses the wire is checked on the wire: invalid packets, oversized frames, floods,
 clients that never join, foreign origins, the connection cap and the security headers.
-The guard's pure parts (token bucket, frame and payload checks) are tested directly.
+The pure rules (limits.py: token bucket, frame, payload, message and request checks) are
+tested directly.
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ import websocket
 from conftest import ServerProcess
 from rawsocket import Polling, RawSocket, http
 
-from randstream.guard import JOIN_TIMEOUT
 from randstream.headers import SECURITY_HEADERS
 from randstream.limits import (
     EVENT_BURST,
+    JOIN_TIMEOUT,
     STRIKES,
     ClientLimit,
     TokenBucket,
+    body_length,
+    event_problem,
     frame_is_packet,
+    frame_problem,
+    message_problem,
     polling_payload_error,
+    query_problem,
+    upgrade_problem,
 )
 
 
@@ -108,6 +115,42 @@ def test_bad_polling_payloads_are_named(body):
 @pytest.mark.parametrize("body", [b"40", b'42["resume",{"after":1}]', b"3", b"1", b"40\x1e3"])
 def test_good_polling_payloads_pass(body):
     assert polling_payload_error(body) is None
+
+
+def test_a_frame_that_is_no_packet_is_named_too_deep_or_bad():
+    assert frame_problem("4" + "[" * 33) == "too_deep"
+    assert frame_problem("x") == frame_problem(None) == "bad_packet"
+
+
+# What engine.io's message event carries: the Socket.IO packet, without Engine.IO's "4".
+@pytest.mark.parametrize("data", [b"\x01", "51-[\"resume\"]", "6"])
+def test_binary_socketio_packets_are_refused_before_python_socketio(data):
+    assert message_problem(data, ClientLimit(now=0.0)) == "binary"
+
+
+def test_a_connection_joins_once():
+    limit = ClientLimit(now=0.0)
+    assert message_problem("0", limit) is None and limit.joined
+    assert message_problem('2["resume",{"after":1}]', limit) is None
+    assert message_problem("0/,", limit) == "rejoin"
+
+
+def test_only_events_with_a_handler_pass():
+    handled = {"resume"}.__contains__
+    assert event_problem(["resume", {"after": 1}], handled) is None
+    assert event_problem(["nope"], handled) == event_problem(["connect"], lambda n: True) \
+        == event_problem([7], handled) == "unknown_event"
+    assert event_problem({}, handled) == event_problem([], handled) == "bad_packet"
+
+
+def test_request_rules_name_what_is_wrong():
+    assert query_problem({"QUERY_STRING": "a=\xff"}) and query_problem({}) is None
+    assert query_problem({"QUERY_STRING": "a=\u00e9".encode().decode("latin-1")}) is None
+    assert upgrade_problem({"HTTP_UPGRADE": "websocket", "HTTP_SEC_WEBSOCKET_VERSION": "13"})
+    assert upgrade_problem({"HTTP_UPGRADE": "WebSocket", "HTTP_SEC_WEBSOCKET_KEY": "k",
+                            "HTTP_SEC_WEBSOCKET_VERSION": "13"}) is None
+    assert upgrade_problem({}) is None
+    assert [body_length({"CONTENT_LENGTH": v}) for v in ("12", "", "x")] == [12, 0, -1]
 
 
 # Invalid packets over a raw WebSocket ---------------------------------------------------
@@ -267,7 +310,7 @@ def test_a_second_join_on_one_connection_closes_it(raw):
 
 @pytest.mark.parametrize("rejoin", ["40/", "40/,", '40/,{"after":0}'])
 def test_a_second_join_naming_the_default_namespace_closes_it(raw, rejoin):
-    """Fails on the old code: the guard took only "0" and "0{" for a join of "/", so a
+    """Fails on the old code: the hooks took only "0" and "0{" for a join of "/", so a
     join spelled "0/," (python-socketio reads the same namespace) passed as often as the
     rate allowed; with the CONNECT's auth each one is a resume answer of the client's
     choosing, past live.MAX_WAITING_ANSWERS (the review: +69 MB RSS from 40 connections

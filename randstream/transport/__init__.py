@@ -8,8 +8,9 @@ one WARNING names it and the server takes the libraries' own documented path ins
 python-socketio's Manager or RedisManager, engine.io's per-client queues, tasks and pings.
 Slower, but every part of the contract holds. `--fast-path off` forces that path.
 
-The guard's limits need three internals of engine.io on either path (REQUIRED in
-engineio.py); without them the start is refused with one line naming what is missing.
+The limits on connections and messages (hooks.py) need internals of engine.io on either
+path (the required ones in engineio_checks.py); without them the start is refused with
+one line naming what is missing.
 
 Runtimes: RUNTIMES maps an async mode to its module (eventlet.py, gevent.py, both on the
 runtime-neutral websocket.py), each with the same names: EXTENSION_POINTS,
@@ -38,7 +39,7 @@ PYPROJECT = Path(__file__).resolve().parent.parent.parent / "pyproject.toml"
 
 
 class UnsupportedLibrary(ConfigError):
-    """An internal the guard's limits need has moved: no correct way to serve."""
+    """An internal the limits (hooks.py) need has moved: no correct way to serve."""
 
 
 class Transport:
@@ -110,9 +111,11 @@ class Transport:
 
         return socketio.Manager()
 
-    def install(self, socketio, guard) -> None:
-        """Wire this server once, after the guard's handlers: connect hook, then drivers."""
+    def install(self, socketio, hooks) -> None:
+        """Wire this server once: the hooks (hooks.py), the fast connect hook in front of
+        them, the WebSocket driver's wrappers."""
         eio = socketio.server.eio
+        hooks.install()
         wrappers = []  # innermost first
         if self.runtime is not None:
             driver = getattr(self.runtime, "websocket_driver", None)
@@ -120,7 +123,7 @@ class Transport:
                 wrappers.append(driver)
             # The direct path writes uncompressed frames and refuses compressed ones.
             wrappers.append(engineio_adapter.uncompressed)
-        wrappers.append(screen.screened(guard))
+        wrappers.append(screen.screened(hooks.screen_frame, eio.max_http_buffer_size))
         engineio_adapter.wrap_websocket_driver(eio, *wrappers)
         if self.fast:
             manager = socketio.server.manager

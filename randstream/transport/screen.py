@@ -1,7 +1,7 @@
-"""The guard's frame screen as a wrapper of engine.io's WebSocket driver class.
+"""The frame screen as a wrapper of engine.io's WebSocket driver class.
 
 Installed by randstream.transport through engineio.wrap_websocket_driver, on either path: every
-frame a client sends passes `guard.screen_frame` before engine.io decodes it.
+frame a client sends passes the hooks' `screen_frame` (hooks.py) before engine.io decodes it.
 """
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ from __future__ import annotations
 import functools
 
 
-def screened(guard):
-    """A wrap_websocket_driver wrapper: frames pass `guard.screen_frame` before engine.io."""
-    return functools.partial(_checked_websocket, guard=guard)
+def screened(screen_frame, limit: int):
+    """A wrap_websocket_driver wrapper: frames pass `screen_frame(data, eio_sid=...) -> bool`
+    before engine.io; simple-websocket reads messages of at most `limit` bytes."""
+    return functools.partial(_checked_websocket, screen_frame=screen_frame, limit=limit)
 
 
-def _checked_websocket(driver, guard):
+def _checked_websocket(driver, screen_frame, limit: int):
     """engine.io's WebSocket driver class, with every incoming frame checked before decoding.
 
     The WebSocket object engine.io gets is the driver's own (other wrappers, such as the
     compression refusal above, may rely on that); only its `wait` is shadowed.
     """
-    limit = guard.eio.max_http_buffer_size
 
     class CheckedWebSocket(driver):
         def __init__(self, handler, server):
@@ -28,7 +28,7 @@ def _checked_websocket(driver, guard):
             eio_sid = getattr(getattr(handler, "__self__", None), "sid", None)
 
             def checked(ws):
-                ws.screen = functools.partial(guard.screen_frame, eio_sid=eio_sid)
+                ws.screen = functools.partial(screen_frame, eio_sid=eio_sid)
                 ws.wait = _checked_wait(ws.wait, ws.screen)  # the direct path reads without wait
                 try:
                     return handler(ws)

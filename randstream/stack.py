@@ -1,0 +1,181 @@
+"""The WSGI stack the server runs, built in one place (build), outermost first.
+
+Each layer is a small WSGI middleware with one job; none installs another. Flask-SocketIO's
+middleware, innermost, sends Engine.IO's requests to engine.io and the rest to Flask (whose
+routes turn their own errors into JSON: web.api_error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qs
+
+from . import sse
+from .admission import RETRY_AFTER, Admission
+from .headers import SECURITY_HEADERS
+from .limits import query_problem, upgrade_problem
+from .transport.hooks import EngineHooks
+
+log = logging.getLogger(__name__)
+
+
+def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first_request=None):
+    """The server's WSGI app around `socketio_app`, the middleware SocketIO(app) made.
+
+    `hooks` checks polling bodies (check_post); `start_on_first_request` is the stream of
+    a WSGI host's app, whose ticker starts with the first request (main() starts its own).
+    """
+    layers = [
+        (ErrorBoundary, {}),
+        (SecurityHeaders, {}),
+        (Admit, {"admission": admission, "check_post": hooks.check_post,
+                 "path": socketio_app.engineio_path}),
+        *([(StartOnFirstRequest, {"stream": start_on_first_request})]
+          if start_on_first_request is not None else []),
+        # Outside Flask-SocketIO's middleware, which passes a copy of the environ on.
+        (Unbuffered, {"path": sse.PATH}),
+    ]
+    app = socketio_app
+    for layer, options in reversed(layers):
+        app = layer(app, **options)
+    return app
+
+
+def json_error(start_response, status: str, message: str, headers=()) -> list[bytes]:
+    """An answer `{"error": message}`, with Retry-After on a 503 or a 429."""
+    body = json.dumps({"error": message}).encode()
+    head = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if status.startswith(("503", "429")):
+        head.append(("Retry-After", str(RETRY_AFTER)))
+    start_response(status, head + list(headers))
+    return [body]
+
+
+class ErrorBoundary:
+    """No traceback reaches a client, and every failure leaves a trace in the log.
+
+    Before anything was sent the answer is a JSON 500 (with the security headers: this
+    layer is outside theirs); after, or on a WebSocket upgrade (the socket is the
+    WebSocket's by then), the exception goes on to the server, which closes the
+    connection (none of ours writes a traceback to a client). A client that hung up
+    mid-answer is no failure of ours and is not logged; the first failure of each kind
+    is logged with its traceback, repeats in one line at most once a minute.
+    """
+
+    GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+    KINDS = 256  # kinds of failure remembered; past them each is logged in full
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.seen: dict[tuple[str, str], float] = {}
+
+    def __call__(self, environ, start_response):
+        started = False
+
+        def starting(status, headers, exc_info=None):
+            nonlocal started
+            started = True
+            if exc_info:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
+
+        try:
+            return self.app(environ, starting)
+        except self.GONE:
+            raise
+        except Exception as exc:
+            self._log(exc, environ)
+            if started or environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+                raise  # too late for an answer; the server closes the connection
+            return json_error(start_response, "500 Internal Server Error",
+                              "internal server error", SECURITY_HEADERS.items())
+
+    def _log(self, exc: Exception, environ) -> None:
+        where = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+        kind = (type(exc).__name__, where[:100])
+        now, last = time.monotonic(), self.seen.get(kind)
+        if last is None:
+            if len(self.seen) < self.KINDS:
+                self.seen[kind] = now
+            log.error("request failed: %s", where, exc_info=exc)
+        elif now - last >= 60:
+            self.seen[kind] = now
+            log.error("request failed again: %s (%s: %.200s)", where, kind[0], exc)
+
+
+class SecurityHeaders:
+    """The security headers (headers.py) on every response: Flask's, Engine.IO's and the
+    refusals; a header a response sets itself is kept."""
+
+    def __init__(self, app, headers: dict[str, str] = SECURITY_HEADERS) -> None:
+        self.app = app
+        self.headers = list(headers.items())
+
+    def __call__(self, environ, start_response):
+        def with_headers(status, headers, exc_info=None):
+            present = {name.lower() for name, _ in headers}
+            headers = list(headers) + [(n, v) for n, v in self.headers if n.lower() not in present]
+            if exc_info:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
+
+        return self.app(environ, with_headers)
+
+
+class Admit:
+    """Requests refused before anything else runs, answered as JSON: a query that is no
+    UTF-8, and for Engine.IO (under `path`) a WebSocket upgrade that is no RFC 6455 one,
+    what admission refuses (origin, cap, address limits) and a polling POST body the
+    hooks refuse (`check_post(environ, eio_sid)`)."""
+
+    def __init__(self, app, admission: Admission, check_post, path: str) -> None:
+        self.app = app
+        self.admission = admission
+        self.check_post = check_post
+        self.path = path
+
+    def __call__(self, environ, start_response):
+        problem = query_problem(environ)
+        if problem is not None:
+            return json_error(start_response, "400 Bad Request", problem)
+        if environ.get("PATH_INFO", "").startswith(self.path):
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            problem = upgrade_problem(environ)
+            refusal = (("400 Bad Request", problem) if problem is not None
+                       else self.admission.refusal(environ, new="sid" not in query)
+                       or self.check_post(environ, query.get("sid", [None])[0]))
+            if refusal is not None:
+                return json_error(start_response, *refusal)
+        return self.app(environ, start_response)
+
+
+class StartOnFirstRequest:
+    """The ticker starts with the first request this process serves (a WSGI host's app).
+
+    Under `flask run --debug` the reloader's parent builds the app too but never serves,
+    so only the serving process ticks; start() itself runs at most once.
+    """
+
+    def __init__(self, app, stream) -> None:
+        self.app, self.stream = app, stream
+
+    def __call__(self, environ, start_response):
+        if self.stream.started_at is None:
+            self.stream.start()
+        return self.app(environ, start_response)
+
+
+class Unbuffered:
+    """eventlet.wsgi holds back chunks below 4 KiB unless told otherwise: each event of the
+    stream at `path` must go at once. Set on the server's own environ."""
+
+    def __init__(self, app, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == self.path:
+            environ["eventlet.minimum_write_chunk_size"] = 0
+        return self.app(environ, start_response)
