@@ -160,6 +160,20 @@ def test_declared_ranges_are_the_tested_ones(python):
         assert lower and Version(oldest[name]) == Version(lower[0]), (name, oldest.get(name), lower)
 
 
+def test_an_installed_apps_database_folder_follows_the_xdg_rule(monkeypatch, tmp_path):
+    from randstream import paths
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert paths.data_home() == tmp_path / "data" / "random-stream"
+    default = tmp_path / "home" / ".local" / "share" / "random-stream"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/data")  # not absolute: ignored, as the rule says
+    assert paths.data_home() == default
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert paths.data_home() == default
+    assert not paths.INSTALLED and paths.ASSETS == ROOT  # a checkout: its own folders
+
+
 # The installed app: `pip install .` into a fresh venv, then what a user of it runs. ---------
 
 @pytest.fixture(scope="module")
