@@ -21,7 +21,7 @@ import sys
 
 from flask import Flask
 
-from randstream import config, sources, sse, stack, web
+from randstream import config, paths, sources, sse, stack, web
 from randstream.config import ConfigError, Settings
 from randstream.history import StoreError
 from randstream.stream import Stream, open_store, require, settings_from_env
@@ -60,7 +60,7 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
     if settings.message_queue:
         require("redis", "redis", "--message-queue")
     app = Flask(
-        "random_stream", root_path=os.path.dirname(os.path.abspath(__file__)),
+        "random_stream", root_path=str(paths.ASSETS),  # templates/, static/
         instance_relative_config=True,
     )
     transport = Transport(settings.async_mode, settings.fast_path, settings.message_queue)

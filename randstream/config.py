@@ -145,7 +145,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> _Parser:
-    p = _Parser(prog="random_stream.py", description="Stream random numbers to a live dashboard.")
+    # prog: argparse's own (the script or command run): random_stream.py, random-stream
+    p = _Parser(description="Stream random numbers to a live dashboard.")
     add = p.add_argument
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", help="port to listen on (default 5000)")
@@ -155,7 +156,8 @@ def _parser() -> _Parser:
     add("--seed", help="seed for a reproducible stream (default: random)")
     add("--history", help="readings sent to a new client (default 900)")
     add("--retention", help="readings kept in the store (default 1000000)")
-    add("--db", help="SQLite path, or :memory: for no persistence (default instance/random_stream.sqlite3)")
+    add("--db", help="SQLite path, or :memory: for no persistence (default instance/random_stream.sqlite3; "
+                     "installed: $XDG_DATA_HOME/random-stream/, else ~/.local/share/random-stream/)")
     add("--message-queue", help="redis://HOST:PORT/DB to share one stream between processes")
     add("--cors-origins", help="comma-separated origins allowed besides the page's own")
     add("--async-mode", help="eventlet (default), gevent or threading")

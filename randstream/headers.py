@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from pathlib import Path
 
 from markupsafe import Markup
 
-DASHBOARD_CSS = Markup((Path(__file__).resolve().parent.parent / "static/css/dashboard.css").read_text())
+from .paths import ASSETS
+
+DASHBOARD_CSS = Markup((ASSETS / "static/css/dashboard.css").read_text())
 _CSS_HASH = base64.b64encode(hashlib.sha256(DASHBOARD_CSS.encode()).digest()).decode()
 
 SECURITY_HEADERS = {

@@ -13,7 +13,7 @@ import time
 from flask import Flask
 from flask_socketio import SocketIO
 
-from . import config, sources
+from . import config, paths, sources
 from .admission import Admission
 from .config import ConfigError, Settings
 from .counters import Counters
@@ -182,8 +182,7 @@ def open_store(app: Flask, settings: Settings):
         return scaleout.open_store(settings)
     path = settings.db
     if path is None:
-        os.makedirs(app.instance_path, exist_ok=True)
-        path = os.path.join(app.instance_path, "random_stream.sqlite3")
+        path = paths.default_db(app.instance_path)  # outside the venv when installed
     elif path != ":memory:":
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):

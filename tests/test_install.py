@@ -1,21 +1,29 @@
-"""Installs as users do: the seed's three packages alone; declared ranges are the tested ones;
-a failure the server answers with a 500 leaves a line in the log."""
+"""Installs as users do: the seed's three packages alone; `pip install .` and its console
+command; declared ranges are the tested ones, on every Python the project declares; a failure
+the server answers with a 500 leaves a line in the log."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import websocket
 from conftest import ROOT, ServerProcess, free_port, http_get
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
 SEED_PACKAGES = ["flask", "flask-socketio", "eventlet"]  # the project's original install line
 CONSTRAINTS = Path(os.environ.get("RANDOM_STREAM_TEST_CONSTRAINTS", ROOT / "constraints.txt"))
+# tests/run's smoke part installs the app into a venv of another Python and names it here.
+INSTALLED_VENV = os.environ.get("RANDOM_STREAM_TEST_INSTALLED")
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")  # requires-python >=3.10, and each one tested
 
 
 class SeedServer(ServerProcess):
@@ -109,36 +117,209 @@ def _requirement_names(path: Path) -> set[str]:
     return names
 
 
-def _pins(path: Path) -> dict[str, str]:
+def _pins(path: Path, python: str) -> dict[str, str]:
+    """name -> the version a constraints file pins on Python `python` (its markers decide)."""
+    environment = {"python_version": python, "python_full_version": python + ".0"}
     pins = {}
     for line in path.read_text().splitlines():
         line = line.split("#")[0].strip()
-        if "==" in line:
-            name, version = line.split("==")
-            pins[name.strip().lower().replace("_", "-")] = version.strip()
+        if "==" not in line:
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            name = canonicalize_name(requirement.name)
+            assert name not in pins, f"{path.name}: two pins of {name} for Python {python}"
+            pins[name] = next(iter(requirement.specifier)).version
     return pins
 
 
-def test_declared_ranges_are_the_tested_ones():
-    tomllib = pytest.importorskip("tomllib")
-    from packaging.requirements import Requirement
+@pytest.mark.parametrize("python", PYTHONS)
+def test_declared_ranges_are_the_tested_ones(python):
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: pytest's own backport
+        tomllib = pytest.importorskip("tomli")
     from packaging.version import Version
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=" + PYTHONS[0]
     extras = project["optional-dependencies"]
     runtime = [Requirement(r) for r in project["dependencies"] + extras["redis"] + extras["gevent"]]
     tests = [Requirement(r) for r in extras["test"]]
     assert {r.name.lower() for r in runtime} == _requirement_names(ROOT / "requirements.txt")
     assert {r.name.lower() for r in tests} == _requirement_names(ROOT / "tests/requirements.txt")
     assert {r.name.lower() for r in runtime} >= set(SEED_PACKAGES)
-    latest, oldest = _pins(ROOT / "constraints.txt"), _pins(ROOT / "constraints-oldest.txt")
+    latest = _pins(ROOT / "constraints.txt", python)
+    oldest = _pins(ROOT / "constraints-oldest.txt", python)
     for requirement in runtime + tests:
-        name = requirement.name.lower()
+        name = canonicalize_name(requirement.name)
         assert requirement.specifier.contains(latest[name]), (name, latest[name])
     for requirement in runtime + tests:  # each lower bound is the version the --oldest run installs
-        name = requirement.name.lower()
+        name = canonicalize_name(requirement.name)
         lower = [s.version for s in requirement.specifier if s.operator == ">="]
         assert lower and Version(oldest[name]) == Version(lower[0]), (name, oldest.get(name), lower)
+
+
+def test_an_installed_apps_database_folder_follows_the_xdg_rule(monkeypatch, tmp_path):
+    from randstream import paths
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert paths.data_home() == tmp_path / "data" / "random-stream"
+    default = tmp_path / "home" / ".local" / "share" / "random-stream"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/data")  # not absolute: ignored, as the rule says
+    assert paths.data_home() == default
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert paths.data_home() == default
+    assert not paths.INSTALLED and paths.ASSETS == ROOT  # a checkout: its own folders
+
+
+# The installed app: `pip install .` into a fresh venv, then what a user of it runs. ---------
+
+@pytest.fixture(scope="module")
+def installed_venv(tmp_path_factory) -> Path:
+    """A fresh virtualenv with `pip install .` through the tested pins (or tests/run's)."""
+    if INSTALLED_VENV:
+        return Path(INSTALLED_VENV)
+    venv = tmp_path_factory.mktemp("installed") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+         "--disable-pip-version-check", "-c", str(CONSTRAINTS), str(ROOT)],
+        check=True, timeout=600, stdout=subprocess.DEVNULL,
+    )
+    return venv
+
+
+def user_env(tmp_path: Path) -> dict[str, str]:
+    """A user's environment: HOME and XDG_DATA_HOME of their own, no settings, no checkout."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RANDOM_STREAM_", "PYTHON", "XDG_"))}
+    return {**env, "HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
+
+
+def run_installed(venv: Path, tmp_path: Path, *command: str) -> subprocess.CompletedProcess:
+    """A command of the venv's bin/, from a folder outside the checkout."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir(exist_ok=True)
+    return subprocess.run([str(venv / "bin" / command[0]), *command[1:]], cwd=cwd,
+                          env=user_env(tmp_path), capture_output=True, text=True, timeout=120)
+
+
+class InstalledServer(ServerProcess):
+    """The console command `random-stream`, with no --db: the data lives where paths.py says."""
+
+    def __init__(self, venv: Path, tmp_path: Path, *args: str) -> None:
+        super().__init__(args, None, tmp_path / "installed.log", None)
+        self.env = {**user_env(tmp_path), "PYTHONUNBUFFERED": "1"}
+        self.launcher = []
+        self.venv = venv
+
+    def command(self) -> list[str]:
+        return [str(self.venv / "bin" / "random-stream"), *super().command()[1:]]
+
+
+INSPECT = """
+import json, sys, sysconfig
+import random_stream, randstream.paths as paths
+from randstream.transport import tested_ranges
+print(json.dumps({"purelib": sysconfig.get_paths()["purelib"], "door": random_stream.__file__,
+                  "assets": str(paths.ASSETS), "installed": paths.INSTALLED,
+                  "ranges": tested_ranges(), "python": sys.version_info[:2]}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.installed
+def test_the_installed_package_carries_its_page_and_requirements(installed_venv, tmp_path):
+    run = run_installed(installed_venv, tmp_path, "python", "-c", INSPECT)
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout)
+    purelib = Path(found["purelib"])
+    assert purelib.is_relative_to(installed_venv)
+    assert Path(found["door"]) == purelib / "random_stream.py"
+    assert found["installed"] and Path(found["assets"]) == purelib / "randstream"
+    for folder in ("templates", "static"):  # inside the package, nothing at the top level
+        assert not (purelib / folder).exists()
+        shipped = {p.relative_to(purelib / "randstream" / folder)
+                   for p in (purelib / "randstream" / folder).rglob("*") if p.is_file()}
+        assert shipped == {p.relative_to(ROOT / folder)
+                           for p in (ROOT / folder).rglob("*") if p.is_file()}
+    # No pyproject.toml there: the fast path's version check reads the wheel's metadata.
+    from randstream.transport import tested_ranges
+
+    def clauses(ranges):
+        return {name: set(spec.split(",")) for name, spec in ranges.items()}
+
+    assert clauses(found["ranges"]) == clauses(tested_ranges()) and len(found["ranges"]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.installed
+def test_the_console_command_serves_the_dashboard_with_its_css_and_js(installed_venv, tmp_path):
+    server = InstalledServer(installed_venv, tmp_path, "--interval", "0.1").start(60)
+    try:
+        status, page = server.get("/")
+        assert status == 200 and 'id="current-value"' in page
+        assert (ROOT / "static/css/dashboard.css").read_text() in page  # inline, by its hash
+        linked = set(re.findall(r'(?:src|href)="(/static/[^"?]+)', page))
+        assert "/static/js/dashboard.js" in linked and "/static/favicon.svg" in linked
+        modules = {"/static/js/" + p.name for p in (ROOT / "static/js").glob("*.js")}
+        for path in sorted(linked | modules | {"/static/css/dashboard.css"}):
+            status, body = server.get(path)
+            assert status == 200, path
+            assert body == (ROOT / path.lstrip("/")).read_text(), path
+        deadline = time.monotonic() + 20
+        while server.get("/api/latest")[1].get("seq", 0) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        last = server.get("/api/latest")[1]["seq"]
+        assert last >= 3
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    log = server.log()
+    assert "async mode eventlet" in log and "transport: fast path" in log, log
+    assert "WARNING" not in log, log
+    # The history lives outside the venv, where paths.py documents it ($XDG_DATA_HOME).
+    db = tmp_path / "data" / "random-stream" / "random_stream.sqlite3"
+    assert db.is_file()
+    assert not list(installed_venv.rglob("*.sqlite3"))
+    # A reinstall leaves it alone: the next start goes on from the last reading.
+    if not INSTALLED_VENV:  # tests/run's smoke venv is its own; reinstalling it proves no more
+        subprocess.run(
+            [str(installed_venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+             "--disable-pip-version-check", "--force-reinstall", "--no-deps", str(ROOT)],
+            check=True, timeout=600, stdout=subprocess.DEVNULL,
+        )
+    again = InstalledServer(installed_venv, tmp_path, "--interval", "0.1").start(60)
+    try:
+        status, latest = again.get("/api/latest")
+        assert status == 200 and latest["seq"] >= last
+    finally:
+        again.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.installed
+@pytest.mark.parametrize("command, usage", [
+    (("random-stream", "--help"), "usage: random-stream "),
+    (("python", "-m", "randstream", "--help"), "usage: python -m randstream "),
+])
+def test_the_console_command_has_help(installed_venv, tmp_path, command, usage):
+    run = run_installed(installed_venv, tmp_path, *command)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(usage)
+    assert "--db DB" in run.stdout and "random-stream/" in run.stdout
+    assert run.stderr == ""  # no deprecation notice, no traceback
+
+
+@pytest.mark.slow
+@pytest.mark.installed
+def test_flask_finds_the_installed_door(installed_venv, tmp_path):
+    run = run_installed(installed_venv, tmp_path, "flask", "--app", "random_stream", "routes")
+    assert run.returncode == 0, run.stderr
+    assert "/api/latest" in run.stdout and "static" in run.stdout
+    assert (tmp_path / "data" / "random-stream" / "random_stream.sqlite3").is_file()
 
 
 LAUNCHER = """

@@ -26,6 +26,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from .. import paths
 from ..config import ConfigError
 from . import engineio as engineio_adapter
 from . import engineio_checks, screen
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = {"eventlet": "eventlet", "gevent": "gevent"}  # async mode -> module with its direct path
 LIBRARIES = ("python-engineio", "python-socketio", "eventlet")  # whose internals are used
-PYPROJECT = Path(__file__).resolve().parent.parent.parent / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parent.parent.parent / "pyproject.toml"  # a checkout's
+DISTRIBUTION = "random-stream"  # an installed app's
 
 
 class UnsupportedLibrary(ConfigError):
@@ -175,17 +177,26 @@ class Transport:
 # Versions -------------------------------------------------------------------------------
 
 def tested_ranges() -> dict[str, str]:
-    """The declared ranges of LIBRARIES, from pyproject.toml ({} if it is not there)."""
+    """The declared ranges of LIBRARIES: the installed distribution's requirements, or in a
+    checkout pyproject.toml's ({} if neither is there)."""
     ranges = {}
-    try:
-        lines = PYPROJECT.read_text().splitlines()
-    except OSError:
-        return ranges
-    for line in lines:  # dependency lines: "name>=low,<high",  (no tomllib before 3.11)
+    for line in _declared_requirements():  # "name>=low,<high",  (no tomllib before 3.11)
         match = re.match(r'\s*"([A-Za-z0-9_.-]+)\s*([<>=!~][^#;"]*)"', line)
         if match and match[1].lower() in LIBRARIES:
             ranges[match[1].lower()] = match[2].replace(" ", "")
     return ranges
+
+
+def _declared_requirements() -> list[str]:
+    if paths.INSTALLED:  # no pyproject.toml in site-packages: the wheel's metadata has them
+        try:
+            return [f'"{requirement}"' for requirement in metadata.requires(DISTRIBUTION) or ()]
+        except metadata.PackageNotFoundError:
+            return []
+    try:
+        return PYPROJECT.read_text().splitlines()
+    except OSError:
+        return []
 
 
 def tested_ranges_text() -> str:

@@ -1,0 +1,8 @@
+"""`python -m randstream`: the same as the console command `random-stream`."""
+
+import sys
+
+from .cli import main
+
+sys.argv[0] = "python -m randstream"  # what --help names
+main()
