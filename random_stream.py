@@ -70,8 +70,11 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
     sources.init_app(app, stream.source)
     sse.init_app(app)
     # SocketIO(app) left Flask-SocketIO's middleware in app.wsgi_app: the stack goes around it.
+    # What is too late for an answer goes on to the server: gevent's and every WSGI host's
+    # log it; eventlet's, as main() runs it, would drop it (log_output=False).
     app.wsgi_app = stack.build(app.wsgi_app, stream.admission, stream.hooks,
-                               start_on_first_request=stream if wsgi_host else None)
+                               start_on_first_request=stream if wsgi_host else None,
+                               host_logs_failures=wsgi_host or settings.async_mode != "eventlet")
     transport.log_choice()
     return app
 

@@ -21,14 +21,16 @@ from .transport.hooks import EngineHooks
 log = logging.getLogger(__name__)
 
 
-def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first_request=None):
+def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first_request=None,
+          host_logs_failures: bool = True):
     """The server's WSGI app around `socketio_app`, the middleware SocketIO(app) made.
 
     `hooks` checks polling bodies (check_post); `start_on_first_request` is the stream of
-    a WSGI host's app, whose ticker starts with the first request (main() starts its own).
+    a WSGI host's app, whose ticker starts with the first request (main() starts its own);
+    `host_logs_failures`: whether the server logs what the boundary must pass on to it.
     """
     layers = [
-        (ErrorBoundary, {}),
+        (ErrorBoundary, {"log_passed_on": not host_logs_failures}),
         (SecurityHeaders, {}),
         (Admit, {"admission": admission, "check_post": hooks.check_post,
                  "path": socketio_app.engineio_path}),
@@ -59,16 +61,19 @@ class ErrorBoundary:
     Before anything was sent the answer is a JSON 500 (with the security headers: this
     layer is outside theirs); after, or on a WebSocket upgrade (the socket is the
     WebSocket's by then), the exception goes on to the server, which closes the
-    connection (none of ours writes a traceback to a client). A client that hung up
-    mid-answer is no failure of ours and is not logged; the first failure of each kind
-    is logged with its traceback, repeats in one line at most once a minute.
+    connection (none of ours writes a traceback to a client), and logs it itself unless
+    `log_passed_on` (eventlet's server, as main() runs it, drops it: log_output=False).
+    A client that hung up mid-answer is no failure of ours and is not logged; the first
+    failure of each kind is logged with its traceback, repeats in one line at most once a
+    minute.
     """
 
     GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
     KINDS = 256  # kinds of failure remembered; past them each is logged in full
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, log_passed_on: bool = True) -> None:
         self.app = app
+        self.log_passed_on = log_passed_on
         self.seen: dict[tuple[str, str], float] = {}
 
     def __call__(self, environ, start_response):
@@ -86,9 +91,11 @@ class ErrorBoundary:
         except self.GONE:
             raise
         except Exception as exc:
-            self._log(exc, environ)
             if started or environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+                if self.log_passed_on:
+                    self._log(exc, environ)
                 raise  # too late for an answer; the server closes the connection
+            self._log(exc, environ)
             return json_error(start_response, "500 Internal Server Error",
                               "internal server error", SECURITY_HEADERS.items())
 

@@ -334,8 +334,11 @@ create_app = random_stream.create_app
 def broken_app(settings=None):
     # engine.io 4.12+ calls cors_allowed_origins(origin, environ); a one-argument policy is
     # what python-engineio 4.11 expected: the same TypeError in every handshake, mirrored.
+    # Admission consults the same policy first (randstream/admission.py).
     app = create_app(settings)
-    app.extensions["socketio"].server.eio.cors_allowed_origins = lambda origin: True
+    broken = lambda origin: True  # noqa: E731
+    app.extensions["socketio"].server.eio.cors_allowed_origins = broken
+    app.extensions["stream"].admission.origin_allowed = broken
     return app
 
 random_stream.create_app = broken_app
