@@ -255,6 +255,11 @@ def test_the_control_frame_allowance_refills_at_its_rate():
     for i in range(1, 50):
         p.receive_data(masked(PING), T0 + i / CONTROL_FRAME_RATE)
     assert p.state is OPEN and len(p.data_to_send()) == burst + 49
+    # Faster than that, even by a little: closed.
+    p.receive_data(masked(PING), T0 + 49.9 / CONTROL_FRAME_RATE)
+    assert p.state is CLOSING and p.close_code == 1008
+    p = ServerProtocol(MAX_SIZE)
+    p.receive_data(masked(PING) * burst, T0)
     # Never more than the burst saved up, however long the client was quiet.
     p.receive_data(masked(PING) * (burst + 1), T0 + 3600)
     assert p.data_to_send()[-1] == closing(1008)

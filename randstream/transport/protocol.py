@@ -127,7 +127,7 @@ class ServerProtocol:
         self.state = CLOSED
 
     def data_to_send(self) -> list[bytes]:
-        """The frames to write, in order; the last is a close frame once not OPEN."""
+        """The frames to write, in order; once the connection has ended, the close frame last."""
         frames, self.outgoing = self.outgoing, []
         return frames
 

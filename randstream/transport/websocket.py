@@ -118,6 +118,8 @@ class FrameWriter:
     attribute. Ending has two steps (`phase`): closing (no more reading of messages or new
     writes; the frame being written finishes, then the close frame, then our side is
     half-closed) and released (the socket closed and the loop no longer watching it).
+    A subclass supplies the runtime's part and what closing means for its reading
+    (`_closing`) and for engine.io (`_engine_closed`).
     """
 
     __slots__ = ("eio", "phase", "pending", "busy", "draining", "sock", "raw", "send_now",
