@@ -33,7 +33,8 @@ from engineio import packet as eio_packet
 from socketio import Manager
 from socketio import packet as sio_packet
 
-from .websocket import Connection, websocket_frame
+from .protocol import websocket_frame
+from .websocket import Connection
 
 log = logging.getLogger(__name__)
 

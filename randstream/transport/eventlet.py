@@ -24,7 +24,8 @@ import socket
 
 from . import websocket
 from .points import ExtensionPoint, code_names
-from .websocket import DETACH, Detach, _noop, opens_on_websocket, websocket_frame
+from .protocol import websocket_frame
+from .websocket import DETACH, Detach, _noop, opens_on_websocket
 
 __all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "http_protocol",
            "opens_on_websocket", "parser_problems", "websocket_frame"]
@@ -37,6 +38,8 @@ def adopt(eio_socket) -> None:
 
 class Connection(websocket.Connection):
     """A WebSocket client read by eventlet's hub and written through its raw socket."""
+
+    __slots__ = ()
 
     def raw_socket(self, green_socket):
         return green_socket.fd

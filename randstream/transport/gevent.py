@@ -28,7 +28,8 @@ import socket
 
 from . import websocket
 from .points import ExtensionPoint, code_names
-from .websocket import DETACH, Detach, websocket_frame
+from .protocol import websocket_frame
+from .websocket import DETACH, Detach
 from .websocket import opens_on_websocket as _asks_websocket
 
 __all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "http_protocol",
@@ -63,6 +64,8 @@ class _Timer:
 
 class Connection(websocket.Connection):
     """A WebSocket client read by an io watcher of gevent's loop, written through its raw socket."""
+
+    __slots__ = ()
 
     def raw_socket(self, green_socket):
         return green_socket._sock
