@@ -522,6 +522,7 @@ class PullUnderTest:
     def __init__(self, url: str):
         from randstream import scaleout
         from randstream.config import Settings
+        from randstream.fanout import Fanout
         from randstream.history import History
         from randstream.sources import PullSource
 
@@ -529,13 +530,15 @@ class PullUnderTest:
         self.store = scaleout.open_store(self.settings)
         self.started, self.release = threading.Event(), threading.Event()
         self.value = 1.5
-        self.broadcasts: list[Reading] = []
+        self.broadcasts: list[Reading] = []  # what this process's clients get
         self.tasks: list[threading.Thread] = []
+        history = History(self.store, 50)
+        follower = scaleout.Follower(history, ObservedStats("pull"), self.store, 0, 100)
+        fanout = Fanout(follower, [self.broadcasts.append], history.last_seq)
         self.ticker = scaleout.SharedTicker(
-            History(self.store, 50), ObservedStats("pull"), self.broadcasts.append,
-            settings=self.settings, sleep=time.sleep, store=self.store,
-            link=scaleout.link_for(self.settings), source=PullSource("test:read", self.read),
-            spawn=self.spawn,
+            follower, fanout.publish, settings=self.settings, sleep=time.sleep,
+            store=self.store, link=scaleout.link_for(self.settings),
+            source=PullSource("test:read", self.read), spawn=self.spawn,
         )
         self.ticker.running = True
 
@@ -587,7 +590,9 @@ def test_a_pull_whose_lease_moved_on_is_neither_stored_nor_broadcast(redis_serve
     assert pull.ticker.leading and pull.started.wait(10)
     assert rival.lease.claim(1).leading is False
     pull.finish()
-    assert [r.seq for r in pull.broadcasts] == [2] and pull.broadcasts[0].value == 1.5
+    # The rival's reading, caught up from Redis (no subscription here), then our own: the
+    # value whose lease moved on never.
+    assert [(r.seq, r.value) for r in pull.broadcasts] == [(1, 2.5), (2, 1.5)]
     assert pull.ticker.stats.count == 2 and pull.ticker.stats.max == 2.5
     pull.store.close()
     rival.close()

@@ -84,12 +84,3 @@ def test_a_pull_source_may_be_scaled_out():
                         source="examples/loadavg.py:read")
     assert settings.source == "examples/loadavg.py:read"
 
-
-def test_the_redis_queue_delivers_with_the_fast_broadcast():
-    from socketio import Manager, PubSubManager
-
-    from randstream.transport.engineio import FastBroadcast
-    from randstream.transport.redis_queue import RedisQueue
-
-    order = RedisQueue.__mro__
-    assert order.index(PubSubManager) < order.index(FastBroadcast) < order.index(Manager)
