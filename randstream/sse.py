@@ -1,8 +1,8 @@
 """GET /api/stream: the readings as Server-Sent Events, for curl -N and EventSource.
 
 No task or queue per reading per client: every SSE response waits on one shared
-event that the fan-out (fanout.py) sets for each new reading, then reads what it has not sent yet
-from the history ring, at its own pace. The bytes of each event are encoded once. A
+event that the fan-out (fanout.py) sets for each new reading, then reads what it has not
+sent yet from the history ring, at its own pace. The bytes of each event are encoded once. A
 client that falls more than --history readings behind is dropped (it reconnects with
 Last-Event-ID and gets the capped replay), so nothing is buffered per client but the
 socket's own send buffer.

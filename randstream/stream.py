@@ -71,7 +71,8 @@ class Stream:
         self.fanout = Fanout(keeper, [
             self.feed.publish,  # SSE: every GET /api/stream wakes and reads the history
             self.broadcast_seconds.timing(self.live.broadcast),  # Socket.IO, timed for /metrics
-            lambda _reading: self.collections.after_broadcast(),  # the quiet moment until the next
+            # A full collection when one is due: the quiet moment until the next reading.
+            lambda _reading: self.collections.after_broadcast(),
         ], last_seq=self.history.last_seq)
         self.ticker = topology.ticker(keeper, self.fanout.publish, source=self.source,
                                       socketio=socketio)

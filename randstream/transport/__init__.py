@@ -2,8 +2,8 @@
 
 The fast path (one frame for every client, WebSockets without tasks, one pinger) needs
 internals of python-engineio, python-socketio and eventlet. At start each of them is
-checked (EXTENSION_POINTS in engineio_checks.py, eventlet.py, gevent.py), and the library
-versions against the tested ranges (pyproject.toml). If one is missing or different,
+checked (engineio_checks.py, and EXTENSION_POINTS in eventlet.py and gevent.py), and the
+library versions against the tested ranges (pyproject.toml). If one is missing or different,
 one WARNING names it and the server takes the libraries' own documented path instead:
 python-socketio's Manager, engine.io's per-client queues, tasks and pings.
 Slower, but every part of the contract holds. `--fast-path off` forces that path.
