@@ -211,10 +211,11 @@ class SharedTicker(Ticker):
             self.history.store_errors += 1
             self.link.trouble("store", exc)
         self.history.store_error = self.link.problem
-        # Caught up (missed on the channel), then our own: handed out unless the channel
-        # was first, in seq order either way.
-        for each in fresh if reading is None else [*fresh, reading]:
-            self.publish(each)
+        # Of what catch_up found (missed on the channel) the newest is handed out: SSE reads
+        # the rest from the history, Socket.IO clients resume the gap (one shared answer)
+        # instead of each getting every missed reading at once. Then our own reading.
+        for each in fresh[-1:] if reading is None else [*fresh[-1:], reading]:
+            self.publish(each)  # unless the channel was first: in seq order either way
         return reading
 
     def _pull(self) -> None:

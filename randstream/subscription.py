@@ -8,10 +8,13 @@ The fan-out drops a seq it has handed out already (the holder's own readings com
 this way; a message may come twice), and the ticker's catch-up read from Redis each
 interval fills in what a process missed while it was not subscribed.
 
-Why a channel and not a read of the readings' Redis stream (XREAD): a process that was cut
-off would be handed every reading it missed at once, a burst to each of its clients;
-catch-up keeps its history whole and clients fill their gap with `resume`, as when a
-connection drops.
+Why a channel and not a read of the readings' Redis stream (XREAD): the publish is part
+of the fenced store script, so a reading is published if and only if it is stored, in
+the order of the stores, with no extra round trip; a stream read would need a cursor per
+process and a blocking read issued again every few hundred milliseconds, and after a
+partition it would replay everything the process missed (up to --retention) to each of its
+clients. Here a process that missed readings catches its history up and hands out the
+newest; its clients fill the gap with `resume`, as after a dropped connection.
 """
 
 from __future__ import annotations

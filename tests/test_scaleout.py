@@ -518,6 +518,21 @@ def test_a_message_heard_twice_or_late_is_handed_out_once(members, redis_server)
     client.close()
 
 
+def test_what_the_channel_missed_comes_with_the_catch_up_the_newest_handed_out(members):
+    leader, follower = members(2)
+    leader.ticker.tick()
+    wait_until(lambda: len(follower.handed) == 1)
+    follower.subscription.stop()  # it hears nothing more: seq 2 ends its task
+    for _ in range(4):
+        leader.ticker.tick()
+    follower.ticker.tick()  # its catch-up: 2..5 into the history, the newest handed out
+    assert [s for s, _ in handed(follower)] == [1, 5]  # its clients resume 2..4
+    assert follower.history.latest(10) == leader.history.latest(10)
+    assert follower.stats.to_dict() == leader.stats.to_dict() and follower.stats.count == 5
+    follower.task.join(10)
+    assert not follower.task.is_alive()  # the stopped subscription ended at its next message
+
+
 def test_redis_restarted_is_logged_once_and_heard_again_within_a_second(members, redis_server,
                                                                          caplog):
     (follower,) = members(1)
