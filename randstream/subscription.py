@@ -58,14 +58,13 @@ class Subscription:
         self.link = link  # scaleout.RedisLink: trouble(part, exc) and fine(*parts)
         self.publish = publish
         self.sleep = sleep
-        self.running = False
+        self.stopped = False
         self.heard = 0  # readings heard on the channel (repeats included)
 
     def run(self) -> None:
         """The task: until stop(), subscribed whenever Redis lets it be."""
-        self.running = True
         wait = RESUBSCRIBE_MIN
-        while self.running:
+        while not self.stopped:
             pubsub = None
             try:
                 pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -73,18 +72,18 @@ class Subscription:
                 self.link.fine("subscribe")
                 wait = RESUBSCRIBE_MIN
                 for message in pubsub.listen():
-                    if not self.running:
-                        break
+                    if self.stopped:
+                        return
                     self.hand_on(message)
             except (redis.RedisError, OSError) as exc:  # OSError: a socket Redis dropped
-                if not self.running:
-                    break
+                if self.stopped:
+                    return
                 self.link.trouble("subscribe", exc)
-                self.sleep(wait)
-                wait = min(2 * wait, RESUBSCRIBE_MAX)
             finally:
                 if pubsub is not None:
                     _close(pubsub)
+            self.sleep(wait)  # Redis away (or listen() ended): again, soon
+            wait = min(2 * wait, RESUBSCRIBE_MAX)
 
     def hand_on(self, message: dict) -> None:
         reading = parse(message.get("data"))
@@ -100,7 +99,7 @@ class Subscription:
     def stop(self) -> None:
         """The task ends at its next message or its next attempt to subscribe (closing its
         socket from here would fail the read in the task, which differs by async mode)."""
-        self.running = False
+        self.stopped = True
 
 
 def _close(pubsub) -> None:

@@ -39,7 +39,6 @@ class Local:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store: SqliteStore | None = None
 
     def open_store(self, app: Flask) -> SqliteStore:
         """SQLite in the instance folder unless --db says otherwise."""
@@ -51,8 +50,7 @@ class Local:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise ConfigError(f"--db {path}: folder {parent} does not exist")
-        self.store = SqliteStore(path, retention=self.settings.retention)
-        return self.store
+        return SqliteStore(path, retention=self.settings.retention)
 
     def keeper(self, history: History, stats: Stats | ObservedStats) -> Keep:
         return Keep(history, stats)
@@ -74,31 +72,38 @@ class Local:
 
 
 class Cluster:
-    """Processes sharing one stream through Redis: one lease holder draws, all hand out."""
+    """Processes sharing one stream through Redis: one lease holder draws, all hand out.
+
+    Its modules need redis, so they are imported here, not at the top of this one.
+    """
 
     def __init__(self, settings: Settings) -> None:
         from .stream import require
 
         require("redis", "redis", "--message-queue")
-        from . import scaleout  # needs redis: imported only when scaled out
+        from . import scaleout
 
         self.settings = settings
-        self.scaleout = scaleout
         self.link = scaleout.link_for(settings)  # every Redis trouble, logged once an outage
-        self.store = None
+        self.store = None  # open_store() comes first
         self.subscription = None
 
     def open_store(self, app: Flask):
         """The shared store in Redis (--db is refused); StoreError if Redis does not answer."""
-        self.store = self.scaleout.open_store(self.settings)
+        from . import scaleout
+
+        self.store = scaleout.open_store(self.settings)
         return self.store
 
     def keeper(self, history: History, stats: Stats | ObservedStats):
-        s = self.settings
-        return self.scaleout.Follower(history, stats, self.store, s.min, s.max)
+        from . import scaleout
+
+        return scaleout.Follower(history, stats, self.store, self.settings.min, self.settings.max)
 
     def ticker(self, keeper, publish: Callable[[Reading], object], *, source, socketio):
-        return self.scaleout.SharedTicker(
+        from . import scaleout
+
+        return scaleout.SharedTicker(
             keeper, publish, settings=self.settings, sleep=socketio.sleep, store=self.store,
             link=self.link, source=source, spawn=socketio.start_background_task,
             off_loop=sources.off_loop(socketio.async_mode),
