@@ -21,10 +21,10 @@ import sys
 
 from flask import Flask
 
-from randstream import config, paths, sources, sse, stack, web
+from randstream import config, paths, sources, sse, stack, topology, web
 from randstream.config import ConfigError, Settings
 from randstream.history import StoreError
-from randstream.stream import Stream, open_store, require, settings_from_env
+from randstream.stream import Stream, require, settings_from_env
 from randstream.transport import Transport
 
 log = logging.getLogger("random_stream")
@@ -57,14 +57,13 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
     """The app for `settings`; a WSGI host's starts its ticker with the first request."""
     if settings.async_mode != "threading":
         require(settings.async_mode, settings.async_mode, f"--async-mode {settings.async_mode}")
-    if settings.message_queue:
-        require("redis", "redis", "--message-queue")
+    chosen = topology.choose(settings)  # one process, or a cluster through Redis
     app = Flask(
         "random_stream", root_path=str(paths.ASSETS),  # templates/, static/
         instance_relative_config=True,
     )
-    transport = Transport(settings.async_mode, settings.fast_path, settings.message_queue)
-    stream = Stream(app, settings, open_store(app, settings), transport)
+    transport = Transport(settings.async_mode, settings.fast_path)
+    stream = Stream(app, settings, chosen, transport)
     app.extensions["stream"] = stream
     web.init_app(app)
     sources.init_app(app, stream.source)

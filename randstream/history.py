@@ -6,7 +6,6 @@ import logging
 import threading
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,6 @@ class History:
         self.store_errors = 0
         self.ring.extend(store.latest(ring_size))
         self._last_seq = store.last_seq()
-        self.on_new: Callable[[], None] | None = None  # told after each new reading (sse.py)
 
     @property
     def last_seq(self) -> int:
@@ -94,8 +92,6 @@ class History:
         self.ring.extend(readings)
         if readings:
             self._last_seq = max(self._last_seq, readings[-1].seq)
-            if self.on_new is not None:
-                self.on_new()
 
     def append(self, reading: Reading, stats_state: dict) -> None:
         """Keep the reading; a failing store is reported, not fatal."""
@@ -112,8 +108,6 @@ class History:
             if self.store_error is not None:
                 log.info("store recovered")
             self.store_error = None
-        if self.on_new is not None:
-            self.on_new()
 
     def latest(self, n: int) -> list[Reading]:
         return self.ring.latest(n)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from .transport import Sends
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 BROADCAST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+T = TypeVar("T")
 
 
 class Histogram:
@@ -33,6 +39,14 @@ class Histogram:
     def time(self) -> _Timer:
         return _Timer(self)
 
+    def timing(self, fn: Callable[[T], object]) -> Callable[[T], None]:
+        """`fn`, each call of it observed (a fan-out subscriber: the Socket.IO broadcast)."""
+        def timed(arg: T) -> None:
+            with self.time():
+                fn(arg)
+
+        return timed
+
 
 class _Timer:
     def __init__(self, histogram: Histogram) -> None:
@@ -47,12 +61,25 @@ class _Timer:
 
 
 class Metrics:
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.broadcast_seconds = Histogram(BROADCAST_BUCKETS)
+    """/metrics from the parts named here, each read at scrape time.
+
+    `counters` (counters.py) has `rejected` and `refused` (dicts of counts by reason),
+    `open_connections` and `max_connections`; `sends()` is the transport's (Transport.sends).
+    """
+
+    def __init__(self, *, ticker, history, live, feed, source, counters,
+                 sends: Callable[[], Sends], broadcast_seconds: Histogram) -> None:
+        self.ticker = ticker
+        self.history = history
+        self.live = live
+        self.feed = feed
+        self.source = source
+        self.counters = counters
+        self.sends = sends
+        self.broadcast_seconds = broadcast_seconds
 
     def exposition(self) -> bytes:
-        return "".join(_lines(self.stream, self.broadcast_seconds)).encode()
+        return "".join(_lines(self)).encode()
 
 
 def _number(value: float) -> str:
@@ -97,12 +124,12 @@ def _histogram(name: str, doc: str, h: Histogram) -> Iterator[str]:
     return _family(name, "histogram", doc, samples)
 
 
-def _lines(s, broadcast_seconds: Histogram) -> Iterator[str]:
+def _lines(s: Metrics) -> Iterator[str]:
     yield from _counter("random_stream_ticks", "Readings drawn", s.ticker.ticks)
     yield from _counter("random_stream_tick_failures", "Ticks that raised", s.ticker.failures)
     yield from _gauge("random_stream_tick_lag_seconds", "How late the last tick woke", s.ticker.tick_lag)
     yield from _histogram("random_stream_broadcast_seconds", "Time to hand one reading to every client",
-                          broadcast_seconds)
+                          s.broadcast_seconds)
     yield from _gauge("random_stream_last_seq", "Newest seq", s.history.last_seq)
     yield from _gauge("random_stream_connected_clients", "Socket.IO clients connected", s.live.clients)
     yield from _counter("random_stream_connects", "Client connects", s.live.connects)
@@ -120,12 +147,11 @@ def _lines(s, broadcast_seconds: Histogram) -> Iterator[str]:
                       s.counters.open_connections)
     yield from _gauge("random_stream_max_connections", "The --max-connections cap",
                       s.counters.max_connections)
-    manager = s.socketio.server.manager
+    sends = s.sends()
     yield from _labelled("random_stream_broadcast_sends", "Readings handed to clients, by path", "path",
-                         {"direct": getattr(manager, "fast_sends", 0),
-                          "queued": getattr(manager, "slow_sends", 0)})
+                         {"direct": sends.direct, "queued": sends.queued})
     yield from _counter("random_stream_laggards_dropped", "Clients cut off for being too far behind",
-                        getattr(manager, "laggards_dropped", 0))
+                        sends.laggards_dropped)
     yield from _counter(
         "random_stream_store_errors",
         "Store operations that failed (writes; with Redis also lease claims and catch-up reads)",
@@ -134,7 +160,7 @@ def _lines(s, broadcast_seconds: Histogram) -> Iterator[str]:
     yield from _source_lines(s)
 
 
-def _source_lines(s) -> Iterator[str]:
+def _source_lines(s: Metrics) -> Iterator[str]:
     """The source's problems by kind, skipped pull ticks, and the SSE clients."""
     problems = getattr(s.source, "problems", None)
     yield from _labelled("random_stream_source_errors",

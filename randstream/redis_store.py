@@ -8,6 +8,8 @@ Keys (prefix `random_stream:`, one stream per Redis database):
   stats     JSON of the stats state as of reading `seq` (the "seq" field says which); its
             "kind" is the source's (none: random), checked at start like the range
   lease     the token of the process that ticks (see lease.py), with a TTL
+  live      not a key: the Pub/Sub channel each stored reading is published on, by the
+            same script that stores it (subscription.py hears it in every process)
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ PREFIX = "random_stream:"
 CONNECT_TIMEOUT = 2.0  # seconds; a Redis that does not answer is reported, not waited for
 COMMAND_TIMEOUT = 2.0
 
-# KEYS: lease, seq, readings, stats.  ARGV: token, ttl ms, seq, value, ts, stats json, retention.
+# KEYS: lease, seq, readings, stats.  ARGV: token, ttl ms, seq, value, ts, stats json,
+# retention, channel, the reading as JSON.
 # The fence: only the lease holder writes, only with a seq above every seq handed out, and
-# the write renews the lease. The seq goes in as a string so Lua never reformats it.
+# the write renews the lease. The seq goes in as a string so Lua never reformats it. A
+# reading is published if and only if it is stored, in the order of the stores: a deposed
+# leader can publish nothing. (The JSON is made in Python: Lua's cjson would round floats.)
 APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return redis.error_reply('FENCED lease not held')
@@ -45,6 +50,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], ARGV[3] .. '-0', 'v', ARGV[4
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[4], ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[8], ARGV[9])
 return top
 """
 
@@ -58,6 +64,7 @@ class Keys(NamedTuple):
     seq: str
     readings: str
     stats: str
+    live: str  # the channel of readings (Pub/Sub channels are not keys)
 
     @classmethod
     def with_prefix(cls, prefix: str = PREFIX) -> Keys:
@@ -86,6 +93,11 @@ def _value(raw: bytes) -> int | float:
         return int(raw)
     except ValueError:
         return float(raw)
+
+
+def message(reading: Reading) -> str:
+    """A reading as it goes out on the channel: JSON, floats exact (Python's repr)."""
+    return json.dumps(reading.to_dict(), separators=(",", ":"))
 
 
 def _reading(entry) -> Reading:
@@ -170,13 +182,15 @@ class RedisStore:
         return readings, state.pop("seq"), state
 
     def append(self, reading: Reading, stats_state: dict) -> None:
-        """Store the reading and the stats, if and only if this process holds the lease."""
+        """Store the reading and the stats, then publish the reading on the channel, if and
+        only if this process holds the lease."""
         stats = json.dumps({"seq": reading.seq, **stats_state}, separators=(",", ":"))
+        keys = self.keys
         try:
             self._append(
-                keys=list(self.keys),
+                keys=[keys.lease, keys.seq, keys.readings, keys.stats],
                 args=[self.lease.token, self.lease.ttl_ms, str(reading.seq), reading.value,
-                      repr(reading.ts), stats, self.retention],
+                      repr(reading.ts), stats, self.retention, keys.live, message(reading)],
             )
         except redis.RedisError as exc:
             raise self._error(exc) from None

@@ -1,17 +1,19 @@
 """Scale-out: several processes share one stream through Redis (--message-queue).
 
 Every process serves pages and sockets and runs a SharedTicker. Each interval it claims
-the lease (lease.py): the holder draws, stores the reading in Redis behind the lease's
-fence (redis_store.py), then emits it; the emit goes through Flask-SocketIO's Redis
-message queue, so every process delivers it once to its own clients. The others follow:
-their ring and stats are fed from those same messages and caught up from Redis each
-interval, so `history`, `resume`, the API and /healthz are right on every process.
-When the leader dies its lease expires and the next claim takes over, at seq + 1.
+the lease (lease.py): the holder draws and stores the reading in Redis behind the lease's
+fence (redis_store.py), which publishes it on the channel of readings in the same step;
+then it hands the reading to its own fan-out (fanout.py), so its clients wait for no
+round trip. Every process hears the channel (subscription.py) and hands each reading to
+its fan-out: once, in seq order. Its history and stats (Follower) are fed from the same
+readings and caught up from Redis each interval, so `history`, `resume`, the API and
+/healthz are right on every process. When the leader dies its lease expires and the
+next claim takes over, at seq + 1.
 
 A pull source (module:callable) is called by the lease holder alone, once per tick and
 off the event loop, as by the local Ticker: never two calls at once, a tick that finds
 the call still running is skipped. Its value is stored behind the same fence and
-broadcast; a value whose call began under a lease this process no longer holds is
+published; a value whose call began under a lease this process no longer holds is
 dropped. Push sources are refused by the configuration (config.check_source).
 """
 
@@ -29,7 +31,7 @@ from .config import ConfigError, Settings
 from .history import History, Reading, StoreError
 from .lease import lease_ttl
 from .redis_store import Fenced, RedisStore, location, open_redis_store
-from .sources import check_value, source_kind
+from .sources import source_kind
 from .stats import ObservedStats, Stats
 from .ticker import Ticker
 
@@ -75,56 +77,111 @@ def _shown(kind: str) -> str:
     return "module:callable" if kind == "pull" else kind
 
 
-class SharedTicker(Ticker):
-    """Runs in every process; only the lease holder draws, the others follow Redis."""
+class Follower:
+    """This process's copy of the cluster's history and stats, in step with Redis.
 
-    def __init__(self, history: History, stats: Stats | ObservedStats,
-                 broadcast: Callable[[Reading], None], *, settings: Settings,
-                 sleep: Callable[[float], None], store: RedisStore, link: RedisLink,
-                 start_queue: Callable[[], None] | None = None, source=None,
-                 spawn: Callable[[Callable[[], None]], object] | None = None,
-                 off_loop: Callable[[Callable], object] = lambda fn: fn()) -> None:
-        s = settings
-        super().__init__(
-            history, stats, broadcast, interval=s.interval,
-            lo=s.min, hi=s.max, seed=s.seed, sleep=sleep,
-            source=source, spawn=spawn, off_loop=off_loop,
-        )
-        self.store = store
-        self.lease = store.lease
-        self.lease_seconds = store.lease.ttl_ms / 1000
-        self.link = link
-        self.seed = s.seed
-        self.ring_size = s.history
-        self.start_queue = start_queue
-        self.leading: bool | None = None  # None until the first claim answers
-        self.takeovers = 0
-        self.top = 0  # the highest seq Redis had handed out at the last claim
-        self.dropped = 0  # pulled values dropped: the lease changed hands during the call
-        self._lock = threading.Lock()  # followers are fed from the queue task too
+    The fan-out's keeper when scaled out: a reading heard on the channel is followed if it
+    is the next one (a gap is left to catch_up, which reads it from Redis); the lease
+    holder's own reading is kept by kept(), after the fenced write. Readings are stored in
+    Redis by then: here they only go into the ring (History.follow) and the stats.
+    """
+
+    def __init__(self, history: History, stats: Stats | ObservedStats, store: RedisStore,
+                 lo: int, hi: int) -> None:
+        self.history = history
+        self.stats = stats
+        self.lo, self.hi = lo, hi
+        self.last_at: float | None = None  # wall clock of the last reading kept
+        self.lock = threading.Lock()  # the subscription, the ticker and a pull call keep
         self.stats_seq, state = store.head()  # the seq the stats include, up to
-        if state is not None and self._fits(state):
+        if state is not None and self.fits(state):
             replace_stats(self.stats, state)
 
-    def _fits(self, state: dict) -> bool:
+    def fits(self, state: dict) -> bool:
         """Stored stats of this stream's kind (and, for random, its range)."""
         if isinstance(self.stats, ObservedStats):
             return stats_kind(state) == self.stats.kind
         return stats_kind(state) == "random" and (state.get("lo"), state.get("hi")) == (
             self.lo, self.hi)
 
-    def _counts(self, value: int | float) -> bool:
+    def counts(self, value: int | float) -> bool:
         """Whether `value` can go into this stream's stats (random: an int in its range)."""
         if isinstance(self.stats, ObservedStats):
             return True
         return isinstance(value, int) and self.lo <= value <= self.hi
 
-    def run(self) -> None:
-        # python-socketio starts the queue listener when the first client connects;
-        # a follower needs the readings from the start (else it catches up each interval).
-        if self.start_queue is not None:
-            self.start_queue()
-        super().run()
+    def __call__(self, reading: Reading) -> None:
+        """Keep a reading of the stream's leader (this process's own included) if it is next."""
+        with self.lock:
+            if reading.seq != self.history.last_seq + 1:
+                return  # kept already, or after a gap: catch_up fills it from Redis
+            self.history.follow([reading])
+            if self.stats_seq == reading.seq - 1 and self.counts(reading.value):
+                self.stats.add(reading.value, reading.seq)
+                self.stats_seq = reading.seq
+        self.last_at = time.time()
+
+    def kept(self, reading: Reading, stats_state: dict) -> None:
+        """This process stored `reading` and these stats behind the fence: keep them too."""
+        with self.lock:
+            # A pull's append can race the ticker's catch_up, which may have fetched it.
+            if reading.seq > self.history.last_seq:
+                self.history.follow([reading])
+            if reading.seq > self.stats_seq:
+                replace_stats(self.stats, stats_state)
+                self.stats_seq = reading.seq
+        self.last_at = reading.ts
+
+    def caught_up(self, readings: list[Reading], stats_seq: int, state: dict | None
+                  ) -> list[Reading]:
+        """Keep what Redis had beyond our last seq (a gap allowed: the rest is gone); the
+        readings that were new here."""
+        with self.lock:
+            fresh = [r for r in readings if r.seq > self.history.last_seq]
+            if fresh:
+                self.history.follow(fresh)
+                self.last_at = time.time()
+            if (state is not None and stats_seq == self.history.last_seq
+                    and stats_seq > self.stats_seq and self.fits(state)):
+                replace_stats(self.stats, state)
+                self.stats_seq = stats_seq
+        return fresh
+
+
+class SharedTicker(Ticker):
+    """Runs in every process; only the lease holder draws, the others follow Redis."""
+
+    def __init__(self, follower: Follower, publish: Callable[[Reading], object], *,
+                 settings: Settings, sleep: Callable[[float], None], store: RedisStore,
+                 link: RedisLink, source=None,
+                 spawn: Callable[[Callable[[], None]], object] | None = None,
+                 off_loop: Callable[[Callable], object] = lambda fn: fn()) -> None:
+        s = settings
+        self.follower = follower  # before Ticker's __init__, which sets last_tick_at
+        super().__init__(
+            follower.history, publish, interval=s.interval,
+            lo=s.min, hi=s.max, seed=s.seed, sleep=sleep,
+            source=source, spawn=spawn, off_loop=off_loop,
+        )
+        self.stats = follower.stats
+        self.store = store
+        self.lease = store.lease
+        self.link = link
+        self.seed = s.seed
+        self.ring_size = s.history
+        self.leading: bool | None = None  # None until the first claim answers
+        self.takeovers = 0
+        self.top = 0  # the highest seq Redis had handed out at the last claim
+        self.dropped = 0  # pulled values dropped: the lease changed hands during the call
+
+    @property
+    def last_tick_at(self) -> float | None:
+        """When this process last learned of a reading, drawn or followed (for /healthz)."""
+        return self.follower.last_at
+
+    @last_tick_at.setter
+    def last_tick_at(self, at: float | None) -> None:
+        self.follower.last_at = at
 
     def stop(self) -> None:
         super().stop()
@@ -136,39 +193,33 @@ class SharedTicker(Ticker):
 
     def tick(self) -> Reading | None:
         reading = None
-        claimed_at = self.clock()  # the lease runs from no earlier than this
+        fresh: list[Reading] = []
         try:
             claim = self.lease.claim(self.history.last_seq)
-            self.catch_up(claim.top)
+            fresh = self.catch_up(claim.top)
             self._role(claim.leading)
             self.top = claim.top
             if claim.leading and self.source.mode == "pull":
                 self.start_pull()  # its own task: this one goes on renewing the lease
             elif claim.leading:
                 reading = self.draw(claim.top)
-            self.link.fine("store", "publish")  # Redis answers: a failed publish is over too
+            self.link.fine("store")
         except Fenced as exc:
-            self.link.fine("store", "publish")
+            self.link.fine("store")
             self._role(False, str(exc))
         except (StoreError, redis.RedisError, OSError) as exc:
             self.history.store_errors += 1
             self.link.trouble("store", exc)
         self.history.store_error = self.link.problem
-        return None if reading is None else self.send(reading, claimed_at)
-
-    def send(self, reading: Reading, renewed_at: float) -> Reading | None:
-        """Broadcast a stored reading, unless the lease renewed at `renewed_at` may be gone."""
-        if self.clock() - renewed_at >= self.lease_seconds:
-            # Stalled past our own lease (a pause, a slow Redis): another process may be
-            # ticking by now. The reading is stored; viewers get it through `resume`.
-            log.warning("seq %d stored but not broadcast: this tick outlived its lease",
-                        reading.seq)
-            return None
-        self.broadcast(reading)
+        # Of what catch_up found (missed on the channel) the newest is handed out: SSE reads
+        # the rest from the history, Socket.IO clients resume the gap (one shared answer)
+        # instead of each getting every missed reading at once. Then our own reading.
+        for each in fresh[-1:] if reading is None else [*fresh[-1:], reading]:
+            self.publish(each)  # unless the channel was first: in seq order either way
         return reading
 
     def _pull(self) -> None:
-        """The lease holder's call, in its own task (Ticker.start_pull): store, then send."""
+        """The lease holder's call, in its own task (Ticker.start_pull): store, then publish."""
         term = self.takeovers  # which lease the call is made under
         try:
             value = self.source.pull(self.off_loop)
@@ -180,7 +231,6 @@ class SharedTicker(Ticker):
                 self.dropped += 1
                 log.info("a pulled value was dropped: the lease changed hands during the call")
                 return
-            renewed_at = self.clock()  # the append renews the lease
             try:
                 reading = self.keep(self.top, value)
             except Fenced as exc:
@@ -191,7 +241,7 @@ class SharedTicker(Ticker):
                 self.link.trouble("store", exc)
                 self.history.store_error = self.link.problem
                 return
-            self.send(reading, renewed_at)
+            self.publish(reading)
         except Exception:
             self.failures += 1
             log.exception("recording a pulled value failed; the ticker goes on")
@@ -214,59 +264,28 @@ class SharedTicker(Ticker):
                         why or "another process holds it")
         self.leading = leading
 
-    def catch_up(self, top: int) -> None:
-        """Fetch what Redis has beyond our last seq (missed messages, a takeover)."""
+    def catch_up(self, top: int) -> list[Reading]:
+        """Fetch what Redis has beyond our last seq (missed messages, a takeover): kept,
+        and returned for handing out."""
         if top <= self.history.last_seq:
-            return
+            return []
         readings, stats_seq, state = self.store.catch_up(self.history.last_seq, self.ring_size)
-        with self._lock:
-            fresh = [r for r in readings if r.seq > self.history.last_seq]
-            if fresh:
-                self.history.follow(fresh)
-                self.last_tick_at = time.time()
-            if (state is not None and stats_seq == self.history.last_seq
-                    and stats_seq > self.stats_seq and self._fits(state)):
-                replace_stats(self.stats, state)
-                self.stats_seq = stats_seq
+        return self.follower.caught_up(readings, stats_seq, state)
 
     def draw(self, top: int) -> Reading:
         """Draw from the random source; keep() stores it."""
         return self.keep(top, self.rng.randint(self.lo, self.hi))
 
     def keep(self, top: int, value: int | float) -> Reading:
-        """Store behind the fence, then (only then) keep the reading."""
+        """Store behind the fence (which publishes it), then (only then) keep the reading."""
         seq = max(top, self.history.last_seq) + 1
         reading = Reading(seq, value, self.wall_clock())
         stats = type(self.stats).from_state(self.stats.state())
         stats.add(reading.value, seq)
         self.store.append(reading, stats.state())
-        with self._lock:
-            # A pull's append can race the ticker's catch_up, which may have fetched it.
-            if seq > self.history.last_seq:
-                self.history.follow([reading])
-            if seq > self.stats_seq:
-                replace_stats(self.stats, stats.state())
-                self.stats_seq = seq
-        self.last_tick_at = reading.ts
+        self.follower.kept(reading, stats.state())
         self.ticks += 1
         return reading
-
-    def observe(self, data) -> None:
-        """A reading seen on the queue (the leader's own included): follow it if it is next."""
-        if not isinstance(data, dict):
-            return
-        try:
-            reading = Reading(int(data["seq"]), check_value(data["value"]), float(data["ts"]))
-        except (KeyError, TypeError, ValueError):  # check_value's BadValue is a ValueError
-            return
-        with self._lock:
-            if reading.seq != self.history.last_seq + 1:
-                return  # ours, or out of order: catch_up fills gaps from Redis
-            self.history.follow([reading])
-            if self.stats_seq == reading.seq - 1 and self._counts(reading.value):
-                self.stats.add(reading.value, reading.seq)
-                self.stats_seq = reading.seq
-        self.last_tick_at = time.time()
 
 
 def open_store(settings: Settings) -> RedisStore:

@@ -1,8 +1,8 @@
 """GET /api/stream: the readings as Server-Sent Events, for curl -N and EventSource.
 
 No task or queue per reading per client: every SSE response waits on one shared
-event that History sets for each new reading, then reads what it has not sent yet
-from the history ring, at its own pace. The bytes of each event are encoded once. A
+event that the fan-out (fanout.py) sets for each new reading, then reads what it has not
+sent yet from the history ring, at its own pace. The bytes of each event are encoded once. A
 client that falls more than --history readings behind is dropped (it reconnects with
 Last-Event-ID and gets the capped replay), so nothing is buffered per client but the
 socket's own send buffer.
@@ -49,8 +49,8 @@ class Feed:
         self._encoded: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def publish(self) -> None:
-        """A new reading is in the history: wake every waiting response."""
+    def publish(self, reading: Reading | None = None) -> None:
+        """A new reading is in the history (or a heartbeat is due): wake every waiting response."""
         event, self._event = self._event, threading.Event()
         event.set()
 

@@ -13,45 +13,39 @@ import time
 from flask import Flask
 from flask_socketio import SocketIO
 
-from . import config, paths, sources
+from . import config
 from .admission import Admission
 from .config import ConfigError, Settings
 from .counters import Counters
+from .fanout import Fanout
 from .history import History
 from .live import Live, origin_policy
-from .metrics import Metrics
+from .metrics import BROADCAST_BUCKETS, Histogram, Metrics
 from .server import FullCollections
 from .sources import make_source
 from .sse import Feed
 from .stats import ObservedStats, Stats
-from .store import SqliteStore
-from .ticker import Ticker
 from .transport import Transport
 from .transport.hooks import EngineHooks
 
 
 class Stream:
-    """One running stream: its's ticker, history and statistics, its live clients.
+    """One running stream: its ticker, history and statistics, its live clients.
 
-    Built once, in order, by create_app(); nothing in it is replaced afterwards.
+    Built once, in order, by create_app(); nothing in it is replaced afterwards. What
+    differs between one process and a cluster comes from `topology` (topology.py).
     """
 
-    def __init__(self, app: Flask, settings: Settings, store, transport: Transport) -> None:
+    def __init__(self, app: Flask, settings: Settings, topology, transport: Transport) -> None:
         self.settings = settings
-        self.store = store
+        self.topology = topology
         self.transport = transport
+        self.store = store = topology.open_store(app)
         self.history = History(store, ring_size=settings.history)
         self.source = make_source(settings, settings.async_mode)
         self.stats = load_stats(store, settings, self.source.kind)
         self.feed = Feed(self.history, settings.history)
-        self.history.on_new = self.feed.publish
         self.collections = FullCollections()  # idle until serve() starts it
-        if settings.message_queue:
-            from . import scaleout  # needs redis: imported only when scaled out
-
-            link = scaleout.link_for(settings)
-        else:
-            link = None
         origin_allowed = origin_policy(settings.cors_origins)
         self.socketio = socketio = SocketIO(
             app,
@@ -66,9 +60,8 @@ class Stream:
             ping_timeout=settings.ping_timeout,
             logger=library_logger("socketio.server"),
             engineio_logger=library_logger("engineio.server"),
-            # The Redis message queue when scaled out, else the in-process one.
-            client_manager=transport.client_manager(
-                settings.message_queue, link, on_reading=self.follow_reading),
+            # This process's own, scaled out too: a cluster shares readings, not Socket.IO.
+            client_manager=transport.client_manager(),
         )
         stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
         self.live = Live(socketio, self.history, stream_info, settings.history, transport)
@@ -78,44 +71,37 @@ class Stream:
                                    trusted_proxies=settings.trusted_proxies)
         self.hooks = EngineHooks(socketio, self.admission, self.counters)
         transport.install(socketio, self.hooks)
-        self.metrics = Metrics(self)
-        if settings.message_queue:  # one ticker per cluster: the lease holder draws
-            self.ticker = scaleout.SharedTicker(
-                self.history, self.stats, self.broadcast, settings=settings,
-                sleep=socketio.sleep, store=store, link=link,
-                start_queue=transport.queue_starter(socketio), source=self.source,
-                spawn=socketio.start_background_task,
-                off_loop=sources.off_loop(socketio.async_mode),
-            )
-        else:
-            self.ticker = Ticker(
-                self.history, self.stats, self.broadcast,
-                interval=settings.interval, lo=settings.min, hi=settings.max, seed=settings.seed,
-                sleep=socketio.sleep, source=self.source, spawn=socketio.start_background_task,
-                off_loop=sources.off_loop(socketio.async_mode),
-            )
+        self.broadcast_seconds = Histogram(BROADCAST_BUCKETS)
+        keeper = topology.keeper(self.history, self.stats)
+        # The one way a reading goes (fanout.py): kept first, then handed out, in this order.
+        self.fanout = Fanout(keeper, [
+            self.feed.publish,  # SSE: every GET /api/stream wakes and reads the history
+            self.broadcast_seconds.timing(self.live.broadcast),  # Socket.IO, timed for /metrics
+            # A full collection when one is due: the quiet moment until the next reading.
+            lambda _reading: self.collections.after_broadcast(),
+        ], last_seq=self.history.last_seq)
+        self.ticker = topology.ticker(keeper, self.fanout.publish, source=self.source,
+                                      socketio=socketio)
+        self.metrics = Metrics(
+            ticker=self.ticker, history=self.history, live=self.live, feed=self.feed,
+            source=self.source, counters=self.counters, sends=transport.sends,
+            broadcast_seconds=self.broadcast_seconds,
+        )
         self.started_at: float | None = None
         self._start_lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the ticker; a second call does nothing (one ticker per stream)."""
+        """Start the ticker (and, scaled out, the subscription); a second call does nothing."""
         with self._start_lock:
             if self.started_at is None:
                 self.started_at = time.time()
+                self.topology.start(self.fanout.publish, self.socketio)
                 self.socketio.start_background_task(self.ticker.run)
                 self.feed.start_heartbeat(self.socketio.start_background_task, self.socketio.sleep)
 
-    def broadcast(self, reading) -> None:
-        with self.metrics.broadcast_seconds.time():
-            self.live.broadcast(reading)
-        self.collections.after_broadcast()  # the quiet moment until the next tick
-
-    def follow_reading(self, data) -> None:
-        """A reading from the message queue (scaled out): the ticker follows it."""
-        self.ticker.observe(data)
-
     def stop(self) -> None:
         self.ticker.stop()
+        self.topology.stop()
         self.feed.close()  # every GET /api/stream ends now, so the server's stop is not held
 
     def stats_json(self) -> dict:
@@ -172,22 +158,6 @@ def load_stats(store, settings: Settings, kind: str = "random") -> Stats | Obser
             f"[{settings.min}, {settings.max}]: pass matching --min/--max or another --db"
         )
     return Stats.from_state(state)
-
-
-def open_store(app: Flask, settings: Settings):
-    """SQLite in the instance folder unless --db says otherwise; Redis when scaled out."""
-    if settings.message_queue:
-        from . import scaleout
-
-        return scaleout.open_store(settings)
-    path = settings.db
-    if path is None:
-        path = paths.default_db(app.instance_path)  # outside the venv when installed
-    elif path != ":memory:":
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise ConfigError(f"--db {path}: folder {parent} does not exist")
-    return SqliteStore(path, retention=settings.retention)
 
 
 def require(module: str, package: str, feature: str) -> None:

@@ -2,7 +2,8 @@
 
 It takes a source (sources.py): a tick source is drawn from in the ticker's task, a pull
 source is called off the event loop once per tick, a push source records readings as
-they arrive. Every value becomes a reading the same way, in record().
+they arrive. Every value becomes a reading the same way, in record(), and goes to the
+fan-out (fanout.py), which stores it before anyone sees it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Callable
 
 from .history import History, Reading
 from .sources import RandomSource
-from .stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,12 @@ def next_deadline(start: float, interval: float, now: float) -> float:
 
 
 class Ticker:
-    """Draws, stores, then broadcasts a reading every `interval` seconds."""
+    """Draws a reading every `interval` seconds and publishes it (Fanout.publish)."""
 
     def __init__(
         self,
         history: History,
-        stats: Stats,
-        broadcast: Callable[[Reading], None],
+        publish: Callable[[Reading], object],
         *,
         interval: float,
         lo: int = 0,
@@ -51,9 +50,8 @@ class Ticker:
         spawn: Callable[[Callable[[], None]], object] | None = None,
         off_loop: Callable[[Callable], object] = lambda fn: fn(),
     ) -> None:
-        self.history = history
-        self.stats = stats
-        self.broadcast = broadcast
+        self.history = history  # where the next seq comes from
+        self.publish = publish
         self.interval = interval
         self.lo, self.hi = lo, hi
         self.source = source if source is not None else RandomSource(lo, hi, seed)
@@ -88,14 +86,12 @@ class Ticker:
         return self.record(self.source.draw())
 
     def record(self, value: int | float) -> Reading:
-        """Give `value` the next seq and the time now; store, then broadcast it."""
-        with self._record_lock:  # seq order is broadcast order
+        """Give `value` the next seq and the time now, and publish it (kept, then handed out)."""
+        with self._record_lock:  # seq order is publish order
             reading = Reading(self.history.last_seq + 1, value, self.wall_clock())
-            self.stats.add(reading.value, reading.seq)
-            self.history.append(reading, self.stats.state())
             self.last_tick_at = reading.ts
             self.ticks += 1
-            self.broadcast(reading)
+            self.publish(reading)
         return reading
 
     def start_pull(self) -> None:

@@ -178,17 +178,18 @@ def test_an_unreadable_database_at_start_is_one_clear_line(server_factory, tmp_p
     assert "random_stream: error:" in log and "Traceback" not in log
 
 
-def test_a_crashing_tick_is_logged_once_counted_and_the_stream_goes_on(stream, caplog):
-    deliver = stream.ticker.broadcast
+def test_a_crashing_tick_is_logged_once_counted_and_the_stream_goes_on(stream, caplog,
+                                                                      monkeypatch):
+    deliver = stream.socketio.emit  # where the fan-out's Socket.IO broadcast ends
     calls = []
 
-    def broadcast(reading):
-        calls.append(reading.seq)
+    def broadcast(event, data, *args, **kwargs):
+        calls.append(data["seq"])
         if len(calls) == 2:
             raise RuntimeError("the broadcast blew up")
-        deliver(reading)
+        deliver(event, data, *args, **kwargs)
 
-    stream.ticker.broadcast = broadcast
+    monkeypatch.setattr(stream.socketio, "emit", broadcast)
     runner = threading.Thread(target=stream.ticker.run, daemon=True)
     runner.start()
     try:

@@ -5,7 +5,7 @@ client), and the rooms stay what python-socketio's own bookkeeping makes of them
 every step below, each client's rooms as the index has them are the rooms a full scan
 finds (python-socketio's own get_rooms), and no trace of a disconnected client is left.
 Real python-socketio servers and clients (threading mode, Werkzeug's HTTP server,
-WebSocket clients), and for RedisQueue a real Redis.
+WebSocket clients).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from conftest import free_port
 from socketio.base_manager import BaseManager
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from randstream.scaleout import RedisLink
 from randstream.transport.engineio import FastManager
-from randstream.transport.redis_queue import RedisQueue
 
 pytestmark = pytest.mark.fast_path
 
@@ -101,19 +99,8 @@ class RoomServer:
 
 
 @pytest.fixture
-def redis_url(tmp_path):
-    from test_scaleout import RedisServer  # skips here too where redis-server is missing
-
-    server = RedisServer(tmp_path / "redis.log").start()
-    yield server.url
-    server.kill()
-
-
-@pytest.fixture(params=["FastManager", pytest.param("RedisQueue", marks=pytest.mark.redis)])
-def manager(request):
-    if request.param == "FastManager":
-        return FastManager()
-    return RedisQueue(request.getfixturevalue("redis_url"), RedisLink("test"))
+def manager():
+    return FastManager()
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ Each test starts its own redis-server on a free port, so it can stop and restart
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import shutil
@@ -393,6 +395,203 @@ def test_sse_on_every_process_of_a_cluster_carries_the_one_stream(cluster):
         reader.close()
 
 
+def test_a_reading_heard_twice_reaches_no_viewer_twice(cluster, viewers, redis_server):
+    """Each reading on Redis's channels is published a second time, as a reconnecting
+    publisher may: every viewer still gets each seq once, in order."""
+    servers = cluster(2)
+    watchers = [viewers(s.url) for s in servers]
+    for w in watchers:
+        w.wait_for(lambda w=w: len(w.numbers) >= 3)
+    client = redis.Redis(port=redis_server.port)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe("random_stream:*")  # whatever channel carries the readings
+    again: set[bytes] = set()
+    deadline = time.monotonic() + 20
+    while len(again) < 10 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1)
+        if message and b"seq" in message["data"] and message["data"] not in again:
+            again.add(message["data"])
+            client.publish(message["channel"], message["data"])
+    pubsub.close()
+    assert len(again) >= 10
+    mark = max(w.last_seq() for w in watchers)
+    for w in watchers:
+        w.wait_for(lambda w=w: w.last_seq() >= mark + 3)
+        seqs = [s for s, _ in w.readings()]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # once each, no gap
+    for server in servers:
+        stored = [r["seq"] for r in server.get("/api/history?limit=100")[1]["readings"]]
+        assert stored == list(range(stored[0], stored[0] + len(stored)))
+
+
+# --- the subscription: how readings reach each process, without a server ----------------------
+
+
+class Member:
+    """One process's reading path on a real Redis: its store, history, stats, fan-out (to a
+    list: what its clients would get), subscription and SharedTicker, built as topology.py
+    builds them. tick() is called by hand."""
+
+    def __init__(self, url: str):
+        from randstream import scaleout
+        from randstream.config import Settings
+        from randstream.fanout import Fanout
+        from randstream.history import History
+        from randstream.subscription import Subscription
+
+        settings = Settings(message_queue=url, db=None, interval=0.1)
+        self.store = scaleout.open_store(settings)
+        self.history = History(self.store, 50)
+        self.stats = Stats(0, 100)
+        follower = scaleout.Follower(self.history, self.stats, self.store, 0, 100)
+        self.handed: list[Reading] = []
+        self.fanout = Fanout(follower, [self.handed.append], self.history.last_seq)
+        self.link = scaleout.link_for(settings)
+        self.ticker = scaleout.SharedTicker(follower, self.fanout.publish, settings=settings,
+                                            sleep=time.sleep, store=self.store, link=self.link)
+        self.subscription = Subscription(url, self.store.keys.live, self.link,
+                                         self.fanout.publish, time.sleep)
+        self.task = threading.Thread(target=self.subscription.run, daemon=True)
+        self.task.start()
+
+    def close(self) -> None:
+        self.subscription.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def members(redis_server):
+    """members(n): n processes' reading paths, each subscribed before it is returned."""
+    made: list[Member] = []
+    client = connect(redis_server.url)
+
+    def make(n: int) -> list[Member]:
+        made.extend(Member(redis_server.url) for _ in range(n))
+        channel = made[0].store.keys.live
+        wait_until(lambda: client.pubsub_numsub(channel)[0][1] == len(made))
+        return made[-n:]
+
+    yield make
+    for member in made:
+        member.close()
+    client.close()
+
+
+def handed(member) -> list[tuple[int, int]]:
+    return [(r.seq, r.value) for r in member.handed]
+
+
+def test_a_follower_hands_out_what_the_leader_stores_once_and_in_order(members):
+    leader, follower = members(2)
+    for _ in range(5):
+        assert leader.ticker.tick() is not None  # the first to claim leads
+        assert follower.ticker.tick() is None  # follows: draws nothing
+    wait_until(lambda: len(follower.handed) == 5 and leader.subscription.heard == 5)
+    assert [s for s, _ in handed(leader)] == [1, 2, 3, 4, 5]  # its own at once, not again
+    assert handed(follower) == handed(leader)
+    assert leader.fanout.repeats == 5  # each heard back from Redis, or first heard and then drawn
+    assert leader.ticker.ticks == 5 and follower.ticker.ticks == 0
+    # the follower's history and stats are the leader's, from the channel alone
+    assert follower.history.latest(10) == leader.history.latest(10)
+    assert follower.stats.to_dict() == leader.stats.to_dict() and follower.stats.count == 5
+    assert follower.history.last_seq == follower.fanout.last_seq == 5
+
+
+def test_a_message_heard_twice_or_late_is_handed_out_once(members, redis_server):
+    leader, follower = members(2)
+    for _ in range(3):
+        leader.ticker.tick()
+    wait_until(lambda: len(follower.handed) == 3)
+    client = connect(redis_server.url)
+    channel = follower.store.keys.live
+    for seq in (3, 2, 3, 1):  # the newest again, then older ones
+        kept = follower.history.after(seq - 1, 1)[0]
+        client.publish(channel, json.dumps(kept.to_dict()))
+    client.publish(channel, b"not a reading")
+    leader.ticker.tick()
+    wait_until(lambda: len(follower.handed) == 4)
+    wait_until(lambda: follower.subscription.heard == 8)
+    assert [s for s, _ in handed(follower)] == [1, 2, 3, 4]
+    assert follower.fanout.repeats == 4
+    assert [r.seq for r in follower.history.latest(10)] == [1, 2, 3, 4]
+    assert follower.stats.count == 4
+    client.close()
+
+
+def test_what_the_channel_missed_comes_with_the_catch_up_the_newest_handed_out(members):
+    leader, follower = members(2)
+    leader.ticker.tick()
+    wait_until(lambda: len(follower.handed) == 1)
+    follower.subscription.stop()  # it hears nothing more: seq 2 ends its task
+    for _ in range(4):
+        leader.ticker.tick()
+    follower.ticker.tick()  # its catch-up: 2..5 into the history, the newest handed out
+    assert [s for s, _ in handed(follower)] == [1, 5]  # its clients resume 2..4
+    assert follower.history.latest(10) == leader.history.latest(10)
+    assert follower.stats.to_dict() == leader.stats.to_dict() and follower.stats.count == 5
+    follower.task.join(10)
+    assert not follower.task.is_alive()  # the stopped subscription ended at its next message
+
+
+def test_redis_restarted_is_logged_once_and_heard_again_within_a_second(members, redis_server,
+                                                                         caplog):
+    (follower,) = members(1)
+    with caplog.at_level(logging.INFO, logger="randstream.scaleout"):
+        redis_server.kill()
+        wait_until(lambda: follower.link.problem is not None)
+        assert "subscribe" in follower.link.problem
+        time.sleep(1.5)  # several attempts to subscribe again meanwhile
+        redis_server.start()  # same port, empty
+        back = time.monotonic()
+        client = connect(redis_server.url)
+        wait_until(lambda: client.pubsub_numsub(follower.store.keys.live)[0][1] == 1, step=0.02)
+        resubscribed = time.monotonic() - back
+        wait_until(lambda: follower.link.problem is None)
+    assert resubscribed < 1.5, f"subscribed again {resubscribed:.2f}s after Redis was back"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("redis lost") for m in messages) == 1, messages
+    assert sum(m.startswith("redis back") for m in messages) == 1, messages
+    leader = Member(redis_server.url)  # a process that ticks on the restarted Redis
+    leader.ticker.tick()
+    wait_until(lambda: len(follower.handed) == 1)
+    assert follower.handed == leader.handed
+    leader.close()
+    client.close()
+
+
+def test_a_takeover_goes_on_at_the_next_seq_for_every_process(members):
+    first, second = members(2)
+    for _ in range(3):
+        first.ticker.tick()
+        second.ticker.tick()
+    first.ticker.stop()  # a clean stop: the lease is released
+    for _ in range(3):
+        assert second.ticker.tick() is not None  # takes over
+        first.ticker.tick()
+    wait_until(lambda: len(first.handed) == 6 and len(second.handed) == 6)
+    assert [s for s, _ in handed(first)] == [1, 2, 3, 4, 5, 6]
+    assert handed(first) == handed(second)
+    assert first.ticker.leading is False and second.ticker.leading is True
+    assert first.history.latest(10) == second.history.latest(10)
+    assert first.stats.to_dict() == second.stats.to_dict()
+
+
+def test_a_scaled_out_app_serves_socketio_with_its_own_client_manager(redis_server, settings):
+    import dataclasses
+
+    from socketio import PubSubManager
+
+    from random_stream import create_app
+
+    app = create_app(dataclasses.replace(settings, db=None, message_queue=redis_server.url))
+    try:
+        manager = app.extensions["socketio"].server.manager
+        assert not isinstance(manager, PubSubManager)  # no Socket.IO traffic through Redis
+        assert manager is app.extensions["stream"].transport.manager
+    finally:
+        app.extensions["stream"].close()
+
+
 # --- a pull source, scaled out ---------------------------------------------------------------
 
 PULL_MODULE = """
@@ -522,6 +721,7 @@ class PullUnderTest:
     def __init__(self, url: str):
         from randstream import scaleout
         from randstream.config import Settings
+        from randstream.fanout import Fanout
         from randstream.history import History
         from randstream.sources import PullSource
 
@@ -529,13 +729,15 @@ class PullUnderTest:
         self.store = scaleout.open_store(self.settings)
         self.started, self.release = threading.Event(), threading.Event()
         self.value = 1.5
-        self.broadcasts: list[Reading] = []
+        self.broadcasts: list[Reading] = []  # what this process's clients get
         self.tasks: list[threading.Thread] = []
+        history = History(self.store, 50)
+        follower = scaleout.Follower(history, ObservedStats("pull"), self.store, 0, 100)
+        fanout = Fanout(follower, [self.broadcasts.append], history.last_seq)
         self.ticker = scaleout.SharedTicker(
-            History(self.store, 50), ObservedStats("pull"), self.broadcasts.append,
-            settings=self.settings, sleep=time.sleep, store=self.store,
-            link=scaleout.link_for(self.settings), source=PullSource("test:read", self.read),
-            spawn=self.spawn,
+            follower, fanout.publish, settings=self.settings, sleep=time.sleep,
+            store=self.store, link=scaleout.link_for(self.settings),
+            source=PullSource("test:read", self.read), spawn=self.spawn,
         )
         self.ticker.running = True
 
@@ -587,7 +789,9 @@ def test_a_pull_whose_lease_moved_on_is_neither_stored_nor_broadcast(redis_serve
     assert pull.ticker.leading and pull.started.wait(10)
     assert rival.lease.claim(1).leading is False
     pull.finish()
-    assert [r.seq for r in pull.broadcasts] == [2] and pull.broadcasts[0].value == 1.5
+    # The rival's reading, caught up from Redis (no subscription here), then our own: the
+    # value whose lease moved on never.
+    assert [(r.seq, r.value) for r in pull.broadcasts] == [(1, 2.5), (2, 1.5)]
     assert pull.ticker.stats.count == 2 and pull.ticker.stats.max == 2.5
     pull.store.close()
     rival.close()

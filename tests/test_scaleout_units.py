@@ -1,4 +1,5 @@
-"""Scale-out pieces that need no Redis server: lease timing, messages, logging once."""
+"""Scale-out pieces that need no Redis server: lease timing, messages, logging once, the
+channel's readings, the subscription's retries."""
 
 import logging
 
@@ -7,10 +8,11 @@ from conftest import free_port
 
 from randstream import scaleout
 from randstream.config import ConfigError, Settings
-from randstream.history import StoreError
+from randstream.history import Reading, StoreError
 from randstream.lease import MIN_TTL, lease_ttl
-from randstream.redis_store import location, open_redis_store
+from randstream.redis_store import location, message, open_redis_store
 from randstream.stats import ObservedStats, Stats
+from randstream.subscription import Subscription, parse
 
 
 @pytest.mark.parametrize("interval, ttl", [(1.0, 3.0), (0.2, 0.6), (0.01, MIN_TTL), (60, 180)])
@@ -85,11 +87,38 @@ def test_a_pull_source_may_be_scaled_out():
     assert settings.source == "examples/loadavg.py:read"
 
 
-def test_the_redis_queue_delivers_with_the_fast_broadcast():
-    from socketio import Manager, PubSubManager
 
-    from randstream.transport.engineio import FastBroadcast
-    from randstream.transport.redis_queue import RedisQueue
+@pytest.mark.parametrize("reading", [
+    Reading(7, 42, 1700000000.125), Reading(8, 0.1 + 0.2, 1.5), Reading(9, 3.0, 2.0),
+    Reading(2**40, -(2**53), 3.0),
+])
+def test_a_reading_crosses_the_channel_exactly(reading):
+    back = parse(message(reading).encode())
+    assert back == reading and type(back.value) is type(reading.value)
 
-    order = RedisQueue.__mro__
-    assert order.index(PubSubManager) < order.index(FastBroadcast) < order.index(Manager)
+
+@pytest.mark.parametrize("data", [
+    b"not json", b"[]", b'{"seq": 1, "ts": 1.0}', b'{"seq": 1, "value": true, "ts": 1.0}',
+    b'{"seq": 1, "value": NaN, "ts": 1.0}', b'{"seq": "x", "value": 1, "ts": 1.0}', None, 3,
+])
+def test_what_is_not_a_reading_is_not_handed_on(data):
+    assert parse(data) is None
+
+
+def test_the_subscription_tries_again_fast_and_logs_one_line_while_redis_is_away(caplog):
+    link = scaleout.RedisLink("127.0.0.1:1/0")
+    waits: list[float] = []
+    handed: list[Reading] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 6:
+            subscription.stop()
+
+    subscription = Subscription(f"redis://127.0.0.1:{free_port()}/0", "test:live", link,
+                                handed.append, sleep)
+    with caplog.at_level(logging.INFO, logger="randstream.scaleout"):
+        subscription.run()  # returns once stopped
+    assert waits == [0.25, 0.5, 1.0, 1.0, 1.0, 1.0]  # within a second of Redis answering
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["redis lost (127.0.0.1"]
+    assert "subscribe" in link.problem and handed == []

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from random_stream import create_app
 from randstream.config import ConfigError, Settings, load
+from randstream.fanout import Fanout, Keep
 from randstream.history import History
 from randstream.sources import (
     MAX_BATCH,
@@ -212,8 +213,8 @@ def test_a_database_remembers_its_source_kind(tmp_path):
     store = SqliteStore(db, retention=1000)
     history = History(store, 10)
     stats = ObservedStats("stdin")
-    ticker = Ticker(history, stats, lambda r: None, interval=1, sleep=lambda s: None,
-                    source=PullSource("x:y", lambda: 1.5))
+    ticker = Ticker(history, Fanout(Keep(history, stats), []).publish, interval=1,
+                    sleep=lambda s: None, source=PullSource("x:y", lambda: 1.5))
     ticker.record(2.5)
     with pytest.raises(ConfigError, match="comes from --source stdin, not random"):
         load_stats(store, Settings(db=db), "random")
@@ -224,8 +225,9 @@ def test_a_database_remembers_its_source_kind(tmp_path):
 def test_an_old_database_is_random(tmp_path):
     db = str(tmp_path / "s.sqlite3")
     store = SqliteStore(db, retention=1000)
-    Ticker(History(store, 10), Stats(0, 100), lambda r: None, interval=1, lo=0, hi=100,
-           seed=1, sleep=lambda s: None).tick()
+    history = History(store, 10)
+    Ticker(history, Fanout(Keep(history, Stats(0, 100)), []).publish, interval=1, lo=0,
+           hi=100, seed=1, sleep=lambda s: None).tick()
     assert "kind" not in store.stats_state()  # what random wrote before sources existed
     with pytest.raises(ConfigError, match="comes from --source random, not http"):
         load_stats(store, Settings(db=db), "http")

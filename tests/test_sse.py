@@ -11,6 +11,7 @@ import pytest
 from conftest import ServerProcess, fill_database, http_get
 from rawsocket import http
 
+from randstream.fanout import Fanout
 from randstream.history import History, Reading
 from randstream.sse import Feed
 from randstream.store import SqliteStore
@@ -292,14 +293,14 @@ def test_heartbeat_on_a_quiet_stream(quiet_stream):
 def test_a_client_too_far_behind_is_dropped(tmp_path):
     history = History(SqliteStore(":memory:", retention=1000), ring_size=10)
     feed = Feed(history, history_size=10)
-    history.on_new = feed.publish
+    fanout = Fanout(lambda reading: history.append(reading, {}), [feed.publish])
     events = feed.events(after=0)
     assert next(events).startswith(b"retry:")
     for seq in range(1, 4):
-        history.append(Reading(seq, seq, 0.0), {})
+        fanout.publish(Reading(seq, seq, 0.0))
     assert next(events).count(b"event: reading") == 3
     for seq in range(4, 400):  # this client did not read meanwhile
-        history.append(Reading(seq, seq, 0.0), {})
+        fanout.publish(Reading(seq, seq, 0.0))
     chunks = list(events)  # what it still gets, then the end
     assert b"too far behind" in chunks[-1]
     assert feed.dropped == 1

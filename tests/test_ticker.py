@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from randstream.fanout import Fanout, Keep
 from randstream.history import History
 from randstream.stats import Stats
 from randstream.store import SqliteStore
@@ -50,11 +51,13 @@ class FakeClock:
         self.now += seconds
 
 
-def make_ticker(clock, broadcast, *, interval=1.0, seed=7, store=None):
+def make_ticker(clock, broadcast, *, interval=1.0, seed=7, store=None, stats=None):
+    """A Ticker publishing to a fan-out of the store (Keep) and then `broadcast`."""
     store = store or SqliteStore(":memory:", retention=1000)
     history = History(store, ring_size=100)
+    fanout = Fanout(Keep(history, stats or Stats(0, 100)), [broadcast], history.last_seq)
     return Ticker(
-        history, Stats(0, 100), broadcast, interval=interval, lo=0, hi=100, seed=seed,
+        history, fanout.publish, interval=interval, lo=0, hi=100, seed=seed,
         sleep=clock.sleep, clock=clock, wall_clock=clock,
     )
 
@@ -86,11 +89,12 @@ def test_tick_stores_then_broadcasts_consecutive_seqs_in_range():
         if len(seen) == 20:
             ticker.stop()
 
-    ticker = make_ticker(clock, broadcast)
+    stats = Stats(0, 100)
+    ticker = make_ticker(clock, broadcast, stats=stats)
     ticker.run()
     assert [r.seq for r in seen] == list(range(1, 21))
     assert all(0 <= r.value <= 100 for r in seen)
-    assert ticker.stats.count == 20
+    assert stats.count == 20 and ticker.history.store.stats_state() == stats.state()
 
 
 def test_a_failing_tick_is_logged_and_the_loop_goes_on(caplog):

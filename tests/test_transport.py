@@ -25,14 +25,13 @@ from randstream.transport import (
     UnsupportedLibrary,
     engineio_checks,
     in_range,
-    redis_queue,
 )
 from randstream.transport import eventlet as eventlet_adapter
 from randstream.transport import gevent as gevent_adapter
 
 REQUIRED, FAST = engineio_checks.extension_points("threading")
 EVERY_POINT = (REQUIRED + FAST + eventlet_adapter.EXTENSION_POINTS
-               + gevent_adapter.EXTENSION_POINTS + redis_queue.EXTENSION_POINTS)
+               + gevent_adapter.EXTENSION_POINTS)
 
 
 @pytest.mark.parametrize("point", EVERY_POINT, ids=lambda p: p.name)
@@ -90,8 +89,6 @@ CHANGES = [
      lambda m: m.setattr(eio_socket.Socket, "close", lambda self, wait=True: None)),
     ("engineio Server.handlers",
      lambda m: m.setattr(engineio.Server, "_trigger_event", lambda self, event, *a: None)),
-    ("socketio Server.manager_initialized",
-     lambda m: m.setattr(socketio.Server, "_handle_eio_connect", lambda self, *a: None)),
     ("socketio Manager.basic_enter_room, basic_leave_room, basic_disconnect",
      lambda m: m.setattr(socketio.base_manager.BaseManager, "basic_disconnect",
                          _disconnect_with_bookkeeping_of_its_own)),
@@ -99,8 +96,6 @@ CHANGES = [
      "Server.cors_allowed_origins/max_http_buffer_size",
      lambda m: _drop(m, next(c for c in socketio.Manager.__mro__ if "sid_from_eio_sid" in vars(c)),
                      "sid_from_eio_sid")),
-    ("socketio RedisManager._handle_emit, _publish, _redis_listen_with_retries",
-     lambda m: _drop(m, socketio.RedisManager, "_redis_listen_with_retries")),
 ]
 
 
@@ -157,14 +152,6 @@ def test_a_changed_room_bookkeeping_means_python_socketios_own_manager(monkeypat
     assert len(warnings) == 1 and "basic_disconnect now also uses pop, rooms_of_sid" in warnings[0]
 
 
-def test_the_redis_check_notices_room_bookkeeping_of_redismanagers_own(monkeypatch):
-    """An override there would come before FastManager's RoomIndex in RedisQueue."""
-    monkeypatch.setattr(socketio.RedisManager, "basic_disconnect",
-                        _disconnect_with_bookkeeping_of_its_own)
-    (point,) = redis_queue.EXTENSION_POINTS
-    assert point.problem() == "RedisManager.basic_disconnect is its own now"
-
-
 def test_a_moved_internal_the_guard_needs_refuses_the_start_in_one_line(monkeypatch):
     monkeypatch.setattr(engineio.Server, "_trigger_event", lambda self, event, *a: None)
     with pytest.raises(UnsupportedLibrary) as caught:
@@ -178,9 +165,10 @@ def test_fast_path_off_needs_no_fast_internal(monkeypatch):
         if not name.startswith(("engineio Server.handlers", "engineio Server._async",
                                 "engineio Server.sockets", "socketio Server.packet_class")):
             change(monkeypatch)
-    transport = Transport("threading", "off", "redis://127.0.0.1:1/0")
+    transport = Transport("threading", "off")
     assert not transport.fast and transport.problems == []
-    assert transport.queue_starter(None) is None and transport.server_runtime is None
+    assert type(transport.client_manager()) is socketio.Manager
+    assert transport.server_runtime is None
 
 
 # Versions --------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 The fast path (one frame for every client, WebSockets without tasks, one pinger) needs
 internals of python-engineio, python-socketio and eventlet. At start each of them is
-checked (EXTENSION_POINTS in engineio.py, eventlet.py, redis_queue.py), and the library
-versions against the tested ranges (pyproject.toml). If one is missing or different,
+checked (engineio_checks.py, and EXTENSION_POINTS in eventlet.py and gevent.py), and the
+library versions against the tested ranges (pyproject.toml). If one is missing or different,
 one WARNING names it and the server takes the libraries' own documented path instead:
-python-socketio's Manager or RedisManager, engine.io's per-client queues, tasks and pings.
+python-socketio's Manager, engine.io's per-client queues, tasks and pings.
 Slower, but every part of the contract holds. `--fast-path off` forces that path.
 
 The limits on connections and messages (hooks.py) need internals of engine.io on either
@@ -25,6 +25,7 @@ import logging
 import re
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import paths
 from ..config import ConfigError
@@ -44,11 +45,18 @@ class UnsupportedLibrary(ConfigError):
     """An internal the limits (hooks.py) need has moved: no correct way to serve."""
 
 
+class Sends(NamedTuple):
+    """The client manager's broadcast counters (all 0 on the libraries' own path)."""
+
+    direct: int  # frames written straight to a client's connection
+    queued: int  # packets that went through engine.io's queue
+    laggards_dropped: int  # clients cut off for being too far behind
+
+
 class Transport:
     """Which path serves, and the few operations the rest of the code asks of it."""
 
-    def __init__(self, async_mode: str, fast_path: str = "auto",
-                 message_queue: str | None = None) -> None:
+    def __init__(self, async_mode: str, fast_path: str = "auto") -> None:
         self.async_mode = async_mode
         required, fast_points = engineio_checks.extension_points(async_mode)
         for point in required:
@@ -63,10 +71,6 @@ class Transport:
         points = list(fast_points)
         if runtime is not None:
             points += runtime.EXTENSION_POINTS
-        if message_queue:
-            from . import redis_queue
-
-            points += redis_queue.EXTENSION_POINTS
         self.problems: list[str] = []
         if fast_path == "auto":
             self.problems = version_problems(async_mode) + [
@@ -78,6 +82,7 @@ class Transport:
         # The runtime's HTTP protocol (request deadline, refusals) serves on either path.
         self.server_runtime = runtime
         self.parser_problems = runtime.parser_problems() if runtime is not None else []
+        self.manager = None  # python-socketio's client manager, once client_manager() made it
 
     def log_choice(self) -> None:
         """One WARNING if a check failed, and one INFO line saying which path serves."""
@@ -99,19 +104,17 @@ class Transport:
 
     # Built into the app ----------------------------------------------------------------
 
-    def client_manager(self, message_queue: str | None = None, link=None, on_reading=None):
-        """python-socketio's client manager: the fast one, or the library's own."""
-        if message_queue:
-            from . import redis_queue
-
-            if self.fast:
-                return redis_queue.RedisQueue(message_queue, link, on_reading, self.runtime)
-            return redis_queue.plain_queue(message_queue)
+    def client_manager(self):
+        """python-socketio's client manager, this process's own: the fast one, or the
+        library's. (Scaled out, readings reach each process through its subscription to
+        Redis, not through a Socket.IO message queue.)"""
         if self.fast:
-            return engineio_adapter.FastManager(self.runtime)
-        import socketio
+            self.manager = engineio_adapter.FastManager(self.runtime)
+        else:
+            import socketio
 
-        return socketio.Manager()
+            self.manager = socketio.Manager()
+        return self.manager
 
     def install(self, socketio, hooks) -> None:
         """Wire this server once: the hooks (hooks.py), the fast connect hook in front of
@@ -131,12 +134,6 @@ class Transport:
             manager = socketio.server.manager
             engineio_adapter.chain_handler(eio, "connect", manager.engine_connected)
 
-    def queue_starter(self, socketio):
-        """A callable that starts the message queue's listener now, or None: at the first client."""
-        if not self.fast:
-            return None
-        return lambda: engineio_adapter.start_manager(socketio.server)
-
     def http_protocol(self, waiting, request_timeout: float, send_timeout: float | None = None):
         """The HTTP protocol class (eventlet) or handler class (gevent) for the runtime's
         server: a request deadline (and eventlet's refusals) on either path; the detached
@@ -147,6 +144,12 @@ class Transport:
         return self.server_runtime.http_protocol(waiting, request_timeout, detach=self.fast)
 
     # Asked while serving ------------------------------------------------------------------
+
+    def sends(self) -> Sends:
+        """How the broadcasts went out so far (for /metrics)."""
+        manager = self.manager
+        return Sends(getattr(manager, "fast_sends", 0), getattr(manager, "slow_sends", 0),
+                     getattr(manager, "laggards_dropped", 0))
 
     def prepare_event(self, socketio, event: str, data):
         """An event to send to many clients one at a time: encoded once on the fast path."""
@@ -238,4 +241,5 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in match[0].split(".")) if match else (0,)
 
 
-__all__ = ["ExtensionPoint", "Transport", "UnsupportedLibrary", "in_range", "tested_ranges"]
+__all__ = ["ExtensionPoint", "Sends", "Transport", "UnsupportedLibrary", "in_range",
+           "tested_ranges"]

@@ -11,13 +11,13 @@ if the kernel cannot take it at once.
 Extension points used (EXTENSION_POINTS and REQUIRED below, checked at start; each has a
 test in tests/test_transport.py that fails if an upgrade moves it):
 - a custom client manager, the documented way to change how python-socketio delivers
-  (FastManager here; redis_queue.RedisQueue puts it under the Redis pub/sub layer);
+  (FastManager here);
 - the manager's room bookkeeping, `basic_enter_room`, `basic_leave_room` and
   `basic_disconnect` (RoomIndex: a disconnect visits the client's rooms only);
 - engine.io's `connect` handler and the socket's `schedule_ping`, for the shared pinger;
 - the engine.io server's `_async["websocket"]` class, wrapped (wrap_websocket_driver) to
   refuse compression and to screen frames;
-- its `handlers`, `sockets` and python-socketio's `_send_eio_packet`, `manager_initialized`.
+- its `handlers`, `sockets` and python-socketio's `_send_eio_packet`.
 Only eventlet and gevent clients that open on WebSocket are fast-pathed; the rest use the
 normal path.
 """
@@ -332,9 +332,3 @@ def queued_packets(eio, eio_sid: str) -> int:
     eio_socket = engine_socket(eio, eio_sid)
     return eio_socket.queue.qsize() if eio_socket is not None else 0
 
-
-def start_manager(server) -> None:
-    """Start the client manager now (a message queue's listener), not at the first client."""
-    if not server.manager_initialized:
-        server.manager_initialized = True
-        server.manager.initialize()

@@ -85,13 +85,6 @@ def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[Extens
             return "Socket.queue is not a queue"
         return None
 
-    def manager_initialized():
-        if not isinstance(getattr(server(), "manager_initialized", None), bool):
-            return "Server.manager_initialized is gone"
-        if "manager_initialized" not in code_names(socketio.Server._handle_eio_connect):
-            return "Server._handle_eio_connect no longer reads manager_initialized"
-        return None
-
     def room_bookkeeping():
         # RoomIndex (engineio.py) keeps its index through enter and leave, and does what
         # basic_disconnect does without the scan: they may touch no more than it knows.
@@ -162,8 +155,5 @@ def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[Extens
         ExtensionPoint("socketio Manager.basic_enter_room, basic_leave_room, basic_disconnect",
                        "a client's disconnect visits its own rooms, not every client's",
                        room_bookkeeping),
-        ExtensionPoint("socketio Server.manager_initialized",
-                       "a follower hears the Redis queue before its first client",
-                       manager_initialized),
     ]
     return required, fast
