@@ -40,7 +40,7 @@ def test_a_client_that_reads_late_gets_every_frame_whole_and_in_order(server_fac
     db = fill_database(tmp_path / "readings.sqlite3", 200)
     server = server_factory("--interval", "0.01", "--history", "5000", db=str(db))
     slow = raw_client(server.url, rcvbuf=4096)
-    for _ in range(25):  # within the guard's burst; together more than the kernel buffers hold
+    for _ in range(25):  # within the rate limit's burst; together more than the kernel buffers hold
         slow.send('42["resume",{"after":0}]')
     deadline = time.monotonic() + 20  # readings pile up behind the answers, in its queue
     while metric(server, 'random_stream_broadcast_sends_total{path="queued"}') == 0:

@@ -248,7 +248,7 @@ def test_resume_requests_from_a_client_that_does_not_read_are_refused(server_fac
     db = fill_database(tmp_path / "readings.sqlite3", 100)
     server = server_factory("--interval", "0.05", "--history", "5000", db=str(db))
     greedy = raw_client(server.url, rcvbuf=4096)
-    for _ in range(30):  # the guard's burst: all pass the rate limit at once
+    for _ in range(30):  # the rate limit's burst: all pass the rate limit at once
         greedy.send('42["resume",{"after":0}]')
     time.sleep(4)
     for _ in range(20):  # the allowance refilled at 10/s meanwhile

@@ -1,7 +1,7 @@
 """Property-based: arbitrary client input never breaks the server or changes the stream.
 
 Socket.IO events go in the way engine.io hands them over on a real connection (through the
-guard's message handler), with Flask-SocketIO's test client collecting what comes back.
+hooks' message handler), with Flask-SocketIO's test client collecting what comes back.
 Routes get arbitrary query parameters through Flask's test client.
 """
 
@@ -74,7 +74,7 @@ def snapshot(stream) -> tuple:
 
 
 def send(client, socketio, event, *args) -> None:
-    """One EVENT packet, in through engine.io's message handler (the guard's), as on the wire."""
+    """One EVENT packet, in through engine.io's message handler (the hooks'), as on the wire."""
     encoded = sio_packet.Packet(sio_packet.EVENT, data=[event, *args]).encode()
     handler = socketio.server.eio.handlers["message"]
     for part in encoded if isinstance(encoded, list) else [encoded]:
@@ -141,7 +141,7 @@ def test_arbitrary_socketio_packets_never_raise_or_change_the_stream(world, raw)
     if client.is_connected():  # a raw DISCONNECT ("1") ends the test client's session
         for answer in client.get_received():
             assert answer["name"] in ("history", "error")
-        # Leave through the guard too: after a binary packet header ("5..", "6..") the server
+        # Leave through the hooks too: after a binary packet header ("5..", "6..") the server
         # waits for an attachment, and a plain DISCONNECT is then a bad packet it must survive.
         socketio.server.eio.handlers["message"](client.eio_sid, "1")
     assert snapshot(stream) == before

@@ -198,7 +198,7 @@ def test_a_resume_flood_leaves_the_ticks_on_time(server_factory, filled_db, tmp_
     rng = random.Random(attackers)
 
     def flood(i):
-        for _ in range(29):  # inside the guard's burst of 30
+        for _ in range(29):  # inside the rate limit's burst of 30
             sockets[i].send(f'42["resume",{{"after":{rng.randrange(0, 1000)}}}]')
 
     in_threads(attackers, flood)

@@ -2,7 +2,7 @@
 libraries' own path, announced once, with the stream still delivered.
 
 The per-point tests below fail when an upgrade of python-engineio, python-socketio or
-eventlet moves what the fast path or the guard relies on: that is their job.
+eventlet moves what the fast path or the limits rely on: that is their job.
 """
 
 import logging
@@ -152,7 +152,7 @@ def test_a_changed_room_bookkeeping_means_python_socketios_own_manager(monkeypat
     assert len(warnings) == 1 and "basic_disconnect now also uses pop, rooms_of_sid" in warnings[0]
 
 
-def test_a_moved_internal_the_guard_needs_refuses_the_start_in_one_line(monkeypatch):
+def test_a_moved_internal_the_limits_need_refuses_the_start_in_one_line(monkeypatch):
     monkeypatch.setattr(engineio.Server, "_trigger_event", lambda self, event, *a: None)
     with pytest.raises(UnsupportedLibrary) as caught:
         Transport("threading", "auto")

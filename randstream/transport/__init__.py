@@ -1,4 +1,4 @@
-"""Every use of a library internal, behind one door: chosen and checked once, at start.
+"""Every use of a library internal, in one package: chosen and checked once, at start.
 
 The fast path (one frame for every client, WebSockets without tasks, one pinger) needs
 internals of python-engineio, python-socketio and eventlet. At start each of them is

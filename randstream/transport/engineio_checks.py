@@ -1,4 +1,4 @@
-"""What the fast path and the guard need of engine.io and python-socketio, checked at start.
+"""What the fast path and the limits (hooks.py) need of engine.io and python-socketio, checked at start.
 
 Each check looks at the installed library: the attribute is there, and the library's own
 code still uses it the way randstream/transport/engineio.py relies on.
@@ -12,7 +12,7 @@ from .points import ExtensionPoint, code_names
 
 
 def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[ExtensionPoint]]:
-    """(required, fast): what the guard cannot do without, and what the fast path uses."""
+    """(required, fast): what the limits cannot do without, and what the fast path uses."""
     import engineio
     import socketio
     from engineio import socket as eio_socket_module
@@ -116,10 +116,10 @@ def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[Extens
         return None
 
     def public_names():
-        # Public but undocumented names the guard, the door and live.py use on either path.
+        # Public but undocumented names hooks.py and live.py use on either path.
         srv = server()
         if not callable(getattr(srv, "packet_class", None)):
-            return "Server.packet_class is gone (the guard decodes events with it)"
+            return "Server.packet_class is gone (hooks.py decodes events with it)"
         if not callable(getattr(srv.manager, "sid_from_eio_sid", None)) or not callable(
                 getattr(srv.manager, "eio_sid_from_sid", None)):
             return "Manager.sid_from_eio_sid / eio_sid_from_sid are gone"
@@ -131,17 +131,17 @@ def extension_points(async_mode: str) -> tuple[list[ExtensionPoint], list[Extens
     required = [
         ExtensionPoint("socketio Server.packet_class, Manager.sid_from_eio_sid, engineio "
                        "Server.cors_allowed_origins/max_http_buffer_size",
-                       "the guard decodes events, finds a client's sid, reads the limits",
+                       "the limits decode events, find a client's sid, read the size limit",
                        public_names),
-        ExtensionPoint("engineio Server.handlers", "the guard's limits wrap the event handlers",
+        ExtensionPoint("engineio Server.handlers", "the limits wrap the event handlers",
                        handlers),
         ExtensionPoint("engineio Server._async['websocket']",
                        "frames are screened before decoding; compression is refused",
                        websocket_driver),
-        ExtensionPoint("engineio Server.sockets", "the guard closes sessions without waiting",
+        ExtensionPoint("engineio Server.sockets", "the limits close sessions without waiting",
                        sockets),
         ExtensionPoint("socketio Server.handlers",
-                       "the guard drops events no handler takes, before a task is spawned",
+                       "events no handler takes are dropped before a task is spawned",
                        event_handlers),
     ]
     fast = [

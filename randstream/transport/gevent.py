@@ -93,7 +93,7 @@ class Connection(websocket.Connection):
 
 
 class _Handshaken:
-    """What engine.io and the guard's screen use of a WebSocket once the handshake is done."""
+    """What engine.io and the frame screen use of a WebSocket once the handshake is done."""
 
     def __init__(self, environ, sock) -> None:
         self.environ = environ
@@ -107,7 +107,7 @@ def websocket_driver(driver):
     """engine.io's WebSocket driver class; a socket adopted above gets our handshake instead.
 
     Innermost of the wrappers (randstream.transport.install): the compression refusal and the
-    guard's screen subclass it, and they hand it their own handler, with the engine.io
+    frame screen subclass it, and they hand it their own handler, with the engine.io
     socket as its __self__.
     """
 
