@@ -4,5 +4,6 @@ import sys
 
 from .cli import main
 
-sys.argv[0] = "python -m randstream"  # what --help names
-main()
+if __name__ == "__main__":
+    sys.argv[0] = "python -m randstream"  # what --help names
+    main()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .config import ConfigError
+
 PACKAGE = Path(__file__).resolve().parent
 # The wheel puts templates/ and static/ into the package; a checkout has them beside it.
 INSTALLED = (PACKAGE / "static").is_dir()
@@ -30,5 +32,9 @@ def data_home() -> Path:
 def default_db(instance_path: str) -> str:
     """The SQLite file when --db names none; its folder is created."""
     folder = data_home() if INSTALLED else Path(instance_path)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {folder} for the database ({exc.strerror}): "
+                          "pass --db PATH") from None
     return str(folder / DB_NAME)

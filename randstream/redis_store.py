@@ -64,7 +64,7 @@ class Keys(NamedTuple):
     seq: str
     readings: str
     stats: str
-    live: str  # the channel of readings (Pub/Sub channels are not keys)
+    live: str  # the channel of readings (not a key: open_redis_store adds the database)
 
     @classmethod
     def with_prefix(cls, prefix: str = PREFIX) -> Keys:
@@ -208,4 +208,7 @@ def open_redis_store(url: str, retention: int, ttl: float, keys: Keys | None = N
         client.ping()
     except (redis.RedisError, ValueError) as exc:
         raise StoreError(f"--message-queue: cannot reach Redis at {where} ({exc})") from None
+    # Keys live in one database, Pub/Sub channels are the whole server's: a stream in /1
+    # beside one in /0 must not hear the other's readings.
+    keys = keys._replace(live=f"{keys.live}:{client.connection_pool.connection_kwargs.get('db', 0)}")
     return RedisStore(client, Lease(client, keys.lease, keys.seq, ttl), retention, keys, where)

@@ -59,6 +59,7 @@ class Subscription:
         self.publish = publish
         self.sleep = sleep
         self.stopped = False
+        self.pubsub = None  # while subscribed: stop() unsubscribes, which ends listen()
         self.heard = 0  # readings heard on the channel (repeats included)
 
     def run(self) -> None:
@@ -67,7 +68,9 @@ class Subscription:
         while not self.stopped:
             pubsub = None
             try:
-                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                if self.stopped:
+                    return
                 pubsub.subscribe(self.channel)
                 self.link.fine("subscribe")
                 wait = RESUBSCRIBE_MIN
@@ -80,6 +83,7 @@ class Subscription:
                     return
                 self.link.trouble("subscribe", exc)
             finally:
+                self.pubsub = None
                 if pubsub is not None:
                     _close(pubsub)
             self.sleep(wait)  # Redis away (or listen() ended): again, soon
@@ -97,9 +101,16 @@ class Subscription:
                           reading.seq)
 
     def stop(self) -> None:
-        """The task ends at its next message or its next attempt to subscribe (closing its
-        socket from here would fail the read in the task, which differs by async mode)."""
+        """End the task: unsubscribing ends its listen() with Redis's answer (closing the
+        socket from here would fail the read in the task, which differs by async mode);
+        if Redis is away, it ends at its next attempt to subscribe."""
         self.stopped = True
+        pubsub = self.pubsub
+        if pubsub is not None:
+            try:
+                pubsub.unsubscribe()
+            except (redis.RedisError, OSError):
+                pass
 
 
 def _close(pubsub) -> None:

@@ -89,9 +89,9 @@ class Ticker:
         """Give `value` the next seq and the time now, and publish it (kept, then handed out)."""
         with self._record_lock:  # seq order is publish order
             reading = Reading(self.history.last_seq + 1, value, self.wall_clock())
-            self.last_tick_at = reading.ts
-            self.ticks += 1
             self.publish(reading)
+            self.last_tick_at = reading.ts  # counted once kept: publish() raises if it was not
+            self.ticks += 1
         return reading
 
     def start_pull(self) -> None:

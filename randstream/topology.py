@@ -9,7 +9,7 @@ Each choice provides the parts that differ, and nothing else differs:
 | the ticker                   | ticker.Ticker              | scaleout.SharedTicker: the lease holder's  |
 | how readings reach us        | the ticker                 | the ticker, and the channel (subscription) |
 
-python-socketio's client manager is this process's own in both (transport.py): a cluster
+python-socketio's client manager is this process's own in both (randstream/transport/__init__.py): a cluster
 shares readings, not Socket.IO traffic. redis is imported only by the Cluster choice.
 """
 

@@ -174,6 +174,16 @@ def test_an_installed_apps_database_folder_follows_the_xdg_rule(monkeypatch, tmp
     assert not paths.INSTALLED and paths.ASSETS == ROOT  # a checkout: its own folders
 
 
+def test_a_database_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path):
+    from randstream import paths
+    from randstream.config import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the folder would go
+    with pytest.raises(ConfigError, match=r"cannot create .*file/instance for the database"):
+        paths.default_db(str(blocker / "instance"))
+
+
 # The installed app: `pip install .` into a fresh venv, then what a user of it runs. ---------
 
 @pytest.fixture(scope="module")

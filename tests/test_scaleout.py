@@ -533,6 +533,37 @@ def test_what_the_channel_missed_comes_with_the_catch_up_the_newest_handed_out(m
     assert not follower.task.is_alive()  # the stopped subscription ended at its next message
 
 
+def test_a_stopped_subscription_ends_at_once_on_a_quiet_channel(members):
+    (member,) = members(1)
+    member.subscription.stop()  # no reading will come: its listen() must end all the same
+    member.task.join(5)
+    assert not member.task.is_alive()
+
+
+def test_streams_in_two_databases_of_one_redis_do_not_hear_each_other(redis_server):
+    # Pub/Sub channels are the whole server's, keys one database's (docs/scaleout.md runs a
+    # second stream in another database): each stream's readings reach its own clients only.
+    client = connect(redis_server.url)
+    zero, one = Member(redis_server.url), Member(redis_server.url.rsplit("/", 1)[0] + "/1")
+    try:
+        assert zero.store.keys.live != one.store.keys.live
+        wait_until(lambda: all(client.pubsub_numsub(m.store.keys.live)[0][1] == 1
+                               for m in (zero, one)))
+        for _ in range(3):
+            zero.ticker.tick()
+        one.ticker.tick()
+        wait_until(lambda: zero.subscription.heard == 3 and one.subscription.heard == 1)
+        zero.ticker.tick()
+        wait_until(lambda: zero.subscription.heard == 4)
+        assert [s for s, _ in handed(zero)] == [1, 2, 3, 4]
+        assert [s for s, _ in handed(one)] == [1]
+        assert one.history.last_seq == 1 and one.stats.count == 1
+    finally:
+        for member in (zero, one):
+            member.close()
+        client.close()
+
+
 def test_redis_restarted_is_logged_once_and_heard_again_within_a_second(members, redis_server,
                                                                          caplog):
     (follower,) = members(1)
