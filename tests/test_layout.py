@@ -126,3 +126,32 @@ def test_the_long_class_check_sees_a_long_class(tmp_path):
 
 def test_no_class_in_the_server_is_longer_than_about_200_lines():
     assert long_classes() == []
+
+
+# The WebSocket protocol is sans-I/O: fed bytes, it returns messages and bytes, and nothing
+# it imports could do I/O or tie it to a library (issue 18).
+IO_OR_LIBRARY = ("socket", "ssl", "select", "selectors", "asyncio", "engineio", "socketio",
+                 "flask_socketio", "eventlet", "gevent", "greenlet", "time", "threading")
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it, by its top-level name (relative: '.')."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." if node.level else (node.module or "").split(".")[0])
+    return found
+
+
+def test_the_import_check_sees_what_a_file_imports(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import enum\n\ndef later():\n    import socket\n    from . import x\n")
+    assert top_level_imports(probe) == {"enum", "socket", "."}
+
+
+def test_the_websocket_protocol_imports_no_io_and_no_library():
+    imported = top_level_imports(ROOT / PACKAGE / "transport" / "protocol.py")
+    assert imported <= {"__future__", "enum", "logging"}, imported
+    assert not imported & set(IO_OR_LIBRARY)
