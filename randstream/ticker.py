@@ -89,9 +89,14 @@ class Ticker:
         """Give `value` the next seq and the time now, and publish it (kept, then handed out)."""
         with self._record_lock:  # seq order is publish order
             reading = Reading(self.history.last_seq + 1, value, self.wall_clock())
-            self.publish(reading)
-            self.last_tick_at = reading.ts  # counted once kept: publish() raises if it was not
-            self.ticks += 1
+            try:
+                self.publish(reading)
+            finally:
+                # A tick counts once the reading is kept, whether or not every subscriber
+                # took it (a keeper that raised kept nothing).
+                if self.history.last_seq >= reading.seq:
+                    self.last_tick_at = reading.ts
+                    self.ticks += 1
         return reading
 
     def start_pull(self) -> None:

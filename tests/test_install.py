@@ -184,6 +184,15 @@ def test_a_database_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path):
         paths.default_db(str(blocker / "instance"))
 
 
+def test_importing_the_package_main_module_serves_nothing():
+    # pydoc, pkgutil.walk_packages and the like import every module: only `python -m
+    # randstream` may start a server.
+    run = subprocess.run([sys.executable, "-c", "import randstream.__main__"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "RANDOM_STREAM_PORT": "0", "RANDOM_STREAM_DB": ":memory:"})
+    assert run.returncode == 0 and run.stdout == "" and "serving" not in run.stderr, run.stderr
+
+
 # The installed app: `pip install .` into a fresh venv, then what a user of it runs. ---------
 
 @pytest.fixture(scope="module")

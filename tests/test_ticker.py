@@ -115,6 +115,30 @@ def test_a_failing_tick_is_logged_and_the_loop_goes_on(caplog):
     assert "tick failed" in caplog.text
 
 
+def test_a_tick_counts_once_kept_even_if_a_subscriber_fails():
+    clock = FakeClock()
+
+    def failing_broadcast(reading):
+        raise RuntimeError("network hiccup")
+
+    ticker = make_ticker(clock, failing_broadcast)
+    with pytest.raises(RuntimeError):
+        ticker.tick()
+    assert ticker.ticks == 1 and ticker.last_tick_at == clock.now  # stored: /healthz sees it
+
+    class BrokenKeeper:
+        def __call__(self, reading):
+            raise OSError("disk gone")
+
+    history = History(SqliteStore(":memory:", retention=10), ring_size=10)
+    fanout = Fanout(BrokenKeeper(), [], history.last_seq)
+    ticker = Ticker(history, fanout.publish, interval=1.0, sleep=clock.sleep, clock=clock,
+                    wall_clock=clock)
+    with pytest.raises(OSError):
+        ticker.tick()
+    assert ticker.ticks == 0 and ticker.last_tick_at is None  # nothing kept: no tick
+
+
 def test_seeded_streams_are_reproducible():
     def values(seed):
         clock, seen = FakeClock(), []

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { beforeEach, describe, test } from "node:test";
 
 import { BACKOFF, Connection, backoffDelay } from "../../static/js/connection.js";
+import { FakeTimers } from "./fake_timers.mjs";
 
 describe("backoffDelay", () => {
   test("doubles from the base without jitter", () => {
@@ -58,39 +59,6 @@ class FakeSocket {
 
   drop(code = 1006) {
     this.onclose?.({ code });
-  }
-}
-
-/** Timers driven by hand: advance(ms) fires what is due, in order. */
-class FakeTimers {
-  constructor() {
-    this.now = 0;
-    this.pending = new Map();
-    this.nextId = 1;
-  }
-
-  setTimeout = (fn, ms) => {
-    const id = this.nextId++;
-    this.pending.set(id, { at: this.now + ms, fn });
-    return id;
-  };
-
-  clearTimeout = (id) => {
-    this.pending.delete(id);
-  };
-
-  advance(ms) {
-    const until = this.now + ms;
-    for (;;) {
-      const due = [...this.pending.entries()].filter(([, t]) => t.at <= until).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) {
-        break;
-      }
-      this.pending.delete(due[0]);
-      this.now = due[1].at;
-      due[1].fn();
-    }
-    this.now = until;
   }
 }
 

@@ -7,48 +7,13 @@ import { describe, test } from "node:test";
 import {
   BACKFILL_LIMIT, MAX_RESUMES_PER_CONNECTION, STATS_REFRESH_MS, STATS_RETRY_MS, Sync, capacityFor, readingsOf,
 } from "../../static/js/sync.js";
+import { FakeTimers } from "./fake_timers.mjs";
 
 const r = (seq, value = seq % 11, ts = 1000 + seq) => ({ seq, value, ts });
 const run = (from, to, make = r) => Array.from({ length: to - from + 1 }, (_, i) => make(from + i));
 const fresh = (seq) => r(seq, (seq + 5) % 11, 5000 + seq); // a reading of another stream
 const seqs = (buffer) => buffer.after(-Infinity).map((x) => x.seq);
 const settle = () => new Promise((resolve) => setImmediate(resolve)); // let awaited fetches finish
-
-/** Timers driven by hand: advance(ms) fires what is due, in order. */
-class FakeTimers {
-  now = 10_000_000; // ms: later than the readings' times (1000 + seq s)
-  pending = new Map();
-  nextId = 1;
-
-  setTimeout = (fn, ms) => {
-    const id = this.nextId++;
-    this.pending.set(id, { at: this.now + ms, fn });
-    return id;
-  };
-
-  clearTimeout = (id) => {
-    this.pending.delete(id);
-  };
-
-  advance(ms) {
-    const until = this.now + ms;
-    for (;;) {
-      const due = [...this.pending.entries()].filter(([, t]) => t.at <= until).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) {
-        break;
-      }
-      this.pending.delete(due[0]);
-      this.now = due[1].at;
-      due[1].fn();
-    }
-    this.now = until;
-  }
-
-  /** When the pending timers are due, soonest first, relative to now. */
-  dueIn() {
-    return [...this.pending.values()].map((t) => t.at - this.now).sort((a, b) => a - b);
-  }
-}
 
 /** /api/stats' answer for readings with seqs from..to (values as `r` makes them), range 0..10. */
 function statsJson(from, to) {
@@ -66,7 +31,7 @@ function statsJson(from, to) {
  * value; a thrown error is a failed fetch).
  */
 function page({ history = 20, interval = 1, capacity = 1000, span = 900, observed = false } = {}) {
-  const timers = new FakeTimers();
+  const timers = new FakeTimers(10_000_000); // ms: later than the readings' times (1000 + seq s)
   const p = {
     timers,
     connected: true,
