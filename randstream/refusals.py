@@ -31,3 +31,23 @@ def bad_framing(headers) -> str | None:
     if lengths and headers.get("Transfer-Encoding") is not None:
         return "Content-Length and Transfer-Encoding together"
     return None
+
+
+class HeaderLines:
+    """A request's reader while its headers are parsed (the standard library's
+    parse_headers, which eventlet and gevent use, reads lines until a blank one or the
+    end of the stream): tells the two apart."""
+
+    __slots__ = ("stream", "last")
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.last = None
+
+    def readline(self, size=-1):
+        self.last = self.stream.readline(size)
+        return self.last
+
+    def cut_short(self) -> bool:
+        """Whether the stream ended before the blank line that ends the headers."""
+        return self.last == b""

@@ -46,7 +46,7 @@ def test_the_eventlet_probes_hold_under_eventlets_own_hub_too(tmp_path):
     script = (f"import eventlet; eventlet.monkey_patch(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
               "from randstream.transport import eventlet as e, engineio_checks as x\n"
               "r, f = x.extension_points('eventlet')\n"
-              "print([p.name for p in r + f + e.EXTENSION_POINTS if p.problem()])")
+              "print([p.name for p in r + f + e.EXTENSION_POINTS + e.BODY_POINTS if p.problem()])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
@@ -59,7 +59,7 @@ def test_the_gevent_probes_hold_after_gevents_monkey_patching_too():
     script = (f"from gevent import monkey; monkey.patch_all(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
               "from randstream.transport import gevent as g, engineio_checks as x\n"
               "r, f = x.extension_points('gevent')\n"
-              "print([p.name for p in r + f + g.EXTENSION_POINTS if p.problem()])")
+              "print([p.name for p in r + f + g.EXTENSION_POINTS + g.BODY_POINTS if p.problem()])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
@@ -127,6 +127,21 @@ def test_gevent_checks_report_a_moved_internal(monkeypatch):
     problems = {p.name: p.problem() for p in gevent_adapter.EXTENSION_POINTS}
     assert problems["gevent WSGIHandler.handle and its socket"]
     assert problems["gevent socket._sock"] is None
+
+
+@pytest.mark.parametrize("point", eventlet_adapter.BODY_POINTS + gevent_adapter.BODY_POINTS,
+                         ids=lambda p: p.name)
+def test_each_body_deadline_point_is_where_the_adapter_expects_it(point):
+    assert point.problem() is None
+
+
+def test_body_deadline_checks_report_a_moved_internal(monkeypatch):
+    import eventlet.wsgi
+    import gevent.pywsgi
+
+    monkeypatch.setattr(eventlet.wsgi.HttpProtocol, "handle_one_request", lambda self: None)
+    monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "handle_one_response", lambda self: None)
+    assert eventlet_adapter.body_problems() and gevent_adapter.body_problems()
 
 
 def test_a_moved_internal_means_the_libraries_own_path_and_one_warning(monkeypatch, caplog):

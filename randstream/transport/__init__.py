@@ -14,8 +14,9 @@ one line naming what is missing.
 
 Runtimes: RUNTIMES maps an async mode to its module (eventlet.py, gevent.py, both on the
 runtime-neutral websocket.py), each with the same names: EXTENSION_POINTS,
-opens_on_websocket, adopt, Connection, http_protocol, parser_problems; gevent.py also has
-websocket_driver (its own handshake, as eventlet's WebSocket driver already does).
+opens_on_websocket, adopt, Connection, http_protocol, parser_problems, body_problems;
+gevent.py also has websocket_driver (its own handshake, as eventlet's WebSocket driver
+already does).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Transport:
         # The runtime's HTTP protocol (request deadline, refusals) serves on either path.
         self.server_runtime = runtime
         self.parser_problems = runtime.parser_problems() if runtime is not None else []
+        self.body_problems = runtime.body_problems() if runtime is not None else []
         self.manager = None  # python-socketio's client manager, once client_manager() made it
 
     def log_choice(self) -> None:
@@ -92,6 +94,9 @@ class Transport:
         if self.parser_problems:
             log.warning("eventlet's own bare 414/431 refusals answer: %s",
                         "; ".join(self.parser_problems))
+        if self.body_problems:
+            log.warning("request bodies have no deadline (a slow one holds its connection): %s",
+                        "; ".join(self.body_problems))
         log.info("transport: %s", self.describe())
 
     def describe(self) -> str:

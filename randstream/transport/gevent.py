@@ -32,8 +32,9 @@ from .protocol import websocket_frame
 from .websocket import DETACH, Detach
 from .websocket import opens_on_websocket as _asks_websocket
 
-__all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "http_protocol",
-           "opens_on_websocket", "parser_problems", "websocket_driver", "websocket_frame"]
+__all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "body_problems",
+           "http_protocol", "opens_on_websocket", "parser_problems", "websocket_driver",
+           "websocket_frame"]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's handshake constant
 
@@ -170,16 +171,24 @@ def _accept_key(environ) -> bytes | None:
 
 def http_protocol(waiting, request_timeout: float, *, detach: bool,
                   send_timeout: float | None = None):
-    """gevent's WSGIHandler with a request deadline, a send timeout for the answer (a
-    reader that stops reading is let go) and, on the fast path (`detach`), a WebSocket
-    that outlives its greenlet. (`waiting` is eventlet's: gevent's server has its own
-    accept loop and pool.)"""
+    """gevent's WSGIHandler with a request deadline (the headers within `request_timeout`,
+    then the body, read whole before the application runs, within limits.body_deadline),
+    a send timeout for the answer (a reader that stops reading is let go) and, on the fast
+    path (`detach`), a WebSocket that outlives its greenlet. `waiting` (waiting.Waiting)
+    counts the connections waiting for their request, until its body is in."""
     import gevent
-    from gevent.pywsgi import WSGIHandler
+    from gevent.pywsgi import Input, WSGIHandler
+
+    from ..limits import BODY_GRACE, BODY_LIMIT, BODY_RATE, body_deadline, body_to_read
+    from ..refusals import HeaderLines, refusal_bytes
+
+    body_ok = not body_problems()
 
     class DeadlineHandler(WSGIHandler):
         deadline = None
         detach = None  # the request's offer to let its WebSocket outlive this greenlet
+        cut_short = False  # the request's headers ended with the connection
+        body_unread = False  # its body was too large to read: the connection ends after it
 
         def __init__(self, sock, address, server, rfile=None):
             super().__init__(sock, address, server, rfile)
@@ -191,11 +200,15 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
                 pass
 
         def handle_one_request(self):
+            sock = self.socket
+            waiting.add(sock, self.client_address)  # new, or idle in keep-alive
             self.deadline = gevent.Timeout.start_new(request_timeout, TimeoutError("request timeout"))
             try:
                 result = super().handle_one_request()
             finally:
                 self.deadline.close()
+                self.deadline = None  # its exception's traceback refers back to this object
+                waiting.discard(sock)
             offer, self.detach = self.detach, None
             if offer is not None:
                 offer.socket = None
@@ -209,14 +222,74 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
             return result
 
         def read_request(self, raw_requestline):
+            lines = self.rfile = HeaderLines(self.rfile)
             try:
                 return super().read_request(raw_requestline)
             except TimeoutError:  # gevent would print a traceback for it: a 400, quietly
                 return False
+            except OSError:  # reset mid-headers (as eventlet, an end): gevent would print it
+                lines.last = b""
+                return True
             finally:
-                self.deadline.close()  # the request is in: the application takes its time
+                self.rfile = lines.stream
+                # The headers ended with the connection (a client gone, or a socket shut to
+                # make room): nobody reads an answer; handle_one_response skips the work.
+                self.cut_short = lines.cut_short()
+                self.deadline.close()  # the headers are in: the body has its own deadline
                 if send_timeout is not None and self.socket is not None:
                     self.socket.settimeout(send_timeout)
+
+        def handle_one_response(self):
+            if self.cut_short or (body_ok and not self.read_body()):
+                self.close_connection = True
+                return
+            waiting.discard(self.socket)  # the request is in: the application takes its time
+            super().handle_one_response()
+
+        def read_body(self) -> bool:
+            """The body, read whole into wsgi.input within its deadline; False if it came too
+            slowly (a 408), too large (a chunked one: 413), broken or not at all."""
+            environ = self.environ
+            want = body_to_read(environ)
+            if want is None:  # too large to read: the application answers from its length
+                self.close_connection = self.body_unread = True
+                self.wsgi_input = Input(self.rfile, 0)  # so gevent discards nothing after it
+                environ["wsgi.input"] = io.BytesIO()
+                return True
+            if not want:
+                return True
+            timer = gevent.Timeout.start_new(body_deadline(want), TimeoutError)
+            try:
+                body = self.wsgi_input.read(want)
+            except TimeoutError:
+                waiting.report("slow_body", "closed a connection whose request body came slower "
+                               "than %d bytes a second after %g s", BODY_RATE, BODY_GRACE)
+                return self.refuse(408, "the request body came too slowly")
+            except ValueError:  # gevent's _InvalidClientInput: no chunked encoding
+                return self.refuse(400, "the chunked request body is malformed")
+            except OSError:
+                return False
+            finally:
+                timer.close()
+            if len(body) > BODY_LIMIT:
+                return self.refuse(413, f"a request body may have at most {BODY_LIMIT} bytes")
+            if len(body) < want and environ.get("CONTENT_LENGTH"):
+                return False  # the client went away mid-body
+            environ["wsgi.input"] = io.BytesIO(body)
+            return True
+
+        def start_response(self, status, headers, exc_info=None):
+            if self.body_unread and all(name.lower() != "connection" for name, _ in headers):
+                headers = [*headers, ("Connection", "close")]  # gevent says so to HTTP/1.0 only
+            return super().start_response(status, headers, exc_info)
+
+        def refuse(self, code: int, message: str) -> bool:
+            waiting.discard(self.socket)
+            try:
+                self.socket.sendall(refusal_bytes(code, message))
+            except OSError:
+                pass
+            return False
 
         def handle_error(self, t, v, tb):
             if isinstance(v, TimeoutError):  # a reader that stopped reading: let it go, quietly
@@ -236,6 +309,11 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
 def parser_problems() -> list[str]:
     """Our parser refusals are eventlet's only; under gevent its own answer."""
     return []
+
+
+def body_problems() -> list[str]:
+    """What is wrong with the request internals the body deadline uses (checked at start)."""
+    return [f"{p.name} ({problem})" for p in BODY_POINTS if (problem := p.problem()) is not None]
 
 
 # Checked at start (randstream.transport): each returns None, or what is wrong --------------------
@@ -288,6 +366,27 @@ def _check_handler() -> str | None:
         return "WSGIHandler.handle_one_request no longer builds the environ with get_environ"
     return None
 
+
+def _check_body() -> str | None:
+    from gevent.pywsgi import Input, WSGIHandler
+
+    if not {"get_environ", "handle_one_response"} <= code_names(WSGIHandler.handle_one_request):
+        return "WSGIHandler.handle_one_request no longer calls get_environ, handle_one_response"
+    if "wsgi_input" not in code_names(WSGIHandler.get_environ):
+        return "WSGIHandler.get_environ no longer sets wsgi_input"
+    if "wsgi_input" not in code_names(WSGIHandler.handle_one_response):
+        return "WSGIHandler.handle_one_response no longer discards the rest through wsgi_input"
+    if not callable(getattr(Input, "read", None)):
+        return "pywsgi.Input has no read"
+    return None
+
+
+# Not the fast path: request bodies read whole within a deadline before the application
+# runs. If these moved, the application reads bodies as gevent gives them (no deadline).
+BODY_POINTS = [
+    ExtensionPoint("gevent WSGIHandler.handle_one_response and wsgi_input",
+                   "a request body that comes too slowly is cut off", _check_body),
+]
 
 EXTENSION_POINTS = [
     ExtensionPoint("gevent socket._sock", "one non-blocking send per client, no task switch",
