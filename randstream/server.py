@@ -13,7 +13,7 @@ import time
 import warnings
 
 from .config import ENV_PREFIX, ConfigError
-from .waiting import WAITING_LIMIT, Waiting
+from .waiting import PLAIN_ANSWERS, WAITING_LIMIT, Waiting
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def fd_budget(max_connections: int) -> int:
-    """Descriptors the server plans for: every session, the waiting connections, a reserve."""
-    return max_connections + WAITING_LIMIT + FD_RESERVE
+    """Descriptors the server plans for: every session, the waiting connections, the plain
+    answers in progress (stack.Answering), a reserve."""
+    return max_connections + WAITING_LIMIT + PLAIN_ANSWERS + FD_RESERVE
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -111,10 +112,18 @@ def fd_limit() -> int | None:
 
 
 def waiting_limit(max_connections: int, limit: int | None) -> int:
-    """WAITING_LIMIT, or less when the descriptor limit leaves less beside the sessions."""
+    """WAITING_LIMIT, or less when the descriptor limit leaves less beside the sessions and
+    the plain answers."""
     if limit is None:
         return WAITING_LIMIT
-    return max(16, min(WAITING_LIMIT, limit - max_connections - FD_RESERVE))
+    return max(16, min(WAITING_LIMIT, limit - max_connections - PLAIN_ANSWERS - FD_RESERVE))
+
+
+def pool_size(max_connections: int, waiting: Waiting) -> int:
+    """Connection tasks the server runs at once: every session, every connection waiting
+    for its request, every plain answer, and room to refuse past them; each is capped
+    on its own, so none of them can take the slots of the others."""
+    return max_connections + waiting.limit + PLAIN_ANSWERS + FD_RESERVE
 
 
 class _Listener:
@@ -285,14 +294,14 @@ class _EventletServer:
         quiet.setLevel(logging.WARNING)
         # socketio.run() would pass eventlet's defaults: max_size=1024 connections and
         # debug=True, which writes Python tracebacks to clients. Neither is wanted here.
-        # Slots: every session, every waiting connection, and room to refuse past the cap.
+        # Slots: pool_size().
         # keepalive=REQUEST_TIMEOUT tells clients how long an idle connection is kept; the
         # protocol's own deadline enforces it (and covers a half-sent request too).
         self.listener = _Listener(self.sock, self.waiting, eventlet.sleep)
         self.thread = eventlet.spawn(
             eventlet.wsgi.server, self.listener,
             self.app, log=quiet, log_output=False, debug=False,
-            max_size=self.max_connections + self.waiting.limit + 64,
+            max_size=pool_size(self.max_connections, self.waiting),
             keepalive=REQUEST_TIMEOUT, protocol=self.protocol, socket_timeout=self.send_timeout,
         )
         self.thread.wait()
@@ -325,7 +334,7 @@ class _GeventServer:
 
         self.server = WSGIServer(
             sock, app, log=None, error_log=logging.getLogger("gevent.pywsgi"),
-            spawn=Pool(max_connections + waiting.limit + 64), handler_class=handler,
+            spawn=Pool(pool_size(max_connections, waiting)), handler_class=handler,
         )
 
     def run(self) -> None:

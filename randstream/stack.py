@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -17,6 +18,7 @@ from .admission import RETRY_AFTER, Admission
 from .headers import SECURITY_HEADERS
 from .limits import query_problem, upgrade_problem
 from .transport.hooks import EngineHooks
+from .waiting import PLAIN_ANSWERS
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first
         (SecurityHeaders, {}),
         (Admit, {"admission": admission, "check_post": hooks.check_post,
                  "path": socketio_app.engineio_path}),
+        (Answering, {"counters": admission.counters,
+                     "sessions": (socketio_app.engineio_path, sse.PATH)}),
         *([(StartOnFirstRequest, {"stream": start_on_first_request})]
           if start_on_first_request is not None else []),
         # Outside Flask-SocketIO's middleware, which passes a copy of the environ on.
@@ -156,6 +160,92 @@ class Admit:
             if refusal is not None:
                 return json_error(start_response, *refusal)
         return self.app(environ, start_response)
+
+
+class Answering:
+    """Plain HTTP answers in progress (the page, static files, the API): at most `limit` at
+    once, so clients that stop reading large answers cannot hold every slot of the server
+    (/healthz and new sessions would wait); past it a 503 with Retry-After.
+
+    An answer counts from the call until the server closes its body. Sessions (Engine.IO
+    and event streams, under the paths `sessions`) are counted by admission instead;
+    /healthz and /metrics answer in a few hundred bytes that never wait for the client.
+    """
+
+    EXEMPT = ("/healthz", "/metrics")
+
+    def __init__(self, app, counters, sessions: tuple[str, ...], limit: int = PLAIN_ANSWERS) -> None:
+        self.app = app
+        self.counters = counters
+        self.sessions = sessions
+        self.limit = limit
+        self.answering = 0
+        # Threading mode: answers run in parallel. Reentrant: a body dropped unclosed is
+        # counted out when collected (_Counted.__del__), whenever that happens.
+        self._lock = threading.RLock()
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path in self.EXEMPT or path.startswith(self.sessions):
+            return self.app(environ, start_response)
+        with self._lock:
+            busy = self.answering >= self.limit
+            if not busy:
+                self.answering += 1
+        if busy:
+            self.counters.refuse("busy")
+            self.counters.log_once(log, "busy", "%d answers are in progress (clients not reading "
+                                   "them): refusing more with 503", self.limit)
+            return json_error(start_response, "503 Service Unavailable",
+                              "the server is busy; retry later")
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        counted = _CountedSized if hasattr(result, "__len__") else _Counted
+        return counted(result, self._done)
+
+    def _done(self) -> None:
+        with self._lock:
+            self.answering -= 1
+
+
+class _Counted:
+    """An answer's body: `done` runs once, when the server closes it (or, for a caller
+    that never closes it, such as werkzeug's test client, when it is dropped)."""
+
+    __slots__ = ("result", "done")
+
+    def __init__(self, result, done) -> None:
+        self.result, self.done = result, done
+
+    def __iter__(self):
+        return iter(self.result)
+
+    def close(self) -> None:
+        done, self.done = self.done, None
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if done is not None:
+                done()
+
+    def __del__(self) -> None:
+        done, self.done = self.done, None
+        if done is not None:
+            done()
+
+
+class _CountedSized(_Counted):
+    """A body of known length (a list): the server may size the answer from it."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.result)
 
 
 class StartOnFirstRequest:

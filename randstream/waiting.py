@@ -4,7 +4,11 @@ A connection waits from the moment it is accepted (or idle in keep-alive after a
 until its request line, headers and body are in; then the application has it. Waiting
 connections are no sessions, and --max-connections does not see them: here they are
 counted, and past a cap a silent one is closed (server.py's listener and the runtimes'
-HTTP protocols in randstream/transport call add and discard).
+HTTP protocols in randstream/transport call add and discard). Plain answers in progress,
+the other kind of connection that is no session, are capped by stack.Answering.
+
+Imported by server.py before eventlet or gevent patch the standard library: nothing here
+may import more than the standard library at module level.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ except ImportError:  # Windows: every waiting connection counts as silent
     fcntl = termios = None
 
 from .counters import Counters
-from .limits import peer_key
 
 log = logging.getLogger(__name__)
 
 WAITING_LIMIT = 1024  # connections waiting for a request; past it the oldest is closed
 PER_ADDRESS = 64  # of them from one client address; past it that address's oldest is closed
+# Plain HTTP answers (the page, static files, the API) in progress at once (stack.Answering):
+# each takes milliseconds, unless its client stops reading a large one (then up to the
+# send timeout).
+PLAIN_ANSWERS = 256
 
 
 class Waiting:
@@ -58,6 +65,9 @@ class Waiting:
         self.per_address = per_address
         # Evictions and cut bodies by reason, for /metrics; the first of each kind is logged.
         self.counters = counters if counters is not None else Counters(0)
+        from .limits import peer_key  # (it imports engine.io: not before the patching)
+
+        self.peer_key = peer_key
         self.trusted = trusted  # limits.peer_key's trusted proxies
         self.sockets: OrderedDict = OrderedDict()  # socket -> its address key, oldest first
         self.addresses: dict[str, OrderedDict] = {}  # address key -> its sockets, oldest first
@@ -69,7 +79,7 @@ class Waiting:
     def add(self, sock, peer=None) -> None:
         """`sock` (from `peer`, accept()'s address) waits for a request from now on."""
         self.discard(sock)
-        key = peer_key(peer, self.trusted) if peer is not None else None
+        key = self.peer_key(peer, self.trusted) if peer is not None else None
         self.sockets[sock] = key
         if key is not None:
             mine = self.addresses.setdefault(key, OrderedDict())

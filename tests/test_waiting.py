@@ -315,3 +315,42 @@ def test_descriptors_of_event_stream_readers_that_left_are_released(server_facto
         sock.close()
     assert settle(server.proc.pid, before + 2) <= before + 2
     assert http_get(server.url + "/healthz")[0] == 200
+
+
+# Plain answers in progress ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_clients_that_stop_reading_answers_never_fill_the_servers_slots(server_factory, mode):
+    """Fails on the old code: plain answers were not counted, and enough clients that stop
+    reading them (each after a dozen pipelined requests for a static file) took every slot
+    of the server's pool: /healthz and new sessions hung (here 1,100 of them with
+    --max-connections 1; the pool was 1 + 1,024 + 64)."""
+    server = server_factory("--async-mode", mode, "--max-connections", "1")
+    requests = b"GET /static/js/dashboard.js HTTP/1.1\r\nHost: x\r\n\r\n" * 12
+    held = []
+    try:
+        for i in range(1100):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # full after one answer
+            sock.bind((f"127.0.0.{2 + i % 50}", 0))
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(requests)
+            held.append(sock)
+        time.sleep(1)
+        assert health_from(server.port, "127.0.0.99") == 200
+        with connect(server.port, "127.0.0.99", b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1"
+                     b"\r\nHost: x\r\nConnection: close\r\n\r\n") as sock:
+            assert answer(sock, 5).startswith(b"HTTP/1.1 200 "), "a new session gets in"
+        with connect(server.port, "127.0.0.99", b"GET / HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: close\r\n\r\n") as sock:
+            got = answer(sock, 5)
+        assert got.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in got, got[:200]
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while http_get(server.url + "/")[0] != 200:  # the answers end: their places are free
+        assert time.monotonic() < deadline, "the places of ended answers were not given back"
+        time.sleep(0.2)
+    assert server.log().count("answers are in progress") == 1
+    assert "Traceback" not in server.log()
