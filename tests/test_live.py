@@ -1,5 +1,6 @@
 """Socket.IO handlers, in process: snapshot on connect, resume, errors for that client only."""
 
+import re
 import time
 
 import pytest
@@ -18,7 +19,9 @@ def test_connect_sends_history_oldest_first_with_the_stream(stream, app):
     client = app.extensions["socketio"].test_client(app)
     (history,) = events(client, "history")
     assert history["readings"] == [r.to_dict() for r in drawn]
-    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.1}
+    assert history["stream"] == {"id": stream.history.stream_id, "min": 0, "max": 100,
+                                 "interval": 0.1}
+    assert re.fullmatch("[0-9a-f]{16}", history["stream"]["id"])
 
 
 def test_history_is_capped_at_the_history_setting(stream, app):
@@ -59,7 +62,8 @@ def test_a_client_back_says_what_it_holds_and_gets_only_the_readings_since(strea
     client = app.extensions["socketio"].test_client(app, auth={"after": 7})
     (history,) = events(client, "history")
     assert [r["seq"] for r in history["readings"]] == [8, 9, 10]
-    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.1}
+    assert history["stream"] == {"id": stream.history.stream_id, "min": 0, "max": 100,
+                                 "interval": 0.1}
     assert events(client, "error") == []
     up_to_date = app.extensions["socketio"].test_client(app, auth={"after": 10})
     assert events(up_to_date, "history") == [{"readings": [], "stream": history["stream"]}]
