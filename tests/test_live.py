@@ -76,6 +76,18 @@ def test_a_connect_after_a_seq_this_stream_never_reached_gets_the_snapshot(strea
     assert history["readings"] == [r.to_dict() for r in drawn]
 
 
+def test_a_connect_after_a_seq_of_another_stream_gets_the_snapshot(stream, app):
+    """Fails before: the auth's stream was ignored, so another stream's seq 3 was resumed."""
+    drawn = tick(stream, 5)
+    socketio = app.extensions["socketio"]
+    client = socketio.test_client(app, auth={"after": 3, "stream": "0123456789abcdef"})
+    received = client.get_received()
+    assert [e["name"] for e in received] == ["history"]
+    assert received[0]["args"][0]["readings"] == [r.to_dict() for r in drawn]
+    own = socketio.test_client(app, auth={"after": 3, "stream": stream.history.stream_id})
+    assert [r["seq"] for r in events(own, "history")[0]["readings"]] == [4, 5]
+
+
 @pytest.mark.parametrize("auth", ["7", [7], {"token": "x"}])
 def test_a_connect_auth_that_is_not_ours_is_ignored(stream, app, auth):
     drawn = tick(stream, 5)
@@ -85,14 +97,19 @@ def test_a_connect_auth_that_is_not_ours_is_ignored(stream, app, auth):
     assert received[0]["args"][0]["readings"] == [r.to_dict() for r in drawn]
 
 
-@pytest.mark.parametrize("auth", [{"after": -1}, {"after": "7"}, {"after": None}, {"after": 1.5}])
-def test_a_malformed_connect_auth_gets_an_error_and_the_snapshot(stream, app, auth):
+@pytest.mark.parametrize("auth, word", [
+    ({"after": -1}, "after"), ({"after": "7"}, "after"), ({"after": None}, "after"),
+    ({"after": 1.5}, "after"), ({"after": 3, "stream": 7}, "stream"),
+    ({"after": 3, "stream": None}, "stream"), ({"after": 3, "stream": ""}, "stream"),
+    ({"after": 3, "stream": "x" * 65}, "stream"),
+])
+def test_a_malformed_connect_auth_gets_an_error_and_the_snapshot(stream, app, auth, word):
     drawn = tick(stream, 5)
     client = app.extensions["socketio"].test_client(app, auth=auth)
     assert client.is_connected()
     received = client.get_received()
     assert [e["name"] for e in received] == ["error", "history"]
-    assert "after" in received[0]["args"][0]["message"]
+    assert word in received[0]["args"][0]["message"]
     assert received[1]["args"][0]["readings"] == [r.to_dict() for r in drawn]
 
 
