@@ -38,8 +38,8 @@ def exact_values_and_stream_id(db: sqlite3.Connection) -> None:
     and the stream's id in meta (a database from before gets one now).
 
     SQLite cannot change a column's type in place: the rows are copied to a new table
-    (0.4-0.5 s per million readings: bench/migrate.py). Floats stored before this step that were whole
-    numbers are integers by now; what was stored is kept as it is.
+    (0.4-0.5 s per million readings: bench/migrate.py). Floats stored before this step
+    that were whole numbers are integers by now; what was stored is kept as it is.
     """
     db.execute("CREATE TABLE readings_v1 (seq INTEGER PRIMARY KEY, value NOT NULL, ts REAL NOT NULL)")
     db.execute("INSERT INTO readings_v1 (seq, value, ts) SELECT seq, value, ts FROM readings")

@@ -143,9 +143,9 @@ def init_app(app) -> None:
 def parse_event_id(text: str) -> tuple[str | None, int]:
     """An event id sent back as Last-Event-ID: `STREAM:SEQ` as we send them, or a bare seq
     (what clients from before stream ids send; their stream is taken as ours)."""
-    stream, _, seq = text.rpartition(":")
+    stream, colon, seq = text.rpartition(":")
     if (not seq.isascii() or not seq.isdigit() or len(seq) > 16
-            or len(stream) > 64 or (_ and not stream)):
+            or len(stream) > 64 or (colon and not stream)):
         raise BadRequest("Last-Event-ID must be a seq, or STREAM:SEQ as the events' ids are")
     return stream or None, int(seq)
 

@@ -55,6 +55,9 @@ class SqliteStore:
         return db
 
     def _stream_id(self) -> str:
+        rows = self._query("SELECT value FROM meta WHERE key = 'stream'")
+        if rows:  # no write when it is there: a read-only file still starts, as before
+            return rows[0][0]
         # The schema gives every database one; a row deleted by hand makes it another stream.
         self._query("INSERT OR IGNORE INTO meta (key, value) VALUES ('stream', ?)",
                     (new_stream_id(),))

@@ -63,8 +63,8 @@ class Stream:
             # This process's own, scaled out too: a cluster shares readings, not Socket.IO.
             client_manager=transport.client_manager(),
         )
-        # What `history` and /api/history say of the stream: its id, which a client compares
-        # with the one its readings came from, and what the page draws with.
+        # What `history`, /api/history and /api/latest say of the stream: its id, which a
+        # client compares with the one its readings came from, and what the page draws with.
         self.info = {"id": self.history.stream_id, "min": settings.min, "max": settings.max,
                      "interval": settings.interval}
         self.live = Live(socketio, self.history, self.info, settings.history, transport)

@@ -9,8 +9,9 @@
 // a `history` answer is merged and the newest hole the server can still fill is asked
 // for; a snapshot shorter than the widest window is filled back once over HTTP; a
 // `history` of another stream (its `stream.id` is not the one held: a swapped database, a
-// server without one) replaces what is held, and so does a reading that cannot belong to
-// it (a fresh server counting again); an HTTP answer of another stream is dropped. The
+// fresh `:memory:` server) replaces what is held, and so does a reading that cannot belong
+// to it (a server from before stream ids counting again); an HTTP answer of another stream
+// is dropped. The
 // statistics come from the server and count each later reading; a hole in them, or a
 // failed fetch, fetches them again.
 
