@@ -174,6 +174,42 @@ def test_the_seq_high_water_mark_survives_a_redis_that_lost_its_data(redis_serve
     store.append(Reading(42, 0, 1.0), {"lo": 0, "hi": 1})
 
 
+def test_a_tick_in_flight_at_the_stop_does_not_claim_the_released_lease(redis_server, caplog):
+    """Threading: the ticker's thread can be past its last look at `running`, on its way to
+    the claim, when stop() releases the lease; that claim must not take the lease back
+    (this process would then hold it, unrenewed, for a TTL after it stopped)."""
+    from random_stream import create_app
+    from randstream.config import Settings
+
+    app = create_app(Settings(async_mode="threading", message_queue=redis_server.url, db=None,
+                              interval=0.5))  # the lease lasts 1.5 s unrenewed
+    stream = app.extensions["stream"]
+    ticker, client = stream.ticker, connect(redis_server.url)
+    key, token = stream.store.keys.lease, ticker.lease.token.encode()
+    woke = threading.Event()
+
+    def slow_wall_clock() -> float:
+        # Called once the tick's thread has seen `running` still true, before it claims.
+        if ticker.ticks >= 2 and not woke.is_set():
+            woke.set()
+            time.sleep(0.3)  # the tick in flight while the stop runs
+        return time.time()
+
+    ticker.wall_clock = slow_wall_clock
+    try:
+        with caplog.at_level(logging.INFO, logger="randstream.ticker"):
+            stream.start()
+            assert woke.wait(10), "the ticker did not lead"
+            assert client.get(key) == token
+            stream.stop()  # releases the lease while the tick is on its way to claim it
+            wait_until(lambda: "ticker stopped" in caplog.text, timeout=10)
+            assert client.get(key) is None, "the stopped process claimed the lease again"
+    finally:
+        stream.stop()
+        stream.close()
+        client.close()
+
+
 # --- real server processes -------------------------------------------------------------------
 
 
