@@ -65,17 +65,6 @@ def open_many(port: int, count: int, payload=b"", source=None, deadline: float |
     return socks
 
 
-TCP_CLOSE_WAIT = 8  # Linux's tcp_states.h: the peer has closed its side
-
-
-def peer_closed(s: socket.socket) -> bool:
-    """Whether the server closed its side of `s`, unread data or not (Linux's TCP_INFO)."""
-    try:
-        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == TCP_CLOSE_WAIT
-    except OSError:
-        return True
-
-
 def close_all(socks) -> None:
     for s in socks:
         try:
@@ -197,9 +186,8 @@ def frame(text: str, opcode: int = 0x1) -> bytes:
     return head + b"\0\0\0\0" + data
 
 
-def stalled_reader(port: int, source: str, rcvbuf: int = 4096, timeout: float = 5.0):
-    """A WebSocket client that joins, reads the start of its history, then never reads
-    again: returns its socket (the caller closes it), or None if it did not get in."""
+def ws_open(port: int, source: str, rcvbuf: int | None = None, timeout: float = 5.0):
+    """A WebSocket to Engine.IO, its open packet read (not yet joined); None if refused."""
     try:
         s = tcp(port, source, timeout=timeout, rcvbuf=rcvbuf)
     except OSError:
@@ -214,17 +202,24 @@ def stalled_reader(port: int, source: str, rcvbuf: int = 4096, timeout: float = 
             buf += data
             if b"\r\n" in buf and b" 101 " not in buf.split(b"\r\n", 1)[0] + b" ":
                 raise OSError("refused")
-        s.sendall(frame(MESSAGE + CONNECT))
-        buf = b""
-        while b"history" not in buf and len(buf) < 8192:
-            data = s.recv(2048)
-            if not data:
-                raise OSError("closed")
-            buf += data
         return s
     except OSError:
         s.close()
         return None
+
+
+def read_until(s: socket.socket, marker: bytes, limit: int = 8192) -> bool:
+    """Read from `s` until `marker` (or `limit` bytes) came; False if it closed first."""
+    buf = b""
+    try:
+        while marker not in buf and len(buf) < limit:
+            data = s.recv(2048)
+            if not data:
+                return False
+            buf += data
+        return True
+    except OSError:
+        return False
 
 
 class SioClient:
