@@ -11,13 +11,14 @@ run (--runs N: N runs back to back against the same server) it connects one
 python-socketio watcher over WebSocket and a /healthz prober (a GET every 0.5 s on a fresh
 connection, 5 s timeout), runs its flood for a bounded time and count, lets the attackers
 go, then polls the server's open descriptors every 0.5 s until they are back within 20 of
-what they were before (for up to 90 s), waits 3 s more and prints:
+what they were before (for up to 90 s, --release-wait), waits 3 s more and prints:
 - /healthz: slowest and p99 answer (ms), probes over 200 ms, probes failed (not a 200);
 - the watcher: readings missed, whether its seqs stayed consecutive, how late a reading
   arrived (its arrival wall time minus its `ts`: one machine, one clock; max and p99 ms),
   the largest gap between readings (s), disconnects;
 - descriptors before / peak / after, and the seconds until back within 20 (">90": never);
-- RSS before / peak / after (MB) and after/before; CPU during the flood; survived.
+- RSS before / peak / after (MB) and after/before; CPU during the flood; the server's log
+  lines during the run (its warnings shown); survived.
 A one-row-per-run table ends the output; --json FILE saves every figure. Loopback only;
 attackers that must look like other clients bind 127.0.0.2 or 127.0.1.x.
 
@@ -214,7 +215,8 @@ class Watcher:
             last_seq = max((a[0] for a in arrivals), default=-1)
         expected = list(range(first, last_seq + 1)) if first is not None else []
         seqs = [a[0] for a in since if a[0] <= last_seq]
-        got = {a[0]: a for a in since if a[0] in set(expected)}
+        wanted = set(expected)
+        got = {a[0]: a for a in since if a[0] in wanted}
         late = [1000 * (a[2] - a[1]) for a in got.values()]
         times = [start, *(a[3] for a in since if a[3] <= end), end]
         return {
