@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from bisect import bisect_right
 from collections import deque
@@ -24,9 +25,15 @@ class StoreError(Exception):
     """The store could not read or write; the live stream goes on without it."""
 
 
+def new_stream_id() -> str:
+    """A stream's identity: made once with its store, compared by clients as a string."""
+    return secrets.token_hex(8)  # 16 hex digits: two stores never draw the same
+
+
 class Store(Protocol):
     """Where readings and the stats state outlive the process (SQLite or Redis)."""
 
+    stream_id: str  # whose readings these are: a swapped database is another stream
     def latest(self, n: int) -> list[Reading]: ...
     def after(self, seq: int, limit: int) -> list[Reading]: ...
     def last_seq(self) -> int: ...
@@ -79,6 +86,8 @@ class History:
         self.store_errors = 0
         self.ring.extend(store.latest(ring_size))
         self._last_seq = store.last_seq()
+        # Fixed for the process's life: a client's `after` is a seq of this stream only.
+        self.stream_id = store.stream_id
 
     @property
     def last_seq(self) -> int:

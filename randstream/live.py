@@ -70,14 +70,21 @@ class Live:
         """A client back after a drop says what it holds, in its CONNECT packet's auth
         `{"after": seq}` (as Socket.IO's own connection state recovery does): it gets the
         readings since, as `resume` would answer, instead of the whole snapshot and then a
-        resume. False if the snapshot is due after all: a malformed `after` (also an
-        `error`), one this stream has not reached (another stream's), a full resume queue.
-        Other auth (another client's token) is not ours and is ignored."""
+        resume. Its `"stream"`, the id of the stream those readings are of, says whether
+        `after` means anything here. False if the snapshot is due after all: a malformed
+        `after` or `stream` (also an `error`), another stream's `after` (its id is not ours,
+        or, from a client that sends none, a seq this stream has not reached), a full resume
+        queue. Other auth (another client's token) is not ours and is ignored."""
         after = parse_after(auth["after"])
         if isinstance(after, str):
             self.reject("resume", after)
             return False
-        if after > self.history.last_seq or not self.answers.request(request.sid, after):
+        stream = auth.get("stream", self.history.stream_id)  # none: a client from before ids
+        if not is_stream_id(stream):
+            self.reject("resume", "resume: stream must be a stream id (a string)")
+            return False
+        if (stream != self.history.stream_id or after > self.history.last_seq
+                or not self.answers.request(request.sid, after)):
             return False
         self.resumes += 1
         return True
@@ -270,6 +277,11 @@ def parse_after(after) -> int | str:
     if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**53:
         return "resume: after must be a whole number >= 0"
     return after
+
+
+def is_stream_id(stream) -> bool:
+    """Whether a client's `stream` can be a stream id (any other one just differs from ours)."""
+    return isinstance(stream, str) and 0 < len(stream) <= 64
 
 
 def origin_policy(extra_origins: tuple[str, ...]):

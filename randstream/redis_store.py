@@ -8,6 +8,9 @@ Keys (prefix `random_stream:`, one stream per Redis database):
   stats     JSON of the stats state as of reading `seq` (the "seq" field says which); its
             "kind" is the source's (none: random), checked at start like the range
   lease     the token of the process that ticks (see lease.py), with a TTL
+  stream    the stream's id (16 hex digits), made by the first process on an empty
+            database; a Redis that restarted empty gets it back with the next reading
+            stored, like the seq high-water mark
   live      not a key: the Pub/Sub channel each stored reading is published on, by the
             same script that stores it (subscription.py hears it in every process)
 """
@@ -23,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .history import Reading, StoreError
+from .history import Reading, StoreError, new_stream_id
 from .lease import Lease
 
 log = logging.getLogger(__name__)
@@ -32,8 +35,8 @@ PREFIX = "random_stream:"
 CONNECT_TIMEOUT = 2.0  # seconds; a Redis that does not answer is reported, not waited for
 COMMAND_TIMEOUT = 2.0
 
-# KEYS: lease, seq, readings, stats.  ARGV: token, ttl ms, seq, value, ts, stats json,
-# retention, channel, the reading as JSON.
+# KEYS: lease, seq, readings, stats, stream.  ARGV: token, ttl ms, seq, value, ts, stats
+# json, retention, channel, the reading as JSON, the stream id.
 # The fence: only the lease holder writes, only with a seq above every seq handed out, and
 # the write renews the lease. The seq goes in as a string so Lua never reformats it. A
 # reading is published if and only if it is stored, in the order of the stores: a deposed
@@ -49,6 +52,7 @@ end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], ARGV[3] .. '-0', 'v', ARGV[4], 't', ARGV[5])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[4], ARGV[6])
+redis.call('SET', KEYS[5], ARGV[10], 'NX')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', ARGV[8], ARGV[9])
 return top
@@ -64,6 +68,7 @@ class Keys(NamedTuple):
     seq: str
     readings: str
     stats: str
+    stream: str
     live: str  # the channel of readings (not a key: open_redis_store adds the database)
 
     @classmethod
@@ -88,7 +93,8 @@ def connect(url: str, **options) -> redis.Redis:
 
 
 def _value(raw: bytes) -> int | float:
-    # redis-py writes an int as str() and a float as repr(): "3" is 3, "3.0" stays a float
+    # redis-py writes an int as str() and a float as repr(): "3" is 3, "3.0" stays a float,
+    # "-0.0" keeps its sign
     try:
         return int(raw)
     except ValueError:
@@ -118,6 +124,18 @@ class RedisStore:
         self.keys = keys
         self.where = where
         self._append = client.register_script(APPEND)
+        self.stream_id = self._stream_id()
+
+    def _stream_id(self) -> str:
+        """The cluster's stream id: the one in Redis, or this process's new one if none is."""
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.set(self.keys.stream, new_stream_id(), nx=True)
+                pipe.get(self.keys.stream)
+                _, raw = pipe.execute()
+        except redis.RedisError as exc:
+            raise self._error(exc) from None
+        return raw.decode()
 
     def _error(self, exc: redis.RedisError) -> StoreError:
         if isinstance(exc, redis.ResponseError) and str(exc).startswith("FENCED"):
@@ -188,9 +206,10 @@ class RedisStore:
         keys = self.keys
         try:
             self._append(
-                keys=[keys.lease, keys.seq, keys.readings, keys.stats],
+                keys=[keys.lease, keys.seq, keys.readings, keys.stats, keys.stream],
                 args=[self.lease.token, self.lease.ttl_ms, str(reading.seq), reading.value,
-                      repr(reading.ts), stats, self.retention, keys.live, message(reading)],
+                      repr(reading.ts), stats, self.retention, keys.live, message(reading),
+                      self.stream_id],
             )
         except redis.RedisError as exc:
             raise self._error(exc) from None

@@ -173,6 +173,10 @@ class SharedTicker(Ticker):
         self.takeovers = 0
         self.top = 0  # the highest seq Redis had handed out at the last claim
         self.dropped = 0  # pulled values dropped: the lease changed hands during the call
+        # A claim and the stop, one at a time: a tick already past its look at `running`
+        # (another thread, under threading) must not take back the lease stop() released.
+        self._claiming = threading.Lock()
+        self.stopped = False
 
     @property
     def last_tick_at(self) -> float | None:
@@ -184,7 +188,10 @@ class SharedTicker(Ticker):
         self.follower.last_at = at
 
     def stop(self) -> None:
-        super().stop()
+        with self._claiming:  # a claim under way ends first; none starts after
+            self.stopped = True
+            self.leading = False  # from now on, whatever the release below answers
+            super().stop()
         try:
             if self.lease.release():
                 log.info("lease released at seq %d", self.history.last_seq)
@@ -195,7 +202,10 @@ class SharedTicker(Ticker):
         reading = None
         fresh: list[Reading] = []
         try:
-            claim = self.lease.claim(self.history.last_seq)
+            with self._claiming:
+                if self.stopped:
+                    return None
+                claim = self.lease.claim(self.history.last_seq)
             fresh = self.catch_up(claim.top)
             self._role(claim.leading)
             self.top = claim.top

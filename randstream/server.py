@@ -22,6 +22,7 @@ SEND_BUFFER = 64 * 1024
 REQUEST_TIMEOUT = 5.0  # seconds a connection may wait (idle or half-sent) for its next request
 ACCEPT_BATCH = 16  # connections accepted in a row before other tasks get a turn
 FD_RESERVE = 64  # descriptors besides clients: the listener, the database, Redis, logs
+WEBSOCKET_LINGER = 5.0  # threading: seconds an ended WebSocket's reader has to finish its close
 # accept() errors that mean "out of descriptors or memory": wait and retry, never exit.
 EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # accept() errors about one connection that went away before it was accepted: skip it.
@@ -354,7 +355,8 @@ class _ThreadingServer:
 
         host, port = sock.getsockname()[:2]
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self.server = make_server(host, port, app, threaded=True, fd=sock.fileno())
+        self.server = make_server(host, port, app, threaded=True, fd=sock.fileno(),
+                                  request_handler=_werkzeug_handler())
 
     def run(self) -> None:
         self.server.serve_forever()
@@ -364,6 +366,35 @@ class _ThreadingServer:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+def _werkzeug_handler():
+    """Werkzeug's request handler, ending a connection with its WebSocket.
+
+    simple-websocket ends a WebSocket by raising ConnectionError, which Werkzeug takes for a
+    dropped connection: it then waited on it for a next request while the client waited for
+    the server's FIN, until it gave up (Node's ws: 30 s; held forever by one that never does).
+    """
+    from werkzeug.serving import WSGIRequestHandler
+
+    class Handler(WSGIRequestHandler):
+        websocket_ended = False
+
+        def connection_dropped(self, error, environ=None):
+            self.close_connection = True
+            self.websocket_ended = environ is not None and \
+                environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+
+        def finish(self):
+            super().finish()  # our references to the socket go: the reader's close is the last
+            if self.websocket_ended:
+                # simple-websocket's reader sends its answer to a close frame after it wakes
+                # this thread: the FIN (socketserver's shutdown next) must not overtake it.
+                deadline = time.monotonic() + WEBSOCKET_LINGER
+                while self.connection.fileno() != -1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+    return Handler
 
 
 def fail(message: str) -> None:

@@ -19,7 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .admission import RETRY_AFTER
 from .history import History, Reading
-from .web import BadRequest, bad_request, check_args, int_arg
+from .web import BadRequest, bad_request, check_args, foreign_stream, int_arg
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class Feed:
         data = self._encoded.get(reading.seq)
         if data is None:
             payload = json.dumps(reading.to_dict(), separators=(",", ":"))
-            data = f"id: {reading.seq}\nevent: reading\ndata: {payload}\n\n".encode()
+            # The id carries the stream's: EventSource sends it back as Last-Event-ID.
+            data = (f"id: {self.history.stream_id}:{reading.seq}\nevent: reading\n"
+                    f"data: {payload}\n\n").encode()
             with self._lock:
                 self._encoded[reading.seq] = data
                 while len(self._encoded) > ENCODED_KEPT:
@@ -138,18 +140,32 @@ def init_app(app) -> None:
     app.register_blueprint(bp)
 
 
+def parse_event_id(text: str) -> tuple[str | None, int]:
+    """An event id sent back as Last-Event-ID: `STREAM:SEQ` as we send them, or a bare seq
+    (what clients from before stream ids send; their stream is taken as ours)."""
+    stream, colon, seq = text.rpartition(":")
+    if (not seq.isascii() or not seq.isdigit() or len(seq) > 16
+            or len(stream) > 64 or (colon and not stream)):
+        raise BadRequest("Last-Event-ID must be a seq, or STREAM:SEQ as the events' ids are")
+    return stream or None, int(seq)
+
+
 def _after() -> int:
-    """Where the replay starts: Last-Event-ID (an EventSource reconnecting) wins over ?after."""
-    check_args({"after"})
+    """Where the replay starts: Last-Event-ID (an EventSource reconnecting) wins over ?after.
+    A seq of another stream (the id's stream, or ?stream=, is not ours) replays the newest
+    readings, as ?after=0 does: its seq means nothing here."""
+    check_args({"after", "stream"})
     after = int_arg("after", None, 0, 2**53)
+    foreign = foreign_stream()
+    stream = current_app.extensions["stream"]
     last_id = request.headers.get("Last-Event-ID")
     if last_id is not None and last_id.strip():
-        last_id = last_id.strip()
-        if not last_id.isascii() or not last_id.isdigit() or len(last_id) > 16:
-            raise BadRequest("Last-Event-ID must be a seq (a whole number)")
-        return int(last_id)
-    stream = current_app.extensions["stream"]
-    return stream.history.last_seq if after is None else after  # no replay asked: live
+        id_stream, after = parse_event_id(last_id.strip())
+        if id_stream is not None:
+            foreign = id_stream != stream.history.stream_id
+    elif after is None:
+        return stream.history.last_seq  # no replay asked: live
+    return 0 if foreign else after
 
 
 @bp.get(PATH)

@@ -9,21 +9,10 @@ import sqlite3
 import threading
 import time
 
-from .history import Reading, StoreError
+from . import schema
+from .history import Reading, StoreError, new_stream_id
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    seq INTEGER PRIMARY KEY,
-    value INTEGER NOT NULL,
-    ts REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
 
 
 CHECK_EVERY = 5.0  # seconds between checks that the database file is still the one open
@@ -37,7 +26,8 @@ class SqliteStore:
     So every CHECK_EVERY seconds an append compares the path's inode with the open file's;
     on a mismatch the store opens the path afresh (a new file if it is gone), writes the
     seq high-water mark into it and goes on: seq is never reused. The readings before are
-    not in the new file, so `problem` stays set (/healthz 503) until a restart.
+    not in the new file, so `problem` stays set (/healthz 503) until a restart, and the new
+    file gets a stream id of its own: after the restart its readings are another stream's.
     """
 
     def __init__(self, path: str, retention: int) -> None:
@@ -49,6 +39,7 @@ class SqliteStore:
         self._checked = time.monotonic()
         self._db = self._open()
         self._identity = self._file_identity()
+        self.stream_id = self._stream_id()
 
     def _open(self) -> sqlite3.Connection:
         path = self.path
@@ -58,10 +49,19 @@ class SqliteStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode survives a process crash; only power loss can undo commits.
                 db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
+            schema.migrate(db, path)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         return db
+
+    def _stream_id(self) -> str:
+        rows = self._query("SELECT value FROM meta WHERE key = 'stream'")
+        if rows:  # no write when it is there: a read-only file still starts, as before
+            return rows[0][0]
+        # The schema gives every database one; a row deleted by hand makes it another stream.
+        self._query("INSERT OR IGNORE INTO meta (key, value) VALUES ('stream', ?)",
+                    (new_stream_id(),))
+        return self._query("SELECT value FROM meta WHERE key = 'stream'")[0][0]
 
     def _file_identity(self) -> tuple[int, int] | None:
         if self.path == ":memory:" or self.path.startswith("file:"):
@@ -98,6 +98,10 @@ class SqliteStore:
             "SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
             (str(seq - 1),),
         )
+        # Neither this stream (its earlier readings are not here) nor the file's own (ours
+        # follow its readings): a client holding either must not resume into it.
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('stream', ?)",
+                         (new_stream_id(),))
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:

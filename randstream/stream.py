@@ -63,8 +63,11 @@ class Stream:
             # This process's own, scaled out too: a cluster shares readings, not Socket.IO.
             client_manager=transport.client_manager(),
         )
-        stream_info = {"min": settings.min, "max": settings.max, "interval": settings.interval}
-        self.live = Live(socketio, self.history, stream_info, settings.history, transport)
+        # What `history`, /api/history and /api/latest say of the stream: its id, which a
+        # client compares with the one its readings came from, and what the page draws with.
+        self.info = {"id": self.history.stream_id, "min": settings.min, "max": settings.max,
+                     "interval": settings.interval}
+        self.live = Live(socketio, self.history, self.info, settings.history, transport)
         self.counters = Counters(settings.max_connections)
         self.admission = Admission(self.counters, origin_allowed,
                                    max_per_address=settings.max_per_address,

@@ -33,6 +33,16 @@ def int_arg(name: str, default: int | None, lo: int, hi: int) -> int | None:
     return int(raw)
 
 
+def foreign_stream() -> bool:
+    """Whether `?stream=ID` names another stream than this one: its `after` means nothing here."""
+    raw = request.args.get("stream")
+    if raw is None:
+        return False  # a client from before stream ids: its `after` is taken as ours
+    if not 0 < len(raw) <= 64:
+        raise BadRequest("stream must be a stream id (1 to 64 characters)")
+    return raw != stream().history.stream_id
+
+
 def check_args(allowed: set[str]) -> None:
     unknown = sorted(set(request.args) - allowed)
     if unknown:
@@ -50,7 +60,7 @@ def index():
     return render_template(
         "index.html", settings=stream().settings, latest=stream().history.latest_reading(),
         dashboard_css=DASHBOARD_CSS, source_uniform=stream().source.uniform,
-        source_kind=stream().source.kind,
+        source_kind=stream().source.kind, stream_id=stream().history.stream_id,
     )
 
 
@@ -60,17 +70,19 @@ def latest():
     reading = stream().history.latest_reading()
     if reading is None:
         return jsonify(error="no reading yet"), 404
-    return jsonify(reading.to_dict())
+    return jsonify({**reading.to_dict(), "stream": stream().info})
 
 
 @bp.get("/api/history")
 def history():
-    check_args({"after", "limit"})
+    check_args({"after", "limit", "stream"})
     limit = int_arg("limit", stream().settings.history, 1, MAX_LIMIT)
     after = int_arg("after", None, 0, 2**53)
+    if foreign_stream():
+        after = None  # another stream's seq: the newest readings, as for a new client
     h = stream().history
     readings = h.latest(limit) if after is None else h.after(after, limit)
-    return jsonify(readings=[r.to_dict() for r in readings])
+    return jsonify(readings=[r.to_dict() for r in readings], stream=stream().info)
 
 
 @bp.get("/api/history.csv")

@@ -58,6 +58,17 @@ def fill_database(path: Path, count: int) -> Path:
     return path
 
 
+def swap_database(replacement: Path, path: Path) -> None:
+    """Put another database where a stopped server's was (a restore, a bad deploy): its
+    files, WAL included, replace the old ones."""
+    for suffix in ("", "-wal", "-shm"):
+        old, new = Path(f"{path}{suffix}"), Path(f"{replacement}{suffix}")
+        if new.exists():
+            new.replace(old)
+        elif old.exists():
+            old.unlink()
+
+
 class ServerProcess:
     """`python random_stream.py` on 127.0.0.1 and a free port, as a user would run it."""
 

@@ -21,20 +21,22 @@ def test_page_renders(client):
 def test_latest_is_the_newest_reading(client, stream):
     assert client.get("/api/latest").status_code == 404
     drawn = tick(stream, 3)
-    assert client.get("/api/latest").get_json() == drawn[-1].to_dict()
+    assert client.get("/api/latest").get_json() == {**drawn[-1].to_dict(), "stream": stream.info}
 
 
 def test_history_defaults_to_the_latest_readings(client, stream):
     drawn = tick(stream, 60)
     body = client.get("/api/history").get_json()
     assert body["readings"] == [r.to_dict() for r in drawn[-50:]]
+    assert body["stream"] == {"id": stream.history.stream_id, "min": 0, "max": 100,
+                              "interval": 0.1}
 
 
 def test_history_after_and_limit(client, stream):
     tick(stream, 20)
     body = client.get("/api/history?after=5&limit=3").get_json()
     assert [r["seq"] for r in body["readings"]] == [6, 7, 8]
-    assert client.get("/api/history?after=20").get_json() == {"readings": []}
+    assert client.get("/api/history?after=20").get_json() == {"readings": [], "stream": stream.info}
 
 
 def test_history_csv(client, stream):

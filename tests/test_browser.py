@@ -11,11 +11,13 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import fill_database, swap_database
 
 from randstream.stats import chi_square_p_value
 
@@ -284,12 +286,38 @@ def test_survives_server_restart_without_missing_readings(server_factory, dashbo
     state = board.state()
     assert int(state["first"]) <= seq_before_stop < restarted_at < int(state["last"])
     assert held_without_holes(state), state
-    # It said what it held when it joined (no full snapshot, no resume round trip).
-    connects = [f for f in sent if isinstance(f, str) and f.startswith("40")]
-    assert connects and all(f.startswith('40{"after":') for f in connects), sent
-    assert int(connects[-1][len('40{"after":'):-1]) >= seq_before_stop
+    # It said what it held, and of which stream, when it joined (no full snapshot, no
+    # resume round trip).
+    connects = [json.loads(f[2:]) for f in sent if isinstance(f, str) and f.startswith("40")]
+    stream = server.get("/api/latest")[1]["stream"]["id"]
+    assert connects and all(set(c) == {"after", "stream"} for c in connects), sent
+    assert connects[-1]["after"] >= seq_before_stop and connects[-1]["stream"] == stream
     assert not any(f.startswith('42["resume"') for f in sent), sent
     # While the server was away the browser logs its failed connection attempts.
+    board.assert_clean(
+        allow=("ERR_CONNECTION_REFUSED", "WebSocket connection to", "Failed to load resource")
+    )
+
+
+def test_a_swapped_database_replaces_what_the_page_held(server_factory, dashboard, tmp_path):
+    """Fails before: back on a database swapped for another stream whose seq had moved past
+    the page's, the page kept its readings and merged the other stream's after them."""
+    replacement = fill_database(tmp_path / "b.sqlite3", 300)
+    with sqlite3.connect(replacement) as db:
+        db.execute("DELETE FROM readings WHERE seq < 200")  # B: seqs 200..300
+    server = server_factory("--interval", "0.1", db=str(tmp_path / "a.sqlite3"))
+    board = dashboard(server)
+    board.wait_seq_at_least(8)
+    assert int(board.state()["first"]) < 200
+
+    assert server.stop() == 0
+    board.wait_for("() => document.getElementById('connection-status').textContent === 'reconnecting'")
+    swap_database(replacement, server.db)
+    server.start()
+    board.wait_seq_at_least(305)
+    state = board.state()
+    assert int(state["first"]) == 200, state  # B's readings only: none of A's before them
+    assert held_without_holes(state), state
     board.assert_clean(
         allow=("ERR_CONNECTION_REFUSED", "WebSocket connection to", "Failed to load resource")
     )
@@ -600,7 +628,8 @@ def test_eventsource_in_chromium_reads_the_stream(server_factory, dashboard):
     events = board.page.evaluate(COLLECT_EVENTS, ["/api/stream?after=0", 12])
     seqs = [e["data"]["seq"] for e in events]
     assert seqs == list(range(1, 13))
-    assert all(e["id"] == str(e["data"]["seq"]) for e in events)
+    _, latest = server.get("/api/latest")
+    assert all(e["id"] == f'{latest["stream"]["id"]}:{e["data"]["seq"]}' for e in events)
     assert all(0 <= e["data"]["value"] <= 100 for e in events)
     board.assert_clean()
 

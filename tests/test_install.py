@@ -67,7 +67,9 @@ def test_the_seed_install_serves_the_whole_dashboard(seed_python, tmp_path, view
         viewer.wait_for(lambda: len(viewer.numbers) >= 5)
         seqs = [seq for seq, _ in viewer.readings()]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-        assert viewer.histories and viewer.histories[0]["stream"] == {"min": 0, "max": 100, "interval": 0.1}
+        assert viewer.histories and viewer.histories[0]["stream"] == {
+            "id": http_get(server.url + "/api/history?limit=1")[1]["stream"]["id"],
+            "min": 0, "max": 100, "interval": 0.1}
         status, page = http_get(server.url + "/")
         assert status == 200 and 'id="current-value"' in page
         status, stats = http_get(server.url + "/api/stats")

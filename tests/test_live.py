@@ -1,5 +1,6 @@
 """Socket.IO handlers, in process: snapshot on connect, resume, errors for that client only."""
 
+import re
 import time
 
 import pytest
@@ -18,7 +19,9 @@ def test_connect_sends_history_oldest_first_with_the_stream(stream, app):
     client = app.extensions["socketio"].test_client(app)
     (history,) = events(client, "history")
     assert history["readings"] == [r.to_dict() for r in drawn]
-    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.1}
+    assert history["stream"] == {"id": stream.history.stream_id, "min": 0, "max": 100,
+                                 "interval": 0.1}
+    assert re.fullmatch("[0-9a-f]{16}", history["stream"]["id"])
 
 
 def test_history_is_capped_at_the_history_setting(stream, app):
@@ -59,7 +62,8 @@ def test_a_client_back_says_what_it_holds_and_gets_only_the_readings_since(strea
     client = app.extensions["socketio"].test_client(app, auth={"after": 7})
     (history,) = events(client, "history")
     assert [r["seq"] for r in history["readings"]] == [8, 9, 10]
-    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.1}
+    assert history["stream"] == {"id": stream.history.stream_id, "min": 0, "max": 100,
+                                 "interval": 0.1}
     assert events(client, "error") == []
     up_to_date = app.extensions["socketio"].test_client(app, auth={"after": 10})
     assert events(up_to_date, "history") == [{"readings": [], "stream": history["stream"]}]
@@ -72,6 +76,18 @@ def test_a_connect_after_a_seq_this_stream_never_reached_gets_the_snapshot(strea
     assert history["readings"] == [r.to_dict() for r in drawn]
 
 
+def test_a_connect_after_a_seq_of_another_stream_gets_the_snapshot(stream, app):
+    """Fails before: the auth's stream was ignored, so another stream's seq 3 was resumed."""
+    drawn = tick(stream, 5)
+    socketio = app.extensions["socketio"]
+    client = socketio.test_client(app, auth={"after": 3, "stream": "0123456789abcdef"})
+    received = client.get_received()
+    assert [e["name"] for e in received] == ["history"]
+    assert received[0]["args"][0]["readings"] == [r.to_dict() for r in drawn]
+    own = socketio.test_client(app, auth={"after": 3, "stream": stream.history.stream_id})
+    assert [r["seq"] for r in events(own, "history")[0]["readings"]] == [4, 5]
+
+
 @pytest.mark.parametrize("auth", ["7", [7], {"token": "x"}])
 def test_a_connect_auth_that_is_not_ours_is_ignored(stream, app, auth):
     drawn = tick(stream, 5)
@@ -81,14 +97,19 @@ def test_a_connect_auth_that_is_not_ours_is_ignored(stream, app, auth):
     assert received[0]["args"][0]["readings"] == [r.to_dict() for r in drawn]
 
 
-@pytest.mark.parametrize("auth", [{"after": -1}, {"after": "7"}, {"after": None}, {"after": 1.5}])
-def test_a_malformed_connect_auth_gets_an_error_and_the_snapshot(stream, app, auth):
+@pytest.mark.parametrize("auth, word", [
+    ({"after": -1}, "after"), ({"after": "7"}, "after"), ({"after": None}, "after"),
+    ({"after": 1.5}, "after"), ({"after": 3, "stream": 7}, "stream"),
+    ({"after": 3, "stream": None}, "stream"), ({"after": 3, "stream": ""}, "stream"),
+    ({"after": 3, "stream": "x" * 65}, "stream"),
+])
+def test_a_malformed_connect_auth_gets_an_error_and_the_snapshot(stream, app, auth, word):
     drawn = tick(stream, 5)
     client = app.extensions["socketio"].test_client(app, auth=auth)
     assert client.is_connected()
     received = client.get_received()
     assert [e["name"] for e in received] == ["error", "history"]
-    assert "after" in received[0]["args"][0]["message"]
+    assert word in received[0]["args"][0]["message"]
     assert received[1]["args"][0]["readings"] == [r.to_dict() for r in drawn]
 
 

@@ -174,6 +174,42 @@ def test_the_seq_high_water_mark_survives_a_redis_that_lost_its_data(redis_serve
     store.append(Reading(42, 0, 1.0), {"lo": 0, "hi": 1})
 
 
+def test_a_tick_in_flight_at_the_stop_does_not_claim_the_released_lease(redis_server, caplog):
+    """Threading: the ticker's thread can be past its last look at `running`, on its way to
+    the claim, when stop() releases the lease; that claim must not take the lease back
+    (this process would then hold it, unrenewed, for a TTL after it stopped)."""
+    from random_stream import create_app
+    from randstream.config import Settings
+
+    app = create_app(Settings(async_mode="threading", message_queue=redis_server.url, db=None,
+                              interval=0.5))  # the lease lasts 1.5 s unrenewed
+    stream = app.extensions["stream"]
+    ticker, client = stream.ticker, connect(redis_server.url)
+    key, token = stream.store.keys.lease, ticker.lease.token.encode()
+    woke = threading.Event()
+
+    def slow_wall_clock() -> float:
+        # Called once the tick's thread has seen `running` still true, before it claims.
+        if ticker.ticks >= 2 and not woke.is_set():
+            woke.set()
+            time.sleep(0.3)  # the tick in flight while the stop runs
+        return time.time()
+
+    ticker.wall_clock = slow_wall_clock
+    try:
+        with caplog.at_level(logging.INFO, logger="randstream.ticker"):
+            stream.start()
+            assert woke.wait(10), "the ticker did not lead"
+            assert client.get(key) == token
+            stream.stop()  # releases the lease while the tick is on its way to claim it
+            wait_until(lambda: "ticker stopped" in caplog.text, timeout=10)
+            assert client.get(key) is None, "the stopped process claimed the lease again"
+    finally:
+        stream.stop()
+        stream.close()
+        client.close()
+
+
 # --- real server processes -------------------------------------------------------------------
 
 
@@ -198,6 +234,9 @@ def test_clients_on_two_processes_receive_the_same_stream(cluster, viewers):
     a = one_stream(one, two)
     for viewer in (one, two):
         assert viewer.histories, "a snapshot on connect"
+    # One stream id, the cluster's: a client may resume on either process.
+    assert one.histories[0]["stream"] == two.histories[0]["stream"]
+    assert re.fullmatch("[0-9a-f]{16}", one.histories[0]["stream"]["id"])
 
     leader_of([first, second])  # exactly one of them draws
     # history, the API and the statistics agree whichever process is asked
@@ -653,11 +692,29 @@ def test_float_values_stored_in_redis_come_back_as_they_were(redis_server):
     keys = Keys.with_prefix("test:")
     store = RedisStore(client, Lease(client, keys.lease, keys.seq, ttl=1), 100, keys, "test")
     store.lease.claim(0)
-    values = [0.1 + 0.2, 3.0, 3, -1e-07, 2**53, 1.7976931348623157e308]
+    values = [0.1 + 0.2, 3.0, 3, -1e-07, 2**53, 1.7976931348623157e308, -0.0, 2.5, 2.0**53]
     for seq, value in enumerate(values, 1):
         store.append(Reading(seq, value, float(seq)), ObservedStats("pull").state())
     back = [r.value for r in store.after(0, 10)]
     assert back == values and [type(v) for v in back] == [type(v) for v in values]
+    assert [str(v) for v in back] == [str(v) for v in values]  # -0.0 keeps its sign
+
+
+def test_the_stream_id_is_the_clusters_and_survives_a_redis_that_lost_its_data(redis_server):
+    client = connect(redis_server.url)
+    keys = Keys.with_prefix("test:")
+
+    def store(keys=keys) -> RedisStore:
+        return RedisStore(client, Lease(client, keys.lease, keys.seq, ttl=1), 100, keys, "test")
+
+    first = store()
+    assert re.fullmatch("[0-9a-f]{16}", first.stream_id)
+    assert store().stream_id == first.stream_id, "every process of the cluster: one stream"
+    assert store(Keys.with_prefix("other:")).stream_id != first.stream_id
+    client.flushdb()  # as after a restart without persistence, while the processes run
+    assert first.lease.claim(0).leading
+    first.append(Reading(1, 1, 1.0), {"lo": 0, "hi": 1})  # the leader's next reading
+    assert store().stream_id == first.stream_id, "the stream goes on, so does its id"
 
 
 def test_a_float_pull_source_is_one_stream_on_every_process(cluster, viewers, pull_source):

@@ -19,7 +19,8 @@ def test_history_then_a_reading_every_interval(server_factory, viewers):
     viewer = viewers(server.url)
     viewer.wait_for(lambda: len(viewer.numbers) >= 10)
     (history,) = viewer.histories
-    assert history["stream"] == {"min": 0, "max": 100, "interval": 0.1}
+    assert history["stream"] == {"id": server.get("/api/latest")[1]["stream"]["id"],
+                                 "min": 0, "max": 100, "interval": 0.1}
     assert history["readings"], "history is sent on connect"
     # Live readings continue the history with consecutive seqs and in-range values.
     numbers = viewer.numbers[:10]
@@ -92,6 +93,7 @@ def test_a_restart_continues_seq_and_keeps_history(server_factory, viewers, tmp_
     server.start()
     status, latest = server.get("/api/latest")
     assert status == 200 and latest["seq"] >= last
+    assert latest["stream"]["id"] == viewer.histories[0]["stream"]["id"], "the same stream"
     again = viewers(server.url)
     again.wait_for(lambda: again.numbers)
     history = seqs(again.histories[0]["readings"])

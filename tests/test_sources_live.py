@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.client as httpclient
 import json
+import math
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import ROOT, ServerProcess, free_port
+from conftest import ROOT, ServerProcess, Viewer, free_port
 from rawsocket import http
 
 TOKEN = "s3cret-token-for-tests"
@@ -287,3 +288,32 @@ def test_a_database_refuses_another_source_kind(server_factory, tmp_path):
     assert done.returncode == 2
     assert "comes from --source random, not pull" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_pushed_ints_and_floats_keep_their_type_across_a_restart(server_factory, tmp_path):
+    """Fails before: SQLite's `value INTEGER` column gave 3.0 back as 3 (and -0.0 as 0,
+    2.0**53 as an int) once the readings came from the database, after a restart."""
+    values = [7, 2.5, -0.0, 2**53, 2.0**53, 3.0]
+    server = server_factory("--source", "http", db=str(tmp_path / "stream.sqlite3"),
+                            env={"RANDOM_STREAM_INGEST_TOKEN": TOKEN})
+    assert post(server, json.dumps({"values": values}).encode())[0] == 201
+    assert server.stop() == 0
+    server.start()
+
+    def same(got):  # equal, and of the same type and sign: 3.0 is not 3, -0.0 not 0.0
+        assert got == values
+        assert [(type(v), math.copysign(1, v)) for v in got] == [
+            (type(v), math.copysign(1, v)) for v in values]
+
+    same([r["value"] for r in server.get("/api/history")[1]["readings"]])
+    latest = server.get("/api/latest")[1]
+    assert latest["value"] == 3.0 and isinstance(latest["value"], float)
+    viewer = Viewer(server.url)
+    try:
+        viewer.wait_for(lambda: viewer.histories)
+        same([r["value"] for r in viewer.histories[0]["readings"]])
+    finally:
+        viewer.close()
+    _, csv_text = server.get("/api/history.csv")
+    assert [line.split(",")[1] for line in csv_text.splitlines()[1:]] == [
+        "7", "2.5", "-0.0", "9007199254740992", "9007199254740992.0", "3.0"]

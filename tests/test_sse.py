@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,8 @@ class SseReader:
         self.ended = False
         self.comments: list[str] = []
         self.fields: list[tuple[str, str]] = []
+        self.stream: str | None = None  # the stream id in the last event's id
+        self.last_id: str | None = None  # what EventSource would send as Last-Event-ID
 
     def _more(self) -> None:
         data = self.sock.recv(65536)
@@ -75,7 +78,9 @@ class SseReader:
                 if "data" in event:
                     assert event["event"] == "reading"
                     data = json.loads(event["data"])
-                    assert event["id"] == str(data["seq"])
+                    stream, _, seq = event["id"].partition(":")
+                    assert re.fullmatch("[0-9a-f]{16}", stream) and seq == str(data["seq"])
+                    self.stream, self.last_id = stream, event["id"]
                     return data
             if self.ended:
                 raise EOFError("the response ended")

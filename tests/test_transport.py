@@ -31,7 +31,7 @@ from randstream.transport import gevent as gevent_adapter
 
 REQUIRED, FAST = engineio_checks.extension_points("threading")
 EVERY_POINT = (REQUIRED + FAST + eventlet_adapter.EXTENSION_POINTS
-               + gevent_adapter.EXTENSION_POINTS)
+               + gevent_adapter.EXTENSION_POINTS + gevent_adapter.HTTP_POINTS)
 
 
 @pytest.mark.parametrize("point", EVERY_POINT, ids=lambda p: p.name)
@@ -59,7 +59,8 @@ def test_the_gevent_probes_hold_after_gevents_monkey_patching_too():
     script = (f"from gevent import monkey; monkey.patch_all(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
               "from randstream.transport import gevent as g, engineio_checks as x\n"
               "r, f = x.extension_points('gevent')\n"
-              "print([p.name for p in r + f + g.EXTENSION_POINTS + g.BODY_POINTS if p.problem()])")
+              "print([p.name for p in r + f + g.EXTENSION_POINTS + g.HTTP_POINTS + g.BODY_POINTS"
+              " if p.problem()])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
@@ -142,6 +143,20 @@ def test_body_deadline_checks_report_a_moved_internal(monkeypatch):
     monkeypatch.setattr(eventlet.wsgi.HttpProtocol, "handle_one_request", lambda self: None)
     monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "handle_one_response", lambda self: None)
     assert eventlet_adapter.body_problems() and gevent_adapter.body_problems()
+
+
+def test_a_moved_pywsgi_write_is_one_warning_and_the_fast_path_stays(monkeypatch, caplog):
+    """Nothing of HTTP after an upgraded WebSocket (gevent.py's HTTP_POINTS) is no fast path:
+    if pywsgi stops writing through write(), its own way stays, said once."""
+    import gevent.pywsgi
+
+    monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "process_result", lambda self: None)
+    transport = Transport("gevent", "auto")
+    assert transport.fast
+    with caplog.at_level(logging.INFO, logger="randstream.transport"):
+        transport.log_choice()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "gevent WSGIHandler.write" in warnings[0], warnings
 
 
 def test_a_moved_internal_means_the_libraries_own_path_and_one_warning(monkeypatch, caplog):

@@ -16,7 +16,8 @@ Runtimes: RUNTIMES maps an async mode to its module (eventlet.py, gevent.py, bot
 runtime-neutral websocket.py), each with the same names: EXTENSION_POINTS,
 opens_on_websocket, adopt, Connection, http_protocol, parser_problems, body_problems;
 gevent.py also has websocket_driver (its own handshake, as eventlet's WebSocket driver
-already does).
+already does) and upgrade_marker (engine.io's driver tells the handler when the connection
+became a WebSocket).
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ class Transport:
             log.warning("fast path off: %s; serving through the libraries' own path",
                         "; ".join(self.problems))
         if self.parser_problems:
-            log.warning("eventlet's own bare 414/431 refusals answer: %s",
-                        "; ".join(self.parser_problems))
+            # eventlet: its bare 414/431 refusals; gevent: its answer after an upgrade's end
+            log.warning("%s's own HTTP answers where its internals moved: %s",
+                        self.async_mode, "; ".join(self.parser_problems))
         if self.body_problems:
             log.warning("request bodies have no deadline (a slow one holds its connection): %s",
                         "; ".join(self.body_problems))
@@ -127,6 +129,9 @@ class Transport:
         eio = socketio.server.eio
         hooks.install()
         wrappers = []  # innermost first
+        marker = getattr(self.server_runtime, "upgrade_marker", None)
+        if marker is not None:  # gevent, either path: no HTTP after an upgraded WebSocket
+            wrappers.append(marker)
         if self.runtime is not None:
             driver = getattr(self.runtime, "websocket_driver", None)
             if driver is not None:  # gevent: the handshake of adopted sockets is ours

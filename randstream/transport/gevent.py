@@ -13,10 +13,19 @@ WebSocket under this server's pywsgi handler (http_protocol below):
 Other WSGI servers under gevent (gunicorn's worker, a plain pywsgi server) offer no Detach:
 their clients keep engine.io's own way, as do polling clients and upgrades from polling.
 
+On either path an upgrade served by engine.io's own driver (simple-websocket writes the 101
+and the frames on a dup() of the socket) is marked (upgrade_marker): engine.io then answers
+the request as if it were a poll (an empty 200), which pywsgi would write after the close
+frame, into the WebSocket; http_protocol's handler drops it and ends the connection.
+
 Extension points used (EXTENSION_POINTS below, checked at start): gevent's socket keeps the
 raw non-blocking socket in `._sock`; pywsgi's WSGIHandler closes its connection in
 handle() only while `self.socket` is set, and handle_one_request() reads the next request
 unless told to stop. The engine.io points are websocket.py's and engineio_checks.py's.
+Not the fast path (HTTP_POINTS): pywsgi writes an application's answer through the
+handler's write(); if that moved, its own way stays (the 200 after the close frame).
+(BODY_POINTS): the handler reads a request's body through pywsgi's Input before the
+application runs; if that moved, the application reads it as pywsgi gives it.
 """
 
 from __future__ import annotations
@@ -32,11 +41,22 @@ from .protocol import websocket_frame
 from .websocket import DETACH, Detach
 from .websocket import opens_on_websocket as _asks_websocket
 
-__all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "body_problems",
-           "http_protocol", "opens_on_websocket", "parser_problems", "websocket_driver",
-           "websocket_frame"]
+__all__ = ["DETACH", "EXTENSION_POINTS", "HTTP_POINTS", "Connection", "Detach", "adopt",
+           "body_problems", "http_protocol", "opens_on_websocket", "parser_problems",
+           "upgrade_marker", "websocket_driver", "websocket_frame"]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's handshake constant
+UPGRADE = "random_stream.upgrade"  # environ: an Upgrade, from http_protocol's handler
+
+
+class Upgrade:
+    """Whether engine.io's own WebSocket driver has this request's connection (an object,
+    not an environ flag: Flask-SocketIO passes a copy of environ on)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
 
 
 def opens_on_websocket(environ) -> bool:
@@ -152,6 +172,34 @@ def websocket_driver(driver):
     return DirectWebSocket
 
 
+def upgrade_marker(driver):
+    """engine.io's WebSocket driver class, marking the request's Upgrade once the WebSocket
+    is open (the driver calls engine.io's handler only then): from that moment nothing of
+    HTTP may go out on the connection. Innermost of the wrappers, on either path."""
+
+    class MarkedWebSocket(driver):
+        def __init__(self, handler, server):
+            self.upgrade = slot = [None]  # the request's Upgrade, once __call__ has it
+
+            def marked(ws):
+                if slot[0] is not None:
+                    slot[0].done = True
+                return handler(ws)
+
+            if hasattr(handler, "__self__"):  # the engine.io socket, for the wrappers outside
+                marked.__self__ = handler.__self__
+            super().__init__(marked, server)
+
+        def __call__(self, environ, start_response):
+            self.upgrade[0] = environ.get(UPGRADE)
+            try:
+                return super().__call__(environ, start_response)
+            finally:
+                self.upgrade[0] = None
+
+    return MarkedWebSocket
+
+
 def _accept_key(environ) -> bytes | None:
     """RFC 6455's Sec-WebSocket-Accept for this request, or None if it is no valid handshake."""
     if environ.get("REQUEST_METHOD") != "GET" or \
@@ -187,6 +235,7 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
     class DeadlineHandler(WSGIHandler):
         deadline = None
         detach = None  # the request's offer to let its WebSocket outlive this greenlet
+        upgrade = None  # the request's Upgrade (upgrade_marker): engine.io's driver has it
         cut_short = False  # the request's headers ended with the connection
         body_unread = False  # its body was too large to read: the connection ends after it
 
@@ -219,7 +268,18 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
                     self.socket = None
                     self.environ = None
                     return None
+            upgrade, self.upgrade = self.upgrade, None
+            if upgrade is not None and upgrade.done:
+                return None  # the connection was a WebSocket: it ends with it
             return result
+
+        def write(self, data):
+            if self.upgrade is not None and self.upgrade.done:
+                # engine.io answers an upgrade as if it were a poll once the WebSocket ended;
+                # the client has had its 101 and a close frame: not a byte of HTTP after them.
+                self.close_connection = True
+                return
+            super().write(data)
 
         def read_request(self, raw_requestline):
             lines = self.rfile = HeaderLines(self.rfile)
@@ -299,6 +359,7 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
 
         def get_environ(self):
             environ = super().get_environ()
+            environ[UPGRADE] = self.upgrade = Upgrade()
             if detach:
                 environ[DETACH] = self.detach = Detach(self.socket)
             return environ
@@ -307,8 +368,9 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
 
 
 def parser_problems() -> list[str]:
-    """Our parser refusals are eventlet's only; under gevent its own answer."""
-    return []
+    """What moved of the handler's internals outside the fast path (HTTP_POINTS); our
+    parser refusals are eventlet's only, under gevent its own answer."""
+    return [f"{p.name} ({problem})" for p in HTTP_POINTS if (problem := p.problem()) is not None]
 
 
 def body_problems() -> list[str]:
@@ -367,6 +429,15 @@ def _check_handler() -> str | None:
     return None
 
 
+def _check_write() -> str | None:
+    from gevent.pywsgi import WSGIHandler
+
+    for method in ("process_result", "_send_error_response_if_possible"):
+        if "write" not in code_names(getattr(WSGIHandler, method, None)):
+            return f"WSGIHandler.{method} no longer writes through write()"
+    return None
+
+
 def _check_body() -> str | None:
     from gevent.pywsgi import Input, WSGIHandler
 
@@ -395,4 +466,11 @@ EXTENSION_POINTS = [
                    "the loop reads WebSockets after their HTTP greenlet ended", _check_loop),
     ExtensionPoint("gevent WSGIHandler.handle and its socket",
                    "a WebSocket's HTTP greenlet ends; its reader is let go", _check_handler),
+]
+
+# Not the fast path: an upgraded WebSocket's end is not followed by engine.io's HTTP answer.
+# If this moved, pywsgi's own way stays (the answer after the close frame); nothing else changes.
+HTTP_POINTS = [
+    ExtensionPoint("gevent WSGIHandler.write",
+                   "nothing of HTTP follows an upgraded WebSocket's close frame", _check_write),
 ]

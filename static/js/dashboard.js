@@ -52,6 +52,7 @@ function readConfig(data) {
     // "observed": a source without a declared integer range (no uniformity test)
     observed: data.statsKind === "observed",
     historyUrl: data.historyUrl || "/api/history",
+    stream: data.stream || null, // the id of the stream the page was rendered from
   };
 }
 
@@ -75,6 +76,7 @@ const view = {
 const status = new ConnectionStatus({ now, online: () => navigator.onLine });
 
 const sync = new Sync({
+  stream: config.stream, // the rendered reading's: a snapshot of another stream replaces it
   settings: config, // lo, hi and interval change when the server says its stream differs
   capacity: capacityFor(config.history, config.interval, WINDOWS[WINDOWS.length - 1]),
   span: WINDOWS[WINDOWS.length - 1],

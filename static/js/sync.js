@@ -5,10 +5,13 @@
 //
 // The rules: readings are merged by seq; a seq that jumps ahead asks the server for the
 // missing ones with `resume` (once per seq and connection, at most 50 per connection);
-// after a drop the CONNECT's auth says what is held, `{after: last seq}`; a `history`
-// answer is merged and the newest hole the server can still fill is asked for; a snapshot
-// shorter than the widest window is filled back once over HTTP; a reading that cannot
-// belong to what is held (a fresh server counting again) starts everything over. The
+// after a drop the CONNECT's auth says what is held, `{after: last seq, stream: its id}`;
+// a `history` answer is merged and the newest hole the server can still fill is asked
+// for; a snapshot shorter than the widest window is filled back once over HTTP; a
+// `history` of another stream (its `stream.id` is not the one held: a swapped database, a
+// fresh `:memory:` server) replaces what is held, and so does a reading that cannot belong
+// to it (a server from before stream ids counting again); an HTTP answer of another stream
+// is dropped. The
 // statistics come from the server and count each later reading; a hole in them, or a
 // failed fetch, fetches them again.
 
@@ -32,6 +35,12 @@ export function capacityFor(history, interval, span) {
 /** The readings in a `history` event or an /api/history answer; anything else is dropped. */
 export function readingsOf(body) {
   return Array.isArray(body?.readings) ? body.readings.map(asReading).filter(Boolean) : [];
+}
+
+/** The stream id a `history` event or /api/history answer names, or null if none. */
+export function streamIdOf(body) {
+  const id = body?.stream?.id;
+  return typeof id === "string" && id !== "" ? id : null;
 }
 
 /** Runs `task` once, at the soonest of the moments asked for. */
@@ -130,6 +139,7 @@ export class Sync {
   lastUpdateMs = null; // when the newest reading arrived (client clock, ms)
   clockOffset = 0; // server ts minus client clock, seconds (from the last live reading)
   #resumeFrom = null; // the last seq held when the connection went away
+  #stream = null; // the id of the stream the held readings are of, once known
   #asked = new Set(); // the `after`s asked for on this connection
   #backfilled = false;
 
@@ -143,9 +153,12 @@ export class Sync {
    * now(): ms; timers: {setTimeout, clearTimeout}.
    * hooks: changed() (something to draw), startOver() (what is held was dropped),
    *   range(lo, hi) and interval(seconds) (the server's stream differs from the page's).
+   * stream: the id of the stream the page was rendered from (its `hold` reading's), if any.
    */
-  constructor({ settings, capacity, span, send, isConnected, getStats, getHistory, now, timers, hooks = {} }) {
+  constructor({ settings, capacity, span, send, isConnected, getStats, getHistory, now, timers, hooks = {},
+    stream = null }) {
     this.settings = settings;
+    this.#stream = typeof stream === "string" && stream !== "" ? stream : null;
     this.buffer = new ReadingBuffer(capacity);
     this.span = span;
     this.send = send;
@@ -167,12 +180,21 @@ export class Sync {
     }
   }
 
+  /** The id of the stream the held readings are of (null until a server said it). */
+  get stream() {
+    return this.#stream;
+  }
+
   /**
-   * The namespace CONNECT's payload: back after a drop it says what is held, and the
-   * server answers with the readings since then instead of its whole snapshot.
+   * The namespace CONNECT's payload: back after a drop it says what is held, and of which
+   * stream, and the server answers with the readings since then instead of its whole
+   * snapshot (unless it is another stream now).
    */
   auth() {
-    return this.#resumeFrom === null ? undefined : { after: this.#resumeFrom };
+    if (this.#resumeFrom === null) {
+      return undefined;
+    }
+    return this.#stream === null ? { after: this.#resumeFrom } : { after: this.#resumeFrom, stream: this.#stream };
   }
 
   connected() {
@@ -190,6 +212,13 @@ export class Sync {
    * promise of the backfill it may start (resolved when that is done, never rejected).
    */
   history(data) {
+    const stream = streamIdOf(data);
+    if (stream !== null && stream !== this.#stream) {
+      if (this.#stream !== null) {
+        this.#startOver(); // its seqs count another stream's readings: none of ours go with them
+      }
+      this.#stream = stream;
+    }
     if (data?.stream) {
       this.#applyStream(data.stream);
     }
@@ -270,9 +299,13 @@ export class Sync {
       return;
     }
     try {
-      const older = readingsOf(await this.getHistory(first.seq - 1 - limit, limit));
-      // Not if they contradict what is held now (the server started over meanwhile).
-      if (!older.some((r) => this.buffer.conflicts(r) && r.seq >= this.buffer.first.seq)) {
+      const answer = await this.getHistory(first.seq - 1 - limit, limit);
+      const stream = streamIdOf(answer);
+      const older = readingsOf(answer);
+      // Not if they are of another stream, or contradict what is held now (the server
+      // started over meanwhile).
+      if ((stream === null || stream === this.#stream)
+          && !older.some((r) => this.buffer.conflicts(r) && r.seq >= this.buffer.first.seq)) {
         this.#ingest(older.filter((r) => r.seq < first.seq), false);
       }
     } catch {

@@ -6,6 +6,7 @@ import { describe, test } from "node:test";
 
 import {
   BACKFILL_LIMIT, MAX_RESUMES_PER_CONNECTION, STATS_REFRESH_MS, STATS_RETRY_MS, Sync, capacityFor, readingsOf,
+  streamIdOf,
 } from "../../static/js/sync.js";
 import { FakeTimers } from "./fake_timers.mjs";
 
@@ -30,7 +31,7 @@ function statsJson(from, to) {
  * `events` (hooks). `stats` and `older` are what the two fetches answer (a function or a
  * value; a thrown error is a failed fetch).
  */
-function page({ history = 20, interval = 1, capacity = 1000, span = 900, observed = false } = {}) {
+function page({ history = 20, interval = 1, capacity = 1000, span = 900, observed = false, stream = null } = {}) {
   const timers = new FakeTimers(10_000_000); // ms: later than the readings' times (1000 + seq s)
   const p = {
     timers,
@@ -45,6 +46,7 @@ function page({ history = 20, interval = 1, capacity = 1000, span = 900, observe
   };
   const answer = async (source, ...args) => (typeof source === "function" ? source(...args) : source);
   p.sync = new Sync({
+    stream,
     settings: p.settings,
     capacity,
     span,
@@ -350,6 +352,85 @@ describe("starting over", () => {
     p.sync.history({ readings: run(5, 12) });
     assert.ok(!p.events.includes("startOver"));
     assert.equal(p.sync.buffer.size, 12);
+  });
+});
+
+describe("stream identity", () => {
+  const A = "0123456789abcdef";
+  const B = "fedcba9876543210";
+  const of = (id, readings) => ({ stream: { id, min: 0, max: 10, interval: 1 }, readings });
+
+  test("the CONNECT's auth names the stream of the readings held", () => {
+    const p = page();
+    p.sync.history(of(A, run(1, 12)));
+    assert.equal(p.sync.stream, A);
+    p.sync.disconnected();
+    assert.deepEqual(p.sync.auth(), { after: 12, stream: A });
+  });
+
+  test("a history of another stream replaces what is held, even when its seqs go on from ours", () => {
+    // Fails before stream ids: a database swapped between restarts whose seq had moved
+    // past the page's was merged after the page's readings, as if one stream.
+    const p = page();
+    p.sync.history(of(A, run(1, 12)));
+    p.sync.disconnected();
+    p.sync.connected();
+    p.events.length = 0;
+    p.sync.history(of(B, run(40, 50, fresh)));
+    assert.deepEqual(p.sync.buffer.after(-Infinity), run(40, 50, fresh));
+    assert.equal(p.events[0], "startOver");
+    assert.equal(p.sync.stats.current, null, "the statistics are of the other stream");
+    assert.equal(p.sync.stream, B);
+    p.sync.disconnected();
+    assert.deepEqual(p.sync.auth(), { after: 50, stream: B });
+  });
+
+  test("the same stream id merges as before", () => {
+    const p = page();
+    p.sync.history(of(A, run(1, 12)));
+    p.sync.disconnected();
+    p.sync.connected();
+    p.sync.history(of(A, run(13, 20)));
+    assert.deepEqual(seqs(p.sync.buffer), run(1, 20).map((x) => x.seq));
+    assert.ok(!p.events.includes("startOver"));
+  });
+
+  test("the reading rendered into the page goes when the snapshot is another stream's", () => {
+    const p = page({ stream: A });
+    p.sync.hold(r(500));
+    p.sync.history(of(B, run(600, 610, fresh)));
+    assert.deepEqual(p.sync.buffer.after(-Infinity), run(600, 610, fresh));
+    const same = page({ stream: A });
+    same.sync.hold(r(500));
+    same.sync.history(of(A, run(500, 510)));
+    assert.equal(same.sync.buffer.size, 11);
+    assert.ok(!same.events.includes("startOver"));
+  });
+
+  test("a server that names no stream keeps the rules from before ids", () => {
+    const p = page();
+    p.sync.history(of(A, run(1, 12)));
+    p.sync.history({ readings: run(13, 14) });
+    assert.equal(p.sync.stream, A);
+    assert.equal(p.sync.buffer.size, 14);
+  });
+
+  test("a backfill answer of another stream is dropped", async () => {
+    const p = page();
+    p.older = () => of(B, run(1, 100));
+    await p.sync.history(of(A, run(101, 120)));
+    assert.deepEqual(seqs(p.sync.buffer), run(101, 120).map((x) => x.seq));
+    const same = page();
+    same.older = () => of(A, run(1, 100));
+    await same.sync.history(of(A, run(101, 120)));
+    assert.equal(same.sync.buffer.size, 120);
+  });
+
+  test("streamIdOf reads a non-empty string id, else null", () => {
+    assert.equal(streamIdOf(of(A, [])), A);
+    for (const bad of [null, {}, { stream: null }, { stream: { id: 7 } }, { stream: { id: "" } }]) {
+      assert.equal(streamIdOf(bad), null);
+    }
   });
 });
 
