@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 WAITING_LIMIT = 1024  # connections waiting for a request; past it the oldest is closed
 PER_ADDRESS = 64  # of them from one client address; past it that address's oldest is closed
+KEYS_KEPT = 4096  # client addresses whose key is remembered
 # Plain HTTP answers (the page, static files, the API) in progress at once (stack.Answering):
 # each takes milliseconds, unless its client stops reading a large one (then up to the
 # send timeout).
@@ -65,10 +66,8 @@ class Waiting:
         self.per_address = per_address
         # Evictions and cut bodies by reason, for /metrics; the first of each kind is logged.
         self.counters = counters if counters is not None else Counters(0)
-        from .limits import peer_key  # (it imports engine.io: not before the patching)
-
-        self.peer_key = peer_key
         self.trusted = trusted  # limits.peer_key's trusted proxies
+        self.keys: dict = {}  # peer host -> its key: parsed once, not per connection
         self.sockets: OrderedDict = OrderedDict()  # socket -> its address key, oldest first
         self.addresses: dict[str, OrderedDict] = {}  # address key -> its sockets, oldest first
         self.evicted = 0
@@ -79,7 +78,7 @@ class Waiting:
     def add(self, sock, peer=None) -> None:
         """`sock` (from `peer`, accept()'s address) waits for a request from now on."""
         self.discard(sock)
-        key = self.peer_key(peer, self.trusted) if peer is not None else None
+        key = self.key(peer) if peer is not None else None
         self.sockets[sock] = key
         if key is not None:
             mine = self.addresses.setdefault(key, OrderedDict())
@@ -88,6 +87,20 @@ class Waiting:
                 pass
         while len(self.sockets) > self.limit and self.evict():
             pass
+
+    def key(self, peer) -> str | None:
+        """limits.peer_key of accept()'s address `peer`."""
+        host = peer[0] if isinstance(peer, tuple) and peer else peer
+        try:
+            return self.keys[host]
+        except KeyError:
+            pass
+        from .limits import peer_key  # (it imports engine.io: not before the patching)
+
+        if len(self.keys) >= KEYS_KEPT:
+            self.keys.clear()
+        key = self.keys[host] = peer_key(peer, self.trusted)
+        return key
 
     def discard(self, sock) -> None:
         key = self.sockets.pop(sock, None)

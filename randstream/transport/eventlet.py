@@ -104,7 +104,7 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
     import eventlet.wsgi
 
     from ..limits import BODY_GRACE, BODY_LIMIT, BODY_RATE, body_deadline, body_to_read
-    from ..refusals import HeaderLines, bad_framing, refusal_bytes
+    from ..refusals import CutShort, HeaderLines, bad_framing, refusal_bytes
 
     parser_ok = not parser_problems()
     body_ok = not body_problems()
@@ -143,13 +143,11 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
             except too_large:
                 self.send_error(431, "request headers too large")
                 return False
-            finally:
-                self.rfile = lines.stream
-            if lines.cut_short():
-                # The headers ended with the connection (a client gone, or a socket shut
-                # to make room): nobody reads an answer, and the work would be wasted.
+            except CutShort:  # the headers ended with the connection: nobody reads an answer
                 self.close_connection = 1
                 return False
+            finally:
+                self.rfile = lines.stream
             problem = bad_framing(self.headers)
             if problem is not None:
                 self.send_error(400, problem)

@@ -228,7 +228,7 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
     from gevent.pywsgi import Input, WSGIHandler
 
     from ..limits import BODY_GRACE, BODY_LIMIT, BODY_RATE, body_deadline, body_to_read
-    from ..refusals import HeaderLines, refusal_bytes
+    from ..refusals import CutShort, HeaderLines, refusal_bytes
 
     body_ok = not body_problems()
 
@@ -283,18 +283,17 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
 
         def read_request(self, raw_requestline):
             lines = self.rfile = HeaderLines(self.rfile)
+            self.cut_short = False
             try:
                 return super().read_request(raw_requestline)
             except TimeoutError:  # gevent would print a traceback for it: a 400, quietly
                 return False
-            except OSError:  # reset mid-headers (as eventlet, an end): gevent would print it
-                lines.last = b""
+            except (CutShort, OSError):  # the headers ended with the connection (a reset too:
+                # gevent would print it): nobody reads an answer, handle_one_response does nothing
+                self.cut_short = True
                 return True
             finally:
                 self.rfile = lines.stream
-                # The headers ended with the connection (a client gone, or a socket shut to
-                # make room): nobody reads an answer; handle_one_response skips the work.
-                self.cut_short = lines.cut_short()
                 self.deadline.close()  # the headers are in: the body has its own deadline
                 if send_timeout is not None and self.socket is not None:
                     self.socket.settimeout(send_timeout)
