@@ -260,7 +260,6 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
     return LeanHttpProtocol
 
 
-
 def _check_parser() -> str | None:
     import eventlet.wsgi
 
