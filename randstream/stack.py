@@ -7,6 +7,7 @@ routes turn their own errors into JSON: web.api_error).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -18,7 +19,7 @@ from .admission import RETRY_AFTER, Admission
 from .headers import SECURITY_HEADERS
 from .limits import query_problem, upgrade_problem
 from .transport.hooks import EngineHooks
-from .waiting import PLAIN_ANSWERS
+from .waiting import ANSWERS_PER_ADDRESS, PLAIN_ANSWERS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first
         (SecurityHeaders, {}),
         (Admit, {"admission": admission, "check_post": hooks.check_post,
                  "path": socketio_app.engineio_path}),
-        (Answering, {"counters": admission.counters,
+        (Answering, {"counters": admission.counters, "address": admission.address,
                      "sessions": (socketio_app.engineio_path, sse.PATH)}),
         *([(StartOnFirstRequest, {"stream": start_on_first_request})]
           if start_on_first_request is not None else []),
@@ -164,8 +165,10 @@ class Admit:
 
 class Answering:
     """Plain HTTP answers in progress (the page, static files, the API): at most `limit` at
-    once, so clients that stop reading large answers cannot hold every slot of the server
-    (/healthz and new sessions would wait); past it a 503 with Retry-After.
+    once, and `per_address` of them for one client address, so clients that stop reading
+    large answers cannot hold every slot of the server (/healthz and new sessions would
+    wait), nor one address every answer (the page would be a 503 for everyone); past
+    either a 503 with Retry-After.
 
     An answer counts from the call until the server closes its body. Sessions (Engine.IO
     and event streams, under the paths `sessions`) are counted by admission instead;
@@ -174,12 +177,16 @@ class Answering:
 
     EXEMPT = ("/healthz", "/metrics")
 
-    def __init__(self, app, counters, sessions: tuple[str, ...], limit: int = PLAIN_ANSWERS) -> None:
+    def __init__(self, app, counters, sessions: tuple[str, ...], address=None,
+                 limit: int = PLAIN_ANSWERS, per_address: int = ANSWERS_PER_ADDRESS) -> None:
         self.app = app
         self.counters = counters
         self.sessions = sessions
+        self.address = address  # environ -> the client's address (Admission.address)
         self.limit = limit
+        self.per_address = per_address
         self.answering = 0
+        self.by_address: dict[str, int] = {}
         # Threading mode: answers run in parallel. Reentrant: a body dropped unclosed is
         # counted out when collected (_Counted.__del__), whenever that happens.
         self._lock = threading.RLock()
@@ -188,27 +195,43 @@ class Answering:
         path = environ.get("PATH_INFO", "")
         if path in self.EXEMPT or path.startswith(self.sessions):
             return self.app(environ, start_response)
+        address = self.address(environ) if self.address is not None else None
         with self._lock:
-            busy = self.answering >= self.limit
-            if not busy:
+            mine = self.by_address.get(address, 0)
+            busy = ("busy" if self.answering >= self.limit
+                    else "busy_per_address" if address is not None and mine >= self.per_address
+                    else None)
+            if busy is None:
                 self.answering += 1
-        if busy:
-            self.counters.refuse("busy")
-            self.counters.log_once(log, "busy", "%d answers are in progress (clients not reading "
-                                   "them): refusing more with 503", self.limit)
+                if address is not None:
+                    self.by_address[address] = mine + 1
+        if busy is not None:
+            self.counters.refuse(busy)
+            if busy == "busy":
+                self.counters.log_once(log, busy, "%d answers are in progress (clients not "
+                                       "reading them): refusing more with 503", self.limit)
+            else:
+                self.counters.log_once(log, busy, "%d answers to one address are in progress "
+                                       "(it does not read them): refusing it more with 503",
+                                       self.per_address)
             return json_error(start_response, "503 Service Unavailable",
                               "the server is busy; retry later")
+        done = functools.partial(self._done, address)
         try:
             result = self.app(environ, start_response)
         except BaseException:
-            self._done()
+            done()
             raise
         counted = _CountedSized if hasattr(result, "__len__") else _Counted
-        return counted(result, self._done)
+        return counted(result, done)
 
-    def _done(self) -> None:
+    def _done(self, address) -> None:
         with self._lock:
             self.answering -= 1
+            if address is not None:
+                left = self.by_address.pop(address) - 1
+                if left:
+                    self.by_address[address] = left
 
 
 class _Counted:

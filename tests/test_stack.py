@@ -223,3 +223,29 @@ def test_plain_answers_in_progress_are_capped_and_counted_until_closed():
     del first
     assert answering.answering == 0
     assert counters.refused == {"busy": 1}
+
+
+def test_one_address_holds_at_most_its_share_of_plain_answers():
+    def inner(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    def start(address):
+        env = EnvironBuilder(path="/", environ_base={"REMOTE_ADDR": address}).get_environ()
+        return answering(env, lambda status, headers, exc_info=None: statuses.append(status))
+
+    counters = Counters(max_connections=10)
+    answering = Answering(inner, counters, ("/socket.io/",), address=lambda e: e["REMOTE_ADDR"],
+                          limit=3, per_address=2)
+    statuses = []
+    held = [start("10.0.0.1"), start("10.0.0.1")]
+    start("10.0.0.1")
+    assert statuses[-1] == "503 Service Unavailable"
+    other = start("10.0.0.2")
+    assert statuses[-1] == "200 OK"
+    held.pop().close()
+    assert answering.by_address == {"10.0.0.1": 1, "10.0.0.2": 1}
+    other.close()
+    held.pop().close()
+    assert answering.by_address == {} and answering.answering == 0
+    assert counters.refused == {"busy_per_address": 1}

@@ -26,7 +26,7 @@ from randstream.limits import (
     body_to_read,
     peer_key,
 )
-from randstream.waiting import PER_ADDRESS, WAITING_LIMIT, Waiting
+from randstream.waiting import PER_ADDRESS, PLAIN_ANSWERS, WAITING_LIMIT, Waiting
 
 MODES = ["eventlet", "gevent"]
 SLOW_BODY = 60_000  # bytes announced: within BODY_LIMIT, 12 s to arrive at BODY_RATE
@@ -354,3 +354,43 @@ def test_clients_that_stop_reading_answers_never_fill_the_servers_slots(server_f
         time.sleep(0.2)
     assert server.log().count("answers are in progress") == 1
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_one_address_that_stops_reading_answers_never_locks_others_out_of_the_page(
+        server_factory, mode):
+    """Fails before the per-address share of plain answers: one address's 300 connections,
+    each stalled on a pipelined static file, held all 256 answers, and the page was a 503
+    for every other client until the send timeout (45 s), again at every attack."""
+    server = server_factory("--async-mode", mode)
+    requests = b"GET /static/js/dashboard.js HTTP/1.1\r\nHost: x\r\n\r\n" * 12
+    held = []
+    try:
+        for _ in range(PLAIN_ANSWERS + 44):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # full after one answer
+            sock.bind(("127.0.0.2", 0))
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(requests)
+            held.append(sock)
+        time.sleep(1)
+        with connect(server.port, "127.0.0.99", b"GET / HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: close\r\n\r\n") as sock:
+            got = answer(sock, 5)
+        assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+        with connect(server.port, "127.0.0.2", b"GET / HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: close\r\n\r\n") as sock:
+            got = answer(sock, 5)
+        assert got.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in got, got[:200]
+        assert b'reason="busy_per_address"' in http_get_raw(server.port, "/metrics")
+    finally:
+        for sock in held:
+            sock.close()
+    assert server.log().count("answers to one address are in progress") == 1
+    assert "Traceback" not in server.log()
+
+
+def http_get_raw(port: int, path: str) -> bytes:
+    with connect(port, "127.0.0.99", f"GET {path} HTTP/1.1\r\nHost: x\r\n"
+                 "Connection: close\r\n\r\n".encode()) as sock:
+        return answer(sock, 5)
