@@ -264,11 +264,11 @@ def unlinked(handler):
 
     Flask-SocketIO runs each handler in a Flask request context made from the
     connection's handshake environ; Flask finds no route for the Socket.IO path and keeps
-    the NotFound in `request.routing_exception`, whose traceback holds every frame of the
-    call, back up through engine.io's socket and our Connection. Each event so left a
-    cycle holding the whole connection (~90 objects), freed only by a full collection
-    (server.FullCollections, every 60 s): after a herd of reconnects the dropped
-    connections and their replacements were all in memory at once.
+    the NotFound in `request.routing_exception`, whose traceback holds the frames of the
+    call (often up to engine.io's socket and our Connection). Each event so left a cycle
+    of ~80 objects, freed only by a full collection (server.FullCollections, every 60 s):
+    after a herd of reconnects the dropped connections and their replacements were in
+    memory together (tests/test_herd.py).
     """
     @functools.wraps(handler)
     def run(*args):

@@ -6,8 +6,8 @@ From the start gc.DEBUG_SAVEALL is on: what only a garbage collection would free
 in reference cycles) is kept in gc.garbage, to be counted, instead of freed. SIGUSR2 takes
 a copy of engine.io's table of sessions, as engine.io's service task does for up to a
 ping timeout while it walks it. SIGUSR1 runs a full collection and writes a JSON report
-to REPORT_PATH: the sessions (engine.io's) and our connections found in reference cycles,
-and the closed sockets still reachable from the copied sessions.
+to REPORT_PATH: the Flask request contexts, engine.io's sessions and our connections found
+in reference cycles, and the closed sockets still reachable from the copied sessions.
 """
 
 import sys
@@ -27,6 +27,8 @@ if __name__ == "__main__":
     import json
     import os
     import signal
+
+    from flask.ctx import RequestContext
 
     import randstream.server
     from randstream.transport.websocket import Connection
@@ -66,6 +68,7 @@ if __name__ == "__main__":
         cyclic = [type(o) for o in gc.garbage]
         eio_socket = type(served["copy"][0]) if served.get("copy") else None
         result = {
+            "request_contexts_in_cycles": sum(issubclass(kind, RequestContext) for kind in cyclic),
             "sessions_in_cycles": sum(kind is eio_socket for kind in cyclic),
             "connections_in_cycles": sum(issubclass(kind, Connection) for kind in cyclic),
             "closed_sockets_held": closed_sockets(served.get("copy", [])),
