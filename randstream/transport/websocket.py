@@ -304,10 +304,7 @@ class FrameWriter:
             self.ended.set()
 
     def _let_go(self) -> None:
-        """Released and closed: drop the socket objects now. engine.io's service task walks
-        a copy of its sessions, one every ping_timeout/N seconds, and so holds a closed
-        session, with this, for up to a ping timeout: after a herd of reconnects the old
-        connections would fill memory beside their replacements."""
+        # Closed: engine.io's service task may hold the session for a ping timeout more.
         self.sock = self.raw = self.send_now = None
 
     def _stop_listening(self) -> None:
