@@ -11,9 +11,12 @@ line decides its place:
   handed to the server in turn, at the server's pace (ACCEPT_BATCH per turn of the loop);
 - anything else (a health check, the page, the API, an existing session's polling) is
   served at once, ahead of the held sessions.
-At most HELD_LIMIT new sessions are held; past that a new one is answered at once with
-503 and Retry-After (as at the connection cap), so that what comes behind it in the
-kernel's line is still reached.
+New sessions are held as far as the connection cap leaves room for them (they count as
+sessions for the descriptors the server plans for, server.fd_budget), and at most
+HELD_LIMIT; past that a new one is answered at once with 503 and Retry-After, as at the
+cap, so that what comes behind it in the kernel's line is still reached. The rest is
+counted as connections waiting for their request (server.Waiting) from the moment it is
+taken; at that limit nothing more is taken here, and the server accepts as before.
 
 A connection can reach accept() before its request: when a burst of connections fills
 the kernel's queue of half-open ones, Linux answers with SYN cookies, and TCP_DEFER_ACCEPT
@@ -57,14 +60,17 @@ class Arrivals:
 
     `accept_nowait()` is the runtime's accept that never waits: (connection, address),
     or None when the kernel has none queued; it raises OSError as accept() does.
-    `path` is the Socket.IO path ("/socket.io/"); `refused()` is called for each new
-    session turned away (the metrics' count).
+    `path` is the Socket.IO path ("/socket.io/"); `room()` the sessions the connection
+    cap has room for; `waiting` the server's Waiting, if it has one (eventlet's);
+    `refused()` is called for each new session turned away (the metrics' count).
     """
 
-    def __init__(self, accept_nowait, path: str, refused=lambda: None,
-                 limit: int = HELD_LIMIT, clock=time.monotonic) -> None:
+    def __init__(self, accept_nowait, path: str, room=lambda: HELD_LIMIT, waiting=None,
+                 refused=lambda: None, limit: int = HELD_LIMIT, clock=time.monotonic) -> None:
         self.accept_nowait = accept_nowait
         self.handshake = b"GET " + path.encode()
+        self.room = room
+        self.waiting = waiting
         self.refused = refused
         self.limit = limit
         self.clock = clock
@@ -97,12 +103,17 @@ class Arrivals:
         if self.early:
             self.sort_early()
         for _ in range(TAKE_BATCH):
+            if self.waiting is not None and len(self.waiting) >= self.waiting.limit:
+                # Past it, the server's accept() makes room (server.Waiting) one at a
+                # time, as the closed ones' tasks let their descriptors go.
+                return
             found = self.accept_nowait()
             if found is None:
                 return
             kind = self.kind(found[0])
             if kind is None:
                 self.early.append((*found, self.clock()))
+                self.wait_for_request(found[0])
             else:
                 self.place(found, kind)
 
@@ -123,11 +134,20 @@ class Arrivals:
     def place(self, found, kind: str) -> None:
         if kind == PLAIN:
             self.plain.append(found)
-        elif len(self.held) < self.limit:
+            self.wait_for_request(found[0])
+        elif len(self.held) < min(self.limit, self.room()):
+            if self.waiting is not None:
+                self.waiting.discard(found[0])  # counted as a session, not as waiting
             self.held.append(found)
             self.held_total += 1
         else:
+            if self.waiting is not None:
+                self.waiting.discard(found[0])
             self.turn_away(found[0])
+
+    def wait_for_request(self, conn) -> None:
+        if self.waiting is not None:
+            self.waiting.add(conn)
 
     def kind(self, conn) -> str | None:
         """SESSION if `conn`'s request line opens a new Engine.IO session, PLAIN if it does
@@ -147,8 +167,8 @@ class Arrivals:
     def turn_away(self, conn) -> None:
         """503 to a new session past the limit: a fresh socket's buffer takes it at once."""
         if not self.turned_away:
-            log.warning("more than %d new connections wait their turn: answering new ones with "
-                        "503 (logged once)", self.limit)
+            log.warning("more new connections wait their turn than the connection cap or %d "
+                        "allow: answering new ones with 503 (logged once)", self.limit)
         self.turned_away += 1
         self.refused()
         try:

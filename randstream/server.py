@@ -203,15 +203,19 @@ class _Listener:
     def accept(self):
         delay = 0.01
         while True:
-            if not self.waiting.has_room():  # the server is behind: let the queue wait
-                self.sleep(0.005)
-                continue
             try:
+                # What arrivals.py took from the kernel first (it takes no more than
+                # Waiting has room for), then the kernel's next one.
                 found = self.arrivals.next() if self.arrivals is not None else None
-                if found is None and self.arrivals is not None and self.arrivals.early:
-                    self.sleep(RECHECK)  # requests still on their way: look again shortly
-                    continue
-                conn, address = found if found is not None else self.sock.accept()
+                if found is None:
+                    if self.arrivals is not None and self.arrivals.early:
+                        self.sleep(RECHECK)  # requests still on their way: look again shortly
+                        continue
+                    if not self.waiting.has_room():  # the server is behind: let the queue wait
+                        self.sleep(0.005)
+                        continue
+                    found = self.sock.accept()
+                conn, address = found
             except OSError as exc:
                 if self.closing:
                     # Shut down for the stop: wait here for stop(), which ends this loop.
@@ -265,8 +269,10 @@ def serve(app, sock: socket.socket) -> None:
     # direct path's and engine.io's own writers.
     send_timeout = settings.ping_interval + settings.ping_timeout
     # New connections in serving order (arrivals.py): a herd's handshakes after the rest.
+    counters = stream.counters
     make_arrivals = partial(Arrivals, path=socketio.sockio_mw.engineio_path,
-                            refused=partial(stream.counters.refuse, "busy"))
+                            room=lambda: counters.max_connections - counters.open_connections,
+                            refused=partial(counters.refuse, "busy"))
     stopper = _mode_server(mode, app, sock, settings.max_connections, waiting, stream.transport,
                            send_timeout, make_arrivals)
 
@@ -338,7 +344,8 @@ def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, wait
         protocol = transport.http_protocol(waiting, REQUEST_TIMEOUT)
         accept_nowait = transport.accept_nowait()  # None: the kernel's order, as eventlet's own
         return _EventletServer(app, sock, max_connections, waiting, protocol, send_timeout,
-                               make_arrivals(partial(accept_nowait, sock)) if accept_nowait else None)
+                               make_arrivals(partial(accept_nowait, sock), waiting=waiting)
+                               if accept_nowait else None)
     if mode == "gevent":
         handler = transport.http_protocol(waiting, REQUEST_TIMEOUT, send_timeout)
         return _GeventServer(app, sock, max_connections, waiting, handler, make_arrivals)

@@ -160,3 +160,51 @@ def test_a_closed_connection_goes_without_a_garbage_collection(server_factory, t
     cycles = {k: v for k, v in found.items() if k.endswith("_in_cycles")}
     assert not any(cycles.values()), f"left in reference cycles: {cycles}"
     assert found["closed_sockets_held"] == 0, found
+
+
+def test_arrivals_serve_plain_requests_first_hold_new_sessions_and_turn_away_past_the_cap():
+    """arrivals.py on a real listening socket: the order it serves connections in."""
+    from randstream.arrivals import Arrivals
+    from randstream.server import Waiting
+
+    def polling(query: str) -> bytes:
+        return f"GET /socket.io/?EIO=4&transport=polling{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+
+        def accept_nowait():
+            try:
+                conn, address = listener.accept()
+            except BlockingIOError:
+                return None
+            return conn, address
+
+        sent = [HANDSHAKE, polling(""), HEALTHZ, polling("&sid=abc"), HANDSHAKE, None]
+        peers = []
+        for request in sent:
+            peer = socket.create_connection(listener.getsockname())
+            if request is not None:  # the last one says nothing yet
+                peer.sendall(request)
+            peers.append(peer)
+        time.sleep(0.2)
+        refused = []
+        waiting = Waiting(limit=16)
+        arrivals = Arrivals(accept_nowait, "/socket.io/", room=lambda: 2, waiting=waiting,
+                            refused=lambda: refused.append(1))
+        served = []
+        while (found := arrivals.next()) is not None:
+            served.append(found[0].recv(4096, socket.MSG_PEEK))
+            found[0].close()
+        assert served == [HEALTHZ, polling("&sid=abc"), HANDSHAKE, polling("")], \
+            "plain requests first, then new sessions in turn, as far as the cap has room"
+        assert refused == [1] and peers[4].recv(64).startswith(b"HTTP/1.1 503 "), "past it, a 503"
+        assert len(arrivals.early) == 1 and arrivals.early[0][0] in waiting.sockets, \
+            "the silent one waits for its request, counted as waiting"
+        peers[5].sendall(HEALTHZ)
+        time.sleep(0.1)
+        arrivals.checked = float("-inf")  # look again now
+        assert arrivals.next()[0].recv(4096, socket.MSG_PEEK) == HEALTHZ
+        arrivals.close()
+        for peer in peers:
+            peer.close()
