@@ -45,7 +45,7 @@ from .refusals import refusal_bytes
 
 log = logging.getLogger(__name__)
 
-HELD_LIMIT = 8192  # new sessions accepted and waiting their turn: a herd of 5,000 fits
+HELD_LIMIT = 16384  # new sessions held at most (the connection cap's room is the usual bound)
 TAKE_BATCH = 256  # connections taken from the kernel in a row (a few ms), while none is plain
 PEEK = 1024  # bytes of a request looked at: a Socket.IO handshake's request line fits
 RECHECK = 0.005  # seconds between looks at the connections whose request has not arrived
