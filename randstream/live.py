@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -47,9 +48,9 @@ class Live:
         self._snapshot: tuple[int, object] | None = None
         self.answers = Answers(self)
 
-        socketio.on_event("connect", self.on_connect)
-        socketio.on_event("disconnect", self.on_disconnect)
-        socketio.on_event("resume", self.on_resume)
+        socketio.on_event("connect", unlinked(self.on_connect))
+        socketio.on_event("disconnect", unlinked(self.on_disconnect))
+        socketio.on_event("resume", unlinked(self.on_resume))
         socketio.on_error_default(self.on_handler_error)
 
     def broadcast(self, reading: Reading) -> None:
@@ -263,6 +264,27 @@ class Answers:
                 while len(self.cache) > MAX_CACHED_ANSWERS:
                     self.cache.popitem(last=False)  # the least recently asked
         return cached
+
+
+def unlinked(handler):
+    """`handler`, leaving no reference cycle behind.
+
+    Flask-SocketIO runs each handler in a Flask request context made from the
+    connection's handshake environ; Flask finds no route for the Socket.IO path and keeps
+    the NotFound in `request.routing_exception`, whose traceback holds the frames of the
+    call (often up to engine.io's socket and our Connection). Each event so left a cycle
+    of ~80 objects, freed only by a full collection (server.FullCollections, every 60 s):
+    after a herd of reconnects the dropped connections and their replacements were in
+    memory together (tests/test_herd.py).
+    """
+    @functools.wraps(handler)
+    def run(*args):
+        try:
+            return handler(*args)
+        finally:
+            request.routing_exception = None
+
+    return run
 
 
 def parse_resume(data) -> int | str:

@@ -8,7 +8,7 @@ from http import HTTPStatus
 from .headers import SECURITY_HEADERS
 
 
-def refusal_bytes(code: int, message: str) -> bytes:
+def refusal_bytes(code: int, message: str, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 error response: JSON body, security headers, connection closed."""
     body = json.dumps({"error": message}).encode()
     try:
@@ -17,6 +17,8 @@ def refusal_bytes(code: int, message: str) -> bytes:
         phrase = "Error"
     head = [f"HTTP/1.1 {code} {phrase}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Connection: close"]
+    if retry_after is not None:
+        head.append(f"Retry-After: {retry_after}")
     head += [f"{name}: {value}" for name, value in SECURITY_HEADERS.items()]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 

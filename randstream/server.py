@@ -11,7 +11,9 @@ import socket
 import sys
 import time
 import warnings
+from functools import partial
 
+from .arrivals import RECHECK, Arrivals
 from .config import ENV_PREFIX, ConfigError
 from .waiting import PLAIN_ANSWERS, WAITING_LIMIT, Waiting
 
@@ -136,10 +138,12 @@ class _Listener:
     accept() is skipped.
     """
 
-    def __init__(self, sock: socket.socket, waiting: Waiting, sleep) -> None:
+    def __init__(self, sock: socket.socket, waiting: Waiting, sleep,
+                 arrivals: Arrivals | None = None) -> None:
         self.sock = sock
         self.waiting = waiting
         self.sleep = sleep
+        self.arrivals = arrivals  # plain requests before a herd's handshakes (arrivals.py)
         self.exhausted = 0  # accept() calls that failed for want of descriptors
         self.accepted = 0
         self.closing = False  # stop_accepting(): the listener is shut down
@@ -149,11 +153,19 @@ class _Listener:
     def accept(self):
         delay = 0.01
         while True:
-            if not self.waiting.has_room():  # the server is behind: let the queue wait
-                self.sleep(0.005)
-                continue
             try:
-                conn, address = self.sock.accept()
+                # What arrivals.py took from the kernel first (it takes no more than
+                # Waiting has room for), then the kernel's next one.
+                found = self.arrivals.next() if self.arrivals is not None else None
+                if found is None:
+                    if self.arrivals is not None and self.arrivals.early:
+                        self.sleep(RECHECK)  # requests still on their way: look again shortly
+                        continue
+                    if not self.waiting.has_room():  # the server is behind: let the queue wait
+                        self.sleep(0.005)
+                        continue
+                    found = self.sock.accept()
+                conn, address = found
             except OSError as exc:
                 if self.closing:
                     # Shut down for the stop: wait here for stop(), which ends this loop.
@@ -175,7 +187,8 @@ class _Listener:
             self.accepted += 1
             if self.accepted % ACCEPT_BATCH == 0:
                 # eventlet's loop accepts the whole backlog before anything else runs:
-                # let the ticker and the open connections in between.
+                # let the ticker and the open connections in between. (So a herd's
+                # handshakes go out ACCEPT_BATCH to a turn of the loop.)
                 self.sleep(0)
             return conn, address
 
@@ -206,8 +219,13 @@ def serve(app, sock: socket.socket) -> None:
     # long; a live one has read something within a ping interval. The same bound as the
     # direct path's and engine.io's own writers.
     send_timeout = settings.ping_interval + settings.ping_timeout
+    # New connections in serving order (arrivals.py): a herd's handshakes after the rest.
+    counters = stream.counters
+    make_arrivals = partial(Arrivals, path=socketio.sockio_mw.engineio_path,
+                            room=lambda: counters.max_connections - counters.open_connections,
+                            refused=partial(counters.refuse, "busy"))
     stopper = _mode_server(mode, app, sock, settings.max_connections, waiting, stream.transport,
-                           send_timeout)
+                           send_timeout, make_arrivals)
 
     def shutdown() -> None:
         log.info("stopping: %d client(s) connected", stream.live.clients)
@@ -271,21 +289,26 @@ def _url_host(host: str) -> str:
 
 
 def _mode_server(mode: str, app, sock: socket.socket, max_connections: int, waiting: Waiting,
-                 transport, send_timeout: float):
+                 transport, send_timeout: float, make_arrivals):
+    """The runtime's server; `make_arrivals(accept_nowait)` makes its Arrivals (arrivals.py)."""
     if mode == "eventlet":
         protocol = transport.http_protocol(waiting, REQUEST_TIMEOUT)
-        return _EventletServer(app, sock, max_connections, waiting, protocol, send_timeout)
+        accept_nowait = transport.accept_nowait()  # None: the kernel's order, as eventlet's own
+        return _EventletServer(app, sock, max_connections, waiting, protocol, send_timeout,
+                               make_arrivals(partial(accept_nowait, sock), waiting=waiting)
+                               if accept_nowait else None)
     if mode == "gevent":
         handler = transport.http_protocol(waiting, REQUEST_TIMEOUT, send_timeout)
-        return _GeventServer(app, sock, max_connections, waiting, handler)
+        return _GeventServer(app, sock, max_connections, waiting, handler, make_arrivals)
     return _ThreadingServer(app, sock)
 
 
 class _EventletServer:
-    def __init__(self, app, sock, max_connections, waiting, protocol, send_timeout):
+    def __init__(self, app, sock, max_connections, waiting, protocol, send_timeout, arrivals):
         self.app, self.sock, self.max_connections = app, sock, max_connections
         self.waiting, self.send_timeout = waiting, send_timeout
         self.protocol = protocol  # from randstream.transport: deadline, refusals, detach
+        self.arrivals = arrivals
 
     def run(self) -> None:
         import eventlet
@@ -298,7 +321,7 @@ class _EventletServer:
         # Slots: pool_size().
         # keepalive=REQUEST_TIMEOUT tells clients how long an idle connection is kept; the
         # protocol's own deadline enforces it (and covers a half-sent request too).
-        self.listener = _Listener(self.sock, self.waiting, eventlet.sleep)
+        self.listener = _Listener(self.sock, self.waiting, eventlet.sleep, self.arrivals)
         self.thread = eventlet.spawn(
             eventlet.wsgi.server, self.listener,
             self.app, log=quiet, log_output=False, debug=False,
@@ -310,6 +333,8 @@ class _EventletServer:
     def stop_accepting(self) -> None:
         self.listener.closing = True
         _shut_listener(self.sock)
+        if self.arrivals is not None:
+            self.arrivals.close()
 
     def stop(self) -> None:
         # eventlet.wsgi.server ends its accept loop on SystemExit, then waits for the
@@ -327,16 +352,46 @@ def _shut_listener(sock: socket.socket) -> None:
 
 class _GeventServer:
     """gevent's server already logs accept errors and retries with backoff; the handler
-    class comes from randstream.transport (request deadline, detached WebSockets)."""
+    class comes from randstream.transport (request deadline, detached WebSockets).
 
-    def __init__(self, app, sock, max_connections, waiting, handler):
+    New connections go through Arrivals (arrivals.py): gevent's accept loop (`do_read`,
+    its hook for subclasses) serves plain requests at once and leaves new sessions
+    held; one task hands those (and requests that came late) to the server,
+    ACCEPT_BATCH to a turn of the loop.
+    """
+
+    def __init__(self, app, sock, max_connections, waiting, handler, make_arrivals):
+        import gevent
         from gevent.pool import Pool
         from gevent.pywsgi import WSGIServer
 
-        self.server = WSGIServer(
+        feeding = []  # the task handing held sessions over, while it runs
+
+        class Server(WSGIServer):
+            def do_read(self):
+                found = arrivals.next_plain()
+                if len(arrivals) and not feeding:
+                    feeding.append(gevent.spawn(feed))
+                return found
+
+        def feed() -> None:
+            try:
+                while len(arrivals) and self.server.started:
+                    handed = 0
+                    while handed < ACCEPT_BATCH and (found := arrivals.next()) is not None:
+                        self.server.do_handle(*found)
+                        handed += 1
+                    # The ticker, the open connections and new plain requests go in between;
+                    # requests still on their way are looked at again shortly.
+                    gevent.sleep(0 if handed else RECHECK)
+            finally:
+                feeding.clear()
+
+        self.server = Server(
             sock, app, log=None, error_log=logging.getLogger("gevent.pywsgi"),
             spawn=Pool(pool_size(max_connections, waiting)), handler_class=handler,
         )
+        self.arrivals = arrivals = make_arrivals(partial(WSGIServer.do_read, self.server))
 
     def run(self) -> None:
         self.server.serve_forever()
@@ -344,6 +399,7 @@ class _GeventServer:
     def stop_accepting(self) -> None:
         self.server.stop_accepting()
         _shut_listener(self.server.socket)
+        self.arrivals.close()
 
     def stop(self) -> None:
         self.server.stop(timeout=2)

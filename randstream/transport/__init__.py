@@ -85,6 +85,8 @@ class Transport:
         self.server_runtime = runtime
         self.parser_problems = runtime.parser_problems() if runtime is not None else []
         self.body_problems = runtime.body_problems() if runtime is not None else []
+        self.accept_problems = [f"{p.name} ({problem})" for p in getattr(runtime, "ACCEPT_POINTS", ())
+                                if (problem := p.problem()) is not None]
         self.manager = None  # python-socketio's client manager, once client_manager() made it
 
     def log_choice(self) -> None:
@@ -99,6 +101,9 @@ class Transport:
         if self.body_problems:
             log.warning("request bodies have no deadline (a slow one holds its connection): %s",
                         "; ".join(self.body_problems))
+        if self.accept_problems:
+            log.warning("new connections are served in arrival order: %s",
+                        "; ".join(self.accept_problems))
         log.info("transport: %s", self.describe())
 
     def describe(self) -> str:
@@ -152,6 +157,13 @@ class Transport:
             return self.server_runtime.http_protocol(waiting, request_timeout, detach=self.fast,
                                                      send_timeout=send_timeout)
         return self.server_runtime.http_protocol(waiting, request_timeout, detach=self.fast)
+
+    def accept_nowait(self):
+        """eventlet's accept that never waits, for arrivals.py; None elsewhere (gevent's
+        server has its own, threading none) or if its extension point moved."""
+        if self.async_mode != "eventlet" or self.accept_problems:
+            return None
+        return self.server_runtime.accept_nowait
 
     # Asked while serving ------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ from .points import ExtensionPoint, code_names
 from .protocol import websocket_frame
 from .websocket import DETACH, Detach, _noop, opens_on_websocket
 
-__all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "body_problems",
+__all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "accept_nowait", "adopt",
+           "body_problems",
            "http_protocol", "opens_on_websocket", "parser_problems", "websocket_frame"]
 
 
@@ -77,6 +78,19 @@ class Connection(websocket.Connection):
         ws.environ["wsgi.input"] = io.BytesIO()  # the request body was read long ago
         ws.environ["eventlet.posthooks"] = []  # eventlet reads it once the request ends
         return True
+
+
+def accept_nowait(listener):
+    """A connection the kernel has queued on `listener` (eventlet's green listening
+    socket), as its accept() returns it; None instead of waiting (arrivals.py)."""
+    from eventlet import hubs
+
+    try:
+        client, address = listener.fd.accept()  # the raw non-blocking socket (GreenSocket.fd)
+    except BlockingIOError:
+        return None
+    hubs.notify_opened(client.fileno())  # as eventlet's accept(): the hub forgets a reused fd
+    return type(listener)(client), address
 
 
 # The HTTP side: a connection's task may end while its WebSocket lives on ---------------------
@@ -365,6 +379,13 @@ EXTENSION_POINTS = [
     ExtensionPoint("eventlet HttpProtocol.conn_state and environ eventlet.*",
                    "a WebSocket's HTTP task ends; its buffers and request are let go",
                    _check_http_protocol),
+]
+
+# Not the fast path: new connections in serving order (arrivals.py, accept_nowait). If this
+# moved, the server accepts in the kernel's order, as eventlet's own loop does.
+ACCEPT_POINTS = [
+    ExtensionPoint("eventlet GreenSocket.fd", "health checks are not queued behind a herd of "
+                   "new sessions", _check_raw_socket),
 ]
 
 # Not the fast path: our own 414/431 answers (JSON, security headers). If these moved,

@@ -32,6 +32,7 @@ import logging
 import socket
 import time
 import types
+from collections import deque
 from urllib.parse import parse_qs
 
 from engineio import exceptions
@@ -192,6 +193,7 @@ class FrameWriter:
             self.busy = phase is not OPEN  # unless it is closing, frames go straight out again
             if phase is RELEASED:
                 self.sock.close()  # release() left that to this task
+                self._let_go()
             elif phase is PEER_CLOSED:
                 self.release()
             elif phase is CLOSING:
@@ -297,8 +299,13 @@ class FrameWriter:
                 pass
             if not self.draining:  # else the drainer closes it as it ends
                 self.sock.close()
+                self._let_go()
         if self.ended is not None:
             self.ended.set()
+
+    def _let_go(self) -> None:
+        # Closed: engine.io's service task may hold the session for a ping timeout more.
+        self.sock = self.raw = self.send_now = None
 
     def _stop_listening(self) -> None:
         if self.listener is not None:
@@ -424,7 +431,7 @@ class Connection(FrameWriter):
         self.inbox.append(data)
         if not self.delivering:
             self.delivering = True
-            self.eio.start_background_task(self._deliver)
+            PACER.start(self.eio, self._deliver)
 
     def _deliver(self) -> None:
         """engine.io's receive() for each waiting message, in order, in a task of its own
@@ -458,7 +465,7 @@ class Connection(FrameWriter):
         self.close(frame)
         # In a task: this often runs in the hub's callback, where the disconnect handlers
         # could not wait for anything (a lock, a message queue) if they ever had to.
-        self.eio.start_background_task(self._disconnected, reason)
+        PACER.start(self.eio, self._disconnected, reason)
 
     def _closing(self) -> None:
         """close() began: no message is handed on, nothing more is read."""
@@ -482,6 +489,45 @@ class Connection(FrameWriter):
             return
         self.eio.sockets.pop(self.eio_socket.sid, None)
         self.eio_socket = None
+
+
+class Pacer:
+    """Tasks started from the event loop's callbacks, at most BATCH to a turn of the loop.
+
+    A herd that drops at once ends thousands of connections in one turn of the loop, and
+    one that comes back sends thousands of CONNECT packets within a few: each is a task
+    (a disconnect, a delivery: ~0.2-0.3 ms of python-socketio's and Flask-SocketIO's
+    work). Started at once they would all run in the next turn: a second with 5,000,
+    during which no tick went out and no /healthz was answered. Here they wait in one
+    line and start BATCH at a time; each still runs in a task of its own, so one that
+    waits (a lock, a message queue) keeps no other waiting.
+    """
+
+    BATCH = 32  # tasks started per turn of the loop: ~10 ms of work
+
+    def __init__(self) -> None:
+        self.waiting: deque = deque()  # (function, args), in the order they were asked for
+        self.running = False
+
+    def start(self, eio, function, *args) -> None:
+        """Run `function(*args)` in a task of `eio`'s (engine.io's server), in turn."""
+        self.waiting.append((function, args))
+        if not self.running:
+            self.running = True
+            eio.start_background_task(self._run, eio)
+
+    def _run(self, eio) -> None:
+        try:
+            while self.waiting:
+                for _ in range(min(self.BATCH, len(self.waiting))):
+                    function, args = self.waiting.popleft()
+                    eio.start_background_task(function, *args)
+                eio.sleep(0)  # they run; the ticker, the accept loop and the rest too
+        finally:
+            self.running = False
+
+
+PACER = Pacer()  # one event loop per process: one line for its direct WebSockets
 
 
 def _noop(*args) -> None:
