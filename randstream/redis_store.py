@@ -40,7 +40,7 @@ COMMAND_TIMEOUT = 2.0
 
 # KEYS: lease, seq, readings, stats, stream, minutes, hours, tiers.  ARGV: token, ttl ms,
 # seq, value, ts, stats json, retention, channel, the reading as JSON, the stream id, and
-# redis_tiers.append_args(): the tiers are kept in the same step, behind the same fence.
+# the seconds each tier keeps: the tiers are kept in the same step, behind the same fence.
 # The fence: only the lease holder writes, only with a seq above every seq handed out, and
 # the write renews the lease. The seq goes in as a string so Lua never reformats it. A
 # reading is published if and only if it is stored, in the order of the stores: a deposed
@@ -125,6 +125,7 @@ class RedisStore:
         self.where = where
         self.keep = keep or {series.MINUTE: 90 * series.DAY, series.HOUR: 730 * series.DAY}
         self._append = client.register_script(APPEND)
+        self._keep_args = redis_tiers.append_args(self.keep)
         self._scripts = {"series": client.register_script(redis_tiers.SERIES),
                          "span": client.register_script(redis_tiers.SPAN)}
         self.stream_id = self._stream_id()
@@ -217,7 +218,7 @@ class RedisStore:
                       keys.minutes, keys.hours, keys.tiers],
                 args=[self.lease.token, self.lease.ttl_ms, str(reading.seq), reading.value,
                       repr(reading.ts), stats, self.retention, keys.live, message(reading),
-                      self.stream_id, *redis_tiers.append_args(reading, self.keep)],
+                      self.stream_id, *self._keep_args],
             )
         except redis.RedisError as exc:
             raise self._error(exc) from None
