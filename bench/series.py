@@ -13,12 +13,13 @@ seconds. Then prints:
   - server time of GET /api/series over the last 7 days and over the whole stream at 600
     points (Flask's test client: routing, the store, JSON; no network), median and p90 of
     --runs, and the 7-day answer's size gzipped as the server sends it;
-  - the tick (draw, keep: stats and the store's write, the fan-out with no client) with tiers
-    and without: this code against --ref (default main), in alternating subprocesses on
-    fresh databases, a fake clock one --interval per tick (a minute's bucket closes every
-    60 ticks);
+  - the tick's CPU time (draw, keep: stats and the store's write, the fan-out with no
+    client) with tiers and without: this code against --ref (default main), in alternating
+    subprocesses on fresh databases, a fake clock one --interval per tick (a minute's
+    bucket closes every 60 ticks);
   - with --redis: the same stream in Redis: its one-time build, /api/series, and the fenced
-    write with tiers against --ref's.
+    write with tiers against --ref's (the client's CPU, and Redis's own time per script from
+    INFO commandstats).
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Run in a subprocess with the code at argv[1] first on the path: per-tick microseconds.
+# Run in a subprocess with the code at argv[1] first on the path: per-tick microseconds of
+# CPU (this process's: other programs on the machine move wall-clock figures far more).
 TICK = """
 import os, sys, tempfile, time
 sys.path.insert(0, sys.argv[1])
@@ -161,9 +163,15 @@ if redis_url != "-":
         store.append(Reading(seq, seq % 101, now + seq * interval), {"lo": 0, "hi": 100})
     for seq in range(1, 501):
         one(seq)
-    t = time.perf_counter()
+    import redis
+    admin = redis.Redis.from_url(redis_url)
+    admin.config_resetstat()
+    t = time.process_time()
     for seq in range(501, 501 + n):
         one(seq)
+    client = (time.process_time() - t) / n * 1e6
+    print(client, admin.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+    sys.exit(0)
 else:
     app = create_app(Settings(db=os.path.join(tmp, "t.sqlite3"), async_mode="threading",
                               interval=interval, seed=1))
@@ -175,10 +183,10 @@ else:
     stream.ticker.wall_clock = wall
     for _ in range(1000):
         stream.ticker.tick()
-    t = time.perf_counter()
+    t = time.process_time()
     for _ in range(n):
         stream.ticker.tick()
-print((time.perf_counter() - t) / n * 1e6)
+print((time.process_time() - t) / n * 1e6)
 """
 
 
@@ -192,21 +200,25 @@ def export_ref(ref: str) -> Path:
 
 def tick_figures(ref_root: Path, n: int, rounds: int, interval: float, redis_url: str = "-"):
     """Per-tick microseconds, this code and the ref's, in alternating subprocesses."""
-    out: dict[str, list[float]] = {"with": [], "without": []}
+    out: dict[str, list[float]] = {"with": [], "without": [], "with server": [],
+                                   "without server": []}
     for _ in range(rounds):
         for name, root in (("without", ref_root), ("with", ROOT)):
             run = subprocess.run([sys.executable, "-c", TICK, str(root), str(n), str(interval),
                                   redis_url], capture_output=True, text=True, check=True)
-            out[name].append(float(run.stdout.strip().splitlines()[-1]))
+            figures = [float(x) for x in run.stdout.strip().splitlines()[-1].split()]
+            out[name].append(figures[0])
+            if len(figures) > 1:  # Redis's own time per script
+                out[name + " server"].append(figures[1])
     return out
 
 
-def print_ticks(label: str, ref: str, ticks: dict) -> None:
-    a, b = statistics.median(ticks["without"]), statistics.median(ticks["with"])
-    print(f"{label} {b:.1f} us with tiers, {a:.1f} us without ({ref}): {(b / a - 1) * 100:+.1f}% "
-          f"(medians of {len(ticks['with'])} runs each; with "
-          f"{', '.join(f'{x:.1f}' for x in ticks['with'])}; without "
-          f"{', '.join(f'{x:.1f}' for x in ticks['without'])})")
+def print_ticks(label: str, ref: str, ticks: dict, what: str = "") -> None:
+    a, b = statistics.median(ticks[f"without{what}"]), statistics.median(ticks[f"with{what}"])
+    print(f"{label} {b:.1f} us with tiers, {a:.1f} us without ({ref}): "
+          f"{(b / a - 1) * 100:+.1f}% (medians of {len(ticks['with'])} alternating runs; with "
+          f"{', '.join(f'{x:.1f}' for x in ticks[f'with{what}'])}; without "
+          f"{', '.join(f'{x:.1f}' for x in ticks[f'without{what}'])})")
 
 
 def redis_part(url: str, path: str, runs: int, first: float, end: float) -> None:
@@ -299,13 +311,14 @@ def main() -> None:
 
         ref_root = export_ref(args.ref)
         ticks = tick_figures(ref_root, args.ticks, args.rounds, args.interval)
-        print_ticks("sqlite  tick, store write incl.", args.ref, ticks)
+        print_ticks("sqlite  tick CPU, store write incl.", args.ref, ticks)
         if args.redis:
             proc, url = start_redis()
             try:
                 redis_part(url, path, args.runs, first, end)
                 ticks = tick_figures(ref_root, args.ticks // 4, args.rounds, args.interval, url)
-                print_ticks("redis   fenced write", args.ref, ticks)
+                print_ticks("redis   fenced write, client CPU", args.ref, ticks)
+                print_ticks("redis   fenced write, Redis's time", args.ref, ticks, " server")
             finally:
                 proc.kill()
                 proc.wait(10)

@@ -45,7 +45,7 @@ COMMAND_TIMEOUT = 2.0
 # the write renews the lease. The seq goes in as a string so Lua never reformats it. A
 # reading is published if and only if it is stored, in the order of the stores: a deposed
 # leader can publish nothing. (The JSON is made in Python: Lua's cjson would round floats.)
-APPEND = redis_tiers.FOLD + """
+APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return redis.error_reply('FENCED lease not held')
 end

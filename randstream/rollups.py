@@ -6,23 +6,25 @@ by schema.rollups_step):
 
     rollups (tier, t, n, vmin, vmax, vsum, seq_lo, seq_hi), primary key (tier, t)
 
-A tick writes no row. The buckets a reading falls in are kept in memory (Pending) and
-written when a reading arrives in another bucket (once a minute, once an hour), and every
+A tick writes no row, and folds its reading into one bucket in memory, its minute's. The
+buckets in memory are written when a reading arrives in another minute (the closed
+minutes then join their hour in memory, written when the hour is over) and every
 TRIM_EVERY readings with the store's retention trim, each time in the transaction that
 stores the reading. meta `rolled:<tier>` says up to which seq the rows hold every reading;
 after a kill -9 the start folds the readings after it into memory again (load()), at most
-TRIM_EVERY readings or one bucket's, from raw rows that are still there: the trim keeps
+TRIM_EVERY readings or an hour's, from raw rows that are still there: the trim keeps
 every reading after `rolled`. meta `since:<tier>` says from which ts on a tier is whole
 (rows older than its retention are deleted, in the same batches).
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Iterable
 
 from .history import Reading
-from .series import TIERS, bucket_start, edge, fold, inverse, new_rollup
+from .series import HOUR, MINUTE, TIERS, bucket_start, edge, fold, inverse, merge, new_rollup
 
 TRIM_EVERY = 1000  # readings between retention trims (and writes of every open bucket)
 
@@ -46,92 +48,90 @@ def raw_bucket_sql(step: float) -> tuple[str, str]:
     return guess, f"g - ({edge_of('g')} > ts) + ({edge_of('g + 1')} <= ts)"
 
 
-class Pending:
-    """One tier's buckets not yet in its rows: the readings after seq `rolled`."""
-
-    def __init__(self, width: int, rolled: int) -> None:
-        self.width = width
-        self.rolled = rolled
-        self.buckets: dict[int, list] = {}
-        self.open: list | None = None  # the bucket of the newest reading, and its start
-        self.open_t: int | None = None
-
-    def add(self, reading: Reading) -> None:
-        seq, value, ts = reading
-        t = self.open_t
-        if t is not None and t <= ts < t + self.width:
-            fold(self.open, value, seq)
-            return
-        t = bucket_start(ts, self.width)
-        rollup = self.buckets.get(t)
-        if rollup is None:
-            rollup = self.buckets[t] = new_rollup(value, seq)
-        else:
-            fold(rollup, value, seq)
-        self.open, self.open_t = rollup, t
-
-    def fits(self, ts: float) -> bool:
-        """Whether a reading at `ts` goes into a bucket held here (or starts the first)."""
-        t = self.open_t
-        if t is not None and t <= ts < t + self.width:
-            return True
-        return not self.buckets or bucket_start(ts, self.width) in self.buckets
-
-    def clear(self, rolled: int) -> None:
-        self.buckets, self.open, self.open_t, self.rolled = {}, None, None, rolled
-
-    def rows(self) -> list[tuple]:
-        return [(self.width, t, *r) for t, r in self.buckets.items()]
-
-
 class SqliteTiers:
-    """The tiers of one open database; its methods run under the store's lock."""
+    """The tiers of one open database, and what of them is still in memory (under the lock).
+
+    rolled:60 (`rolled[60]`): the per-minute rows hold exactly the readings up to it;
+    `minutes` the ones after, per minute. rolled:3600 (never above rolled:60): the per-hour
+    rows hold the readings up to it; `hours` the rest up to rolled:60, per hour (closed
+    minutes are folded into their hour). So a reading touches one bucket in memory, and
+    the per-hour answer adds `hours` and `minutes` to the rows.
+    """
 
     def __init__(self, keep: dict[int, float]) -> None:
         self.keep = keep  # seconds of rows each tier keeps
-        self.pending: dict[int, Pending] = {}
-        self.since: dict[int, float] = {}
+        self.minutes: dict[int, list] = {}
+        self.hours: dict[int, list] = {}
+        self.open: list | None = None  # the newest reading's minute, in `minutes`
+        self.open_t = -math.inf
+        self.rolled = {MINUTE: 0, HOUR: 0}
+        self.since = {MINUTE: -math.inf, HOUR: -math.inf}
 
     def load(self, db: sqlite3.Connection) -> None:
         """What the rows hold, and the readings after (a kill -9's) back into memory."""
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'rolled:%' "
                                "OR key LIKE 'since:%'").fetchall())
-        self.pending = {w: Pending(w, int(meta.get(f"rolled:{w}", 0))) for w in TIERS}
+        self.rolled = {w: int(meta.get(f"rolled:{w}", 0)) for w in TIERS}
         self.since = {w: float(meta.get(f"since:{w}", "-inf")) for w in TIERS}
-        oldest = min(p.rolled for p in self.pending.values())
-        for reading in db.execute("SELECT seq, value, ts FROM readings WHERE seq > ? ORDER BY seq",
-                                  (oldest,)):
-            for p in self.pending.values():
-                if reading[0] > p.rolled:
-                    p.add(Reading(*reading))
+        self.minutes, self.hours, self.open, self.open_t = {}, {}, None, -math.inf
+        for seq, value, ts in db.execute(
+                "SELECT seq, value, ts FROM readings WHERE seq > ? ORDER BY seq",
+                (min(self.rolled.values()),)):
+            if seq > self.rolled[MINUTE]:
+                self.add(Reading(seq, value, ts))
+            else:
+                add_to(self.hours, bucket_start(ts, HOUR), new_rollup(value, seq))
 
-    def write(self, db: sqlite3.Connection, reading: Reading, trim: bool) -> Callable[[], None]:
+    def add(self, reading: Reading) -> None:
+        """Fold a stored reading into its minute in memory."""
+        seq, value, ts = reading
+        t = bucket_start(ts, MINUTE)
+        rollup = self.minutes.get(t)
+        if rollup is None:
+            rollup = self.minutes[t] = new_rollup(value, seq)
+        else:
+            fold(rollup, value, seq)
+        self.open, self.open_t = rollup, t
+
+    def fold_open(self, reading: Reading) -> None:
+        fold(self.open, reading.value, reading.seq)
+
+    def write(self, db: sqlite3.Connection, reading: Reading,
+              trim: bool) -> Callable[[Reading], None]:
         """In the transaction that stores `reading`: write what must be written; returns what to
         do in memory once it commits (nothing changes here if it does not)."""
-        flushed = []
-        for p in self.pending.values():
-            if trim or not p.fits(reading.ts):
-                flushed.append(p)
-                db.executemany(UPSERT, p.rows())
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           (f"rolled:{p.width}", str(reading.seq - 1)))
-        if trim:
-            cut = self._trim(db, reading.ts)
-        if not flushed:
-            return lambda: [p.add(reading) for p in self.pending.values()]
+        t = self.open_t
+        if t <= reading.ts < t + MINUTE and not trim:
+            return self.fold_open  # the reading's minute is open: nothing to write
+        seq, ts = reading.seq, reading.ts
+        minutes, hours, rolled = self.minutes, self.hours, dict(self.rolled)
+        if minutes and (trim or bucket_start(ts, MINUTE) not in minutes):
+            db.executemany(UPSERT, [(MINUTE, t, *r) for t, r in minutes.items()])
+            rolled[MINUTE] = seq - 1
+            hours = {t: list(r) for t, r in hours.items()}
+            for t, r in minutes.items():
+                add_to(hours, bucket_start(t, HOUR), r)
+            minutes = {}
+        if hours and (trim or any(t != bucket_start(ts, HOUR) for t in hours)):
+            db.executemany(UPSERT, [(HOUR, t, *r) for t, r in hours.items()])
+            rolled[HOUR] = rolled[MINUTE]
+            hours = {}
+        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       [(f"rolled:{w}", str(rolled[w])) for w in TIERS
+                        if rolled[w] != self.rolled[w]])
+        cut = self._trim(db, ts) if trim else {}
 
-        def done() -> None:
-            for p in self.pending.values():
-                if p in flushed:
-                    p.clear(reading.seq - 1)
-                p.add(reading)
-            if trim:
-                self.since.update(cut)
+        def done(reading: Reading) -> None:
+            if minutes is not self.minutes:
+                self.open, self.open_t = None, -math.inf
+            self.minutes, self.hours, self.rolled = minutes, hours, rolled
+            self.since.update(cut)
+            self.add(reading)
         return done
 
     def _trim(self, db: sqlite3.Connection, now: float) -> dict[int, float]:
         cut = {}
-        for w in self.pending:
+        for w in TIERS:
             cutoff = bucket_start(now - self.keep[w], w)
             if db.execute("DELETE FROM rollups WHERE tier = ? AND t < ?", (w, cutoff)).rowcount:
                 cut[w] = max(self.since[w], float(cutoff))
@@ -141,24 +141,42 @@ class SqliteTiers:
 
     def flush(self, db: sqlite3.Connection, last_seq: int) -> None:
         """Every bucket held in memory into its row (at a clean stop; in its own transaction)."""
-        if not any(p.buckets for p in self.pending.values()):
+        if not self.minutes and not self.hours:
             return
+        hours = {t: list(r) for t, r in self.hours.items()}
+        for t, r in self.minutes.items():
+            add_to(hours, bucket_start(t, HOUR), r)
         db.execute("BEGIN IMMEDIATE")
         try:
-            for p in self.pending.values():
-                db.executemany(UPSERT, p.rows())
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           (f"rolled:{p.width}", str(last_seq)))
+            db.executemany(UPSERT, [(MINUTE, t, *r) for t, r in self.minutes.items()])
+            db.executemany(UPSERT, [(HOUR, t, *r) for t, r in hours.items()])
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           [(f"rolled:{w}", str(last_seq)) for w in TIERS])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        for p in self.pending.values():
-            p.clear(last_seq)
+        self.minutes, self.hours, self.open, self.open_t = {}, {}, None, -math.inf
+        self.rolled = {w: last_seq for w in TIERS}
 
     def reader(self, db: sqlite3.Connection) -> SqliteReader:
         return SqliteReader(db, self)
+
+    def held(self, tier: int) -> list[tuple[int, list]]:
+        """The buckets of `tier` held in memory: (start, rollup), a start maybe twice."""
+        if tier == MINUTE:
+            return list(self.minutes.items())
+        return list(self.hours.items()) + list(self.minutes.items())  # minutes fall in hours
+
+
+def add_to(buckets: dict[int, list], t: int, rollup: list) -> None:
+    """Another rollup into the bucket at t (its own list is not kept)."""
+    mine = buckets.get(t)
+    if mine is None:
+        buckets[t] = list(rollup)
+    else:
+        merge(mine, rollup)
 
 
 class SqliteReader:
@@ -176,7 +194,7 @@ class SqliteReader:
         lo, hi = self.db.execute(
             "SELECT MIN(seq_lo), MAX(seq_hi) FROM rollups WHERE tier = ? AND t > ? AND t < ?",
             (w, frm - w, to)).fetchone()
-        for t, r in self.tiers.pending[w].buckets.items():
+        for t, r in self.tiers.held(w):
             if frm - w < t < to:
                 lo = r[4] if lo is None else min(lo, r[4])
                 hi = r[5] if hi is None else max(hi, r[5])
@@ -191,8 +209,7 @@ class SqliteReader:
         rows = self.db.execute(
             "SELECT t / ? AS k, SUM(n), MIN(vmin), MAX(vmax), TOTAL(vsum) FROM rollups "
             "WHERE tier = ? AND t >= ? AND t < ? GROUP BY k", (step, tier, a, b)).fetchall()
-        rows += [(t // step, *r[:4]) for t, r in self.tiers.pending[tier].buckets.items()
-                 if a <= t < b]
+        rows += [(t // step, *r[:4]) for t, r in self.tiers.held(tier) if a <= t < b]
         return rows
 
     def raw(self, step: float, first: int, last: int, lo: int, hi: int) -> Iterable[tuple]:

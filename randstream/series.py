@@ -231,3 +231,13 @@ def fold(rollup: list, value: float, seq: int) -> None:
         rollup[2] = value
     rollup[3] += value
     rollup[5] = seq
+
+
+def merge(rollup: list, other: list) -> None:
+    """Another rollup of the same bucket into `rollup`."""
+    rollup[0] += other[0]
+    rollup[1] = other[1] if other[1] < rollup[1] else rollup[1]
+    rollup[2] = other[2] if other[2] > rollup[2] else rollup[2]
+    rollup[3] += other[3]
+    rollup[4] = min(rollup[4], other[4])
+    rollup[5] = max(rollup[5], other[5])

@@ -157,7 +157,7 @@ class SqliteStore:
                             "DELETE FROM readings WHERE seq <= ?", (reading.seq - self.retention,)
                         )
                     db.execute("COMMIT")
-                    rolled()
+                    rolled(reading)
                 except BaseException:
                     # SQLite has already rolled back after some errors (a full disk); a
                     # ROLLBACK then fails and would hide the error that matters.
