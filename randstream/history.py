@@ -123,6 +123,14 @@ class History:
     def latest(self, n: int) -> list[Reading]:
         return self.ring.latest(n)
 
+    def series(self, frm: float, to: float, points: int, interval: float) -> dict:
+        """GET /api/series's answer, from the store's rollup tiers (StoreError if unreadable)."""
+        return self.store.series(frm, to, points, interval)
+
+    def seq_span(self, frm: float, to: float) -> tuple[int, int] | None:
+        """The seqs that can hold readings with frm <= ts < to (None: no reading there)."""
+        return self.store.seq_span(frm, to)
+
     def after(self, seq: int, limit: int) -> list[Reading]:
         """Readings with seq > `seq`, oldest first, at most `limit`."""
         first = self.ring.first_seq()

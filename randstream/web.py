@@ -116,7 +116,7 @@ def series():
     frm, to = ts_range(ranges.DEFAULT_SPAN)
     points = int_arg("points", ranges.DEFAULT_POINTS, 1, ranges.MAX_POINTS)
     try:
-        body = stream().history.store.series(frm, to, points, stream().settings.interval)
+        body = stream().history.series(frm, to, points, stream().settings.interval)
     except StoreError as exc:
         return jsonify(error=f"store: {exc}"), 503
     return jsonify(body)
@@ -133,7 +133,7 @@ def history_csv():
     last = 2**63
     if ranged:  # only the seqs that can hold such readings are read
         try:
-            span = h.store.seq_span(frm, to)
+            span = h.seq_span(frm, to)
         except StoreError as exc:
             return jsonify(error=f"store: {exc}"), 503
         after, last = (after, -1) if span is None else (max(after, span[0] - 1), span[1])

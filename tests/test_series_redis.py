@@ -134,6 +134,19 @@ def test_the_tiers_hold_floats_ints_and_extremes_as_written(redis_server):
     assert type(bucket["min"]) is int and type(bucket["max"]) is int
 
 
+def test_the_seqs_of_a_range_for_its_csv(redis_server):
+    store = new_store(redis_server.url)
+    store.lease.claim(0)
+    readings = [Reading(seq, seq, START + seq * 7.0) for seq in range(1, 201)]
+    for r in readings:
+        store.append(r, {})
+    lo, hi = store.seq_span(START + 300, float("inf"))
+    assert lo <= 43 and hi == 200  # the minute holding ts START + 300 starts at seq 43 or before
+    lo, hi = store.seq_span(0.0, START + 100)
+    assert lo == 1 and hi >= 14
+    assert store.seq_span(START + 2000, START + 2001) is None
+
+
 # --- real server processes --------------------------------------------------------------------
 
 # Reads while the file named by $SERIES_FLAG exists: readings stop when the test says so.
