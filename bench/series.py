@@ -14,7 +14,8 @@ seconds. Then prints:
     points (Flask's test client: routing, the store, JSON; no network), median and p90 of
     --runs, and the 7-day answer's size gzipped as the server sends it;
   - the tick's CPU time (draw, keep: stats and the store's write, the fan-out with no
-    client) with tiers and without: this code against --ref (default main), in alternating
+    client) with tiers and without: this code against --ref (default 1df339c, the last
+    commit before tiers), in alternating
     subprocesses on fresh databases, a fake clock one --interval per tick (a minute's
     bucket closes every 60 ticks);
   - with --redis: the same stream in Redis: its one-time build, /api/series, and the fenced
@@ -274,7 +275,8 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=1_000_000)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
     parser.add_argument("--runs", type=int, default=50, help="requests timed per range")
-    parser.add_argument("--ref", default="main", help="the code without tiers (a git ref)")
+    # 1df339c: main as this work began, the last commit without tiers
+    parser.add_argument("--ref", default="1df339c", help="the code without tiers (a git ref)")
     parser.add_argument("--ticks", type=int, default=20_000, help="ticks timed per run")
     parser.add_argument("--rounds", type=int, default=5, help="alternating tick runs per side")
     parser.add_argument("--redis", action="store_true", help="also Redis (starts redis-server)")
