@@ -1,9 +1,14 @@
 // Readings in buckets, as GET /api/series answers them: `{from, to, step, buckets: [{t,
 // count, min, max, mean}]}`, oldest first, empty buckets left out. Pure.
 //
-// The page draws the server's answer and counts the readings it holds since that answer's
-// `to` into the same buckets, so the newest bucket moves with every reading and the whole
-// range is fetched again only now and then.
+// The page draws the server's answer and counts the readings it holds since into the same
+// buckets, so the newest bucket moves with every reading and the whole range is fetched
+// again only now and then. Exactly: the page asks up to `asOf`, the time of the newest
+// reading it holds, so every reading before that was stored when the server answered
+// (the server counts in seq order). The server's `to` is snapped up to a bucket edge, so
+// its last bucket may hold a few readings after `asOf`, counted or not: that bucket is
+// dropped and counted again from the readings the page holds since its start (`cut`), or,
+// when those do not reach back so far, from a finer answer for it (`fold`).
 
 export const MIN_POINTS = 10;
 export const MAX_POINTS = 2000; // the server's cap
@@ -43,6 +48,45 @@ export function roundStep(seconds) {
   return ROUND_STEPS.find((s) => s >= seconds - 1e-9) ?? Math.ceil(seconds / 86400) * 86400;
 }
 
+/** The edge where an answer asked up to `asOf` may hold readings after it: null if none. */
+export function lastEdge(series, asOf) {
+  return series.to > asOf ? Math.max(series.from, series.to - series.step) : null;
+}
+
+/** The answer's buckets before `edge`; the held readings count from there. */
+export function cutBefore(series, edge) {
+  return { ...series, buckets: series.buckets.filter((b) => b.t < edge - series.step * 1e-6), cut: edge };
+}
+
+/**
+ * An answer asked up to `asOf`, with exactly the readings before its cut: the bucket
+ * that may hold readings after `asOf` is dropped, if the held readings (from `heldFrom`)
+ * reach back to its start. If they do not, `whole` is false: the bucket stays and the
+ * readings after `asOf` count (a few may be counted twice until the next answer).
+ */
+export function cutAt(series, asOf, heldFrom) {
+  const edge = lastEdge(series, asOf);
+  if (edge === null) {
+    return { ...series, cut: series.to, whole: true };
+  }
+  if (heldFrom !== null && heldFrom <= edge) {
+    return { ...cutBefore(series, edge), whole: true };
+  }
+  // A reading exactly at asOf was counted: the held ones count from just after it.
+  return { ...series, cut: asOf + Math.max(1e-6, Math.abs(asOf) * 2 ** -50), whole: false };
+}
+
+/**
+ * `coarse` (cut before an edge) with its bucket from that edge counted from `fine`, a
+ * finer answer over [edge, asOf) (cut too): the fine buckets fold into one coarse bucket,
+ * and the held readings count from the fine answer's cut.
+ */
+export function fold(coarse, fine) {
+  const { count, min, max, mean } = extentOf(fine.buckets);
+  const buckets = count ? [...coarse.buckets, { t: coarse.cut, count, min, max, mean }] : coarse.buckets;
+  return { ...coarse, buckets, cut: fine.cut, whole: fine.whole, origin: coarse.cut };
+}
+
 /**
  * An empty series from `from` with buckets at least `step` wide, on a round grid: what the
  * page holds goes into it while the server's answer is on its way.
@@ -50,22 +94,23 @@ export function roundStep(seconds) {
 export function emptySeries(from, step) {
   const width = roundStep(step);
   const start = Math.floor(from / width) * width;
-  return { from: start, to: start, step: width, buckets: [] };
+  return { from: start, to: start, step: width, buckets: [], cut: start };
 }
 
 /**
- * `series` with `readings` (oldest first) counted in: only those at or after its `to`
- * (the answer counted the ones before), and before `until`. A new series; the answer
- * stays as it came.
+ * `series` with `readings` (oldest first) counted in: only those at or after its `cut`
+ * (the answer counted the ones before; its `to` without a cut), and before `until`. A new
+ * series; the answer stays as it came.
  */
 export function withReadings(series, readings, until = Infinity) {
   const { step } = series;
+  const from = series.cut ?? series.to;
   const buckets = series.buckets.slice();
   // Every bucket's start lies on the server's grid; before the first, the answer's `from`.
-  const origin = buckets.length ? buckets[buckets.length - 1].t : series.from;
-  let through = series.to;
+  const origin = series.origin ?? (buckets.length ? buckets[buckets.length - 1].t : series.from);
+  let through = from;
   for (const { ts, value } of readings) {
-    if (ts < series.to || ts >= until) {
+    if (ts < from || ts >= until) {
       continue;
     }
     through = Math.max(through, ts);

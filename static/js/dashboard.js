@@ -350,10 +350,11 @@ function renderBuckets(bounds, untilSeq) {
   const answer = series.show(requestFor(view.shown, bounds, points), {
     serverNow: serverNow(),
     heldFrom: buffer.first?.ts ?? null,
+    heldTo: buffer.last?.ts ?? null,
     fallbackFrom: bounds.from,
     fallbackStep: Math.max(config.interval, span / points),
   });
-  const held = buffer.window(answer.series.to, untilSeq);
+  const held = buffer.window(answer.series.cut ?? answer.series.to, untilSeq);
   const merged = withReadings(answer.series, held, bounds.live ? Infinity : bounds.to);
   const { step } = merged;
   const buckets = bucketsIn(merged.buckets, step, bounds.from, bounds.to);

@@ -3,11 +3,14 @@
 //
 // A view's answer is kept (the last few views', so going back is instant); until the
 // wanted one arrives, the one drawn last stays on screen. A live view's answer is fetched
-// once and then kept up to date with the readings the page holds (buckets.js:
+// once and then kept up to date with the readings the page holds (buckets.js: cutAt,
 // withReadings); it is fetched again only when the view has slid a bucket (at least a
-// minute, at most 5 minutes), or when the held readings no longer reach back to its end.
+// minute, at most 5 minutes), or when the held readings no longer reach back to its cut.
+// The page asks up to the newest reading it holds, so it knows which readings the answer
+// counted; when its last bucket is wider than the readings held, a second, finer answer
+// counts that bucket (fold).
 
-import { emptySeries, seriesOf } from "./buckets.js";
+import { MAX_POINTS, cutAt, cutBefore, emptySeries, fold, lastEdge, seriesOf } from "./buckets.js";
 import { spanKey } from "./view.js";
 
 export const REFRESH_MIN_S = 60;
@@ -43,8 +46,8 @@ export class SeriesLoader {
   #generation = 0; // answers of an older generation (before clear()) are dropped
 
   /**
-   * getSeries(from, to, points): Promise of the /api/series JSON (`from` null: from the
-   *   first reading; `to` null: up to the server's now); rejects with a message on failure.
+   * getSeries(from, to, points): Promise of the /api/series JSON; rejects with a message
+   *   on failure.
    * now(): ms; timers: {setTimeout}; changed(): an answer came (or failed): draw again.
    */
   constructor({ getSeries, now, timers, changed }) {
@@ -58,10 +61,10 @@ export class SeriesLoader {
    * What to draw for `request` now: {series, exact, loading, error}. `series` is the
    * request's answer, or until it comes the one drawn last (or, before any, an empty one
    * from `fallbackFrom` with `fallbackStep`: the held readings go into it). Starts a
-   * fetch when the answer is missing or stale. `serverNow`: seconds; `heldFrom`: the time
-   * of the oldest reading the page holds (null: none).
+   * fetch when the answer is missing or stale. `serverNow`: seconds; `heldFrom`, `heldTo`:
+   * the times of the oldest and the newest reading the page holds (null: none).
    */
-  show(request, { serverNow, heldFrom, fallbackFrom, fallbackStep }) {
+  show(request, { serverNow, heldFrom, heldTo = null, fallbackFrom, fallbackStep }) {
     let entry = this.#kept.get(request.key);
     if (entry === undefined) {
       entry = { series: null, error: null, retryAt: 0, loading: false };
@@ -72,7 +75,7 @@ export class SeriesLoader {
       this.#kept.set(request.key, entry);
     }
     if (!entry.loading && this.#due(entry, request, serverNow, heldFrom)) {
-      this.#fetch(request, entry);
+      this.#fetch(request, entry, { asOf: heldTo ?? serverNow, heldFrom, serverNow });
     }
     if (entry.series !== null) {
       this.#shown = entry.series;
@@ -101,34 +104,63 @@ export class SeriesLoader {
     if (series === null) {
       return true;
     }
-    if (!request.live) {
-      return false;
+    if (series.cut >= (request.to ?? Infinity)) {
+      return false; // the answer covers the whole stretch: it is final
     }
-    // The held readings must reach back to the answer's end, or the newest buckets lack some.
-    const uncovered = heldFrom === null || heldFrom > series.to;
-    return serverNow - series.to >= (uncovered ? RETRY_MS / 1000 : refreshAfter(series.step));
+    const age = serverNow - series.asOf;
+    if (heldFrom !== null && heldFrom > series.cut) {
+      return age >= RETRY_MS / 1000; // the held readings no longer reach back to the cut
+    }
+    if (!series.whole && heldFrom !== null && heldFrom < series.heldFrom) {
+      return true; // they reach back further than when asked: now it can be exact
+    }
+    return request.live && age >= refreshAfter(series.step);
   }
 
-  async #fetch(request, entry) {
+  /**
+   * The answer up to `asOf` (the newest held reading's time, or the server's now), cut
+   * where the held readings take over; a finer one for its last bucket when needed.
+   */
+  async #answer(request, { asOf, heldFrom, serverNow }) {
+    const from = request.from ?? this.start ?? 0;
+    let to = request.to === null ? asOf : Math.min(request.to, asOf);
+    if (!(to > from)) { // nothing held in the stretch: up to its end, or the server's now
+      to = Math.max(request.to ?? serverNow, from + 1);
+    }
+    const main = cutAt(await this.#get(from, to, request.points), asOf, heldFrom);
+    let series = main;
+    if (!main.whole) {
+      const edge = lastEdge(main, asOf);
+      const fine = cutAt(await this.#get(edge, asOf, MAX_POINTS), asOf, heldFrom);
+      series = fold(cutBefore(main, edge), fine);
+    }
+    return { ...series, asOf, heldFrom, askedFrom: from };
+  }
+
+  async #get(from, to, points) {
+    const series = seriesOf(await this.getSeries(from, to, points));
+    if (series === null) {
+      throw new Error("unexpected answer");
+    }
+    return series;
+  }
+
+  async #fetch(request, entry, held) {
     entry.loading = true;
     const generation = this.#generation;
-    const from = request.from ?? (request.live ? this.start ?? 0 : request.from);
     try {
-      const series = seriesOf(await this.getSeries(from, request.to, request.points));
-      if (series === null) {
-        throw new Error("unexpected answer");
-      }
+      const series = await this.#answer(request, held);
       if (generation !== this.#generation) {
         return;
       }
       entry.series = series;
       entry.error = null;
-      if (request.from === null && request.live && series.buckets.length) {
+      if (request.from === null && series.buckets.length) {
+        // "All": the first bucket says where the stream begins. Asked from further back
+        // (from 0, at first), the buckets may be far wider than its length needs: again.
         const first = series.buckets[0].t;
-        const refine = this.start === null;
         this.start = first;
-        // Asked from 0, the buckets may be wider than the stream needs: ask again from its start.
-        if (refine && series.step > ((series.to - first) / request.points) * 2) {
+        if (series.askedFrom < first && series.step > ((series.asOf - first) / request.points) * 2) {
           entry.series = null;
           this.#shown = series;
         }

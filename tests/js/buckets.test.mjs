@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
-  MAX_POINTS, MIN_POINTS, bucketGaps, bucketRuns, bucketsIn, emptySeries, extentOf, nearestIndex, pointsFor,
-  roundStep, seriesOf, withReadings,
+  MAX_POINTS, MIN_POINTS, bucketGaps, bucketRuns, bucketsIn, cutAt, cutBefore, emptySeries, extentOf, fold,
+  nearestIndex, pointsFor, roundStep, seriesOf, withReadings,
 } from "../../static/js/buckets.js";
 
 const b = (t, count, min, max, mean) => ({ t, count, min, max, mean });
@@ -98,11 +98,59 @@ describe("withReadings: the readings held since the answer", () => {
 
   test("an empty series on a round grid holds what the page has, before any answer", () => {
     const series = emptySeries(1007, 8.3);
-    assert.deepEqual(series, { from: 1000, to: 1000, step: 10, buckets: [] });
+    assert.deepEqual(series, { from: 1000, to: 1000, step: 10, buckets: [], cut: 1000 });
     assert.deepEqual(withReadings(series, [r(1, 1004, 3), r(2, 1012, 5)]).buckets, [b(1000, 1, 3, 3, 3), b(1010, 1, 5, 5, 5)]);
     assert.equal(roundStep(0.15), 0.2);
     assert.equal(roundStep(3600), 3600);
     assert.equal(roundStep(100000), 172800);
+  });
+});
+
+describe("cutAt and fold: exactly the readings the answer did not count", () => {
+  // A stream of a reading a second (seq s at s + 0.5 s); the server answers up to an edge,
+  // counting what it had stored when it answered: everything up to seq 1012.
+  const readings = Array.from({ length: 1100 }, (_, i) => r(i + 1, i + 1.5, (i * 7) % 10));
+  const stored = readings.filter((x) => x.seq <= 1012);
+  const asOf = 1008.5; // the newest reading the page held when it asked (seq 1008)
+  const answer = (step, from = 0) => bucketed(stored, from, Math.ceil(asOf / step) * step, step);
+  const exact = (step) => bucketed(readings, 0, Infinity, step).buckets;
+
+  test("held readings from the last bucket's start: it is dropped and counted from them", () => {
+    const cut = cutAt(answer(60), asOf, 959.5);
+    assert.equal(cut.whole, true);
+    assert.equal(cut.cut, 960);
+    assert.deepEqual(cut.buckets.map((x) => x.t), Array.from({ length: 16 }, (_, i) => i * 60));
+    const merged = withReadings(cut, readings.filter((x) => x.ts >= 959.5));
+    assert.deepEqual(merged.buckets.map((x) => x.count), exact(60).map((x) => x.count));
+  });
+
+  test("an answer that ends at or before asOf is whole as it is", () => {
+    const series = bucketed(stored, 0, 960, 60);
+    assert.deepEqual(cutAt(series, asOf, 1000), { ...series, cut: 960, whole: true });
+  });
+
+  test("held readings that do not reach back: a finer answer for the last bucket, folded", () => {
+    const heldFrom = 999.5;
+    const main = cutAt(answer(600), asOf, heldFrom);
+    assert.equal(main.whole, false);
+    // What the loader asks next: [600, asOf) at a finer step.
+    const fine = cutAt(bucketed(stored, 600, 1010, 10), asOf, heldFrom);
+    assert.equal(fine.whole, true);
+    assert.equal(fine.cut, 1000);
+    const series = fold(cutBefore(answer(600), 600), fine);
+    const merged = withReadings(series, readings.filter((x) => x.ts >= heldFrom));
+    const shape = (buckets) => buckets.map(({ t, count, min, max }) => ({ t, count, min, max }));
+    assert.deepEqual(shape(merged.buckets), shape(exact(600)));
+    merged.buckets.forEach((x, i) => assert.ok(Math.abs(x.mean - exact(600)[i].mean) < 1e-9));
+  });
+
+  test("not whole: the answer's buckets stay, the readings after asOf count", () => {
+    const main = cutAt(answer(600), asOf, 1008.5);
+    assert.equal(main.whole, false);
+    assert.ok(main.cut > asOf && main.cut < asOf + 1e-3);
+    const merged = withReadings(main, readings.filter((x) => x.ts >= asOf));
+    // seqs 1009..1012 were counted by the server and again here: four too many, until the next answer.
+    assert.equal(extentOf(merged.buckets).count, 1100 + 4);
   });
 });
 

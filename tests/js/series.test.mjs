@@ -61,7 +61,7 @@ describe("SeriesLoader", () => {
     assert.equal(first.loading, true);
     s.loader.show(hour(), held());
     assert.equal(s.asked.length, 1, "one fetch in flight");
-    assert.deepEqual(s.asked[0], { ...s.asked[0], from: NOW - 3600, to: null, points: 400 });
+    assert.deepEqual(s.asked[0], { ...s.asked[0], from: NOW - 3600, to: NOW, points: 400 });
     s.asked[0].resolve(answer(NOW - 3600, NOW, 10));
     await settle();
     assert.equal(s.changes, 1);
@@ -149,6 +149,59 @@ describe("SeriesLoader", () => {
     assert.equal(s.asked.length, 1);
   });
 
+  test("asks up to the newest reading held; the bucket that may hold later ones is counted from the held", async () => {
+    const s = loader();
+    const asOf = NOW - 2.5;
+    s.loader.show(hour(), held({ heldTo: asOf, heldFrom: NOW - 900 }));
+    assert.equal(s.asked[0].to, asOf);
+    // The server snaps `to` up to NOW, an edge; its last bucket [NOW - 10, NOW) may hold
+    // readings after asOf: dropped, the held readings count from NOW - 10.
+    s.asked[0].resolve(answer(NOW - 3600, NOW, 10, [
+      { t: NOW - 3600, count: 10, min: 1, max: 9, mean: 5 }, { t: NOW - 10, count: 9, min: 1, max: 9, mean: 5 }]));
+    await settle();
+    const { series } = s.loader.show(hour(), held({ heldTo: asOf }));
+    assert.deepEqual(series.buckets.map((b) => b.t), [NOW - 3600]);
+    assert.equal(series.cut, NOW - 10);
+    assert.equal(s.asked.length, 1);
+  });
+
+  test("a last bucket wider than the readings held: a finer answer for it, folded in", async () => {
+    const s = loader();
+    const asOf = NOW - 2.5;
+    const request = week();
+    s.loader.show(request, held({ heldTo: asOf, heldFrom: NOW - 300 }));
+    s.asked[0].resolve(answer(NOW - 604800, NOW + 1200, 1800, [
+      { t: NOW - 604800, count: 1, min: 1, max: 1, mean: 1 }, { t: NOW - 600, count: 598, min: 0, max: 9, mean: 4 }]));
+    await settle();
+    assert.equal(s.asked.length, 2);
+    assert.deepEqual({ from: s.asked[1].from, to: s.asked[1].to, points: s.asked[1].points },
+      { from: NOW - 600, to: asOf, points: 2000 });
+    assert.equal(s.loader.show(request, held({ heldTo: asOf })).exact, false, "not until the finer answer is in");
+    s.asked[1].resolve(answer(NOW - 600, NOW - 2, 1, [
+      { t: NOW - 600, count: 1, min: 3, max: 3, mean: 3 }, { t: NOW - 5, count: 1, min: 7, max: 7, mean: 7 },
+      { t: NOW - 3, count: 1, min: 9, max: 9, mean: 9 }]));
+    await settle();
+    const { series, exact } = s.loader.show(request, held({ heldTo: asOf }));
+    assert.equal(exact, true);
+    assert.deepEqual(series.buckets, [
+      { t: NOW - 604800, count: 1, min: 1, max: 1, mean: 1 }, { t: NOW - 600, count: 2, min: 3, max: 7, mean: 5 }]);
+    assert.equal(series.cut, NOW - 3, "the held readings count from the fine answer's last bucket");
+  });
+
+  test("inexact while the held readings do not reach back; asked again once they do", async () => {
+    const s = loader();
+    const asOf = NOW - 2.5;
+    s.loader.show(hour(), held({ heldTo: asOf, heldFrom: asOf }));
+    s.asked[0].resolve(answer(NOW - 3600, NOW, 10));
+    await settle();
+    s.asked[1].resolve(answer(NOW - 10, NOW - 2, 1));
+    await settle();
+    assert.equal(s.loader.show(hour(), held({ heldTo: asOf, heldFrom: asOf })).series.whole, false);
+    assert.equal(s.asked.length, 2);
+    s.loader.show(hour(), held({ heldTo: asOf, heldFrom: NOW - 900 })); // the snapshot came
+    assert.equal(s.asked.length, 3);
+  });
+
   test("a failure is said, and tried again after RETRY_MS", async () => {
     const s = loader();
     s.loader.show(hour(), held());
@@ -217,7 +270,7 @@ describe("SeriesLoader", () => {
     assert.equal(again.series.step, 86400, "the coarse answer stands in meanwhile");
     assert.equal(s.asked.length, 2);
     assert.equal(s.asked[1].from, start);
-    s.asked[1].resolve(answer(start, NOW, 43200 / 2));
+    s.asked[1].resolve(answer(start, NOW, 43200 / 2, [{ t: start, count: 5, min: 1, max: 2, mean: 1.5 }]));
     await settle();
     assert.equal(s.loader.show(all, held()).exact, true);
     assert.equal(s.asked.length, 2);
