@@ -208,11 +208,6 @@ export function drawBucketChart(canvas, { buckets, step, fromTs, toTs, lo, hi, l
   for (const gap of bucketGaps(buckets, step)) {
     ctx.fillRect(x(gap.from), plot.top, x(gap.to) - x(gap.from), plot.height);
   }
-  if (focus) {
-    ctx.fillStyle = palette.envelope;
-    ctx.fillRect(x(focus.t), plot.top, stepWidth, plot.height);
-    focusLine(ctx, palette, plot, middle(focus));
-  }
 
   const runs = bucketRuns(buckets, step);
   ctx.fillStyle = palette.envelope;
@@ -248,7 +243,12 @@ export function drawBucketChart(canvas, { buckets, step, fromTs, toTs, lo, hi, l
   if (newest && live) {
     dot(ctx, middle(newest), y(newest.mean), 3.5);
   }
-  if (focus) {
+  if (focus) { // the marked bucket: its own min–max bar, stronger, and a line through it
+    focusLine(ctx, palette, plot, middle(focus));
+    ctx.globalAlpha = 0.45;
+    ctx.fillRect(middle(focus) - Math.max(3, stepWidth) / 2, y(focus.max), Math.max(3, stepWidth),
+      Math.max(1, y(focus.min) - y(focus.max)));
+    ctx.globalAlpha = 1;
     dot(ctx, middle(focus), y(focus.mean), 4);
   }
   ctx.restore();

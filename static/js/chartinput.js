@@ -7,7 +7,7 @@
 import { nearestIndex } from "./buckets.js";
 
 const DRAG_PX = 5; // a press that moves less is a click, not a selection
-const REACH_PX = 24; // the pointer reads out an item at most this far away
+const REACH_PX = 8; // the pointer reads out an item at most this far away (or within its bucket)
 export const PAN = 0.25; // shift+arrow pans a quarter of the view
 
 export class ChartInput {

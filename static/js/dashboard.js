@@ -370,8 +370,12 @@ function renderBuckets(bounds, untilSeq) {
   } else if (!answer.exact) {
     text += "; loading…";
   }
-  el.chart.dataset.step = String(step);
-  el.chart.dataset.count = String(extentOf(buckets).count);
+  const data = el.chart.dataset;
+  data.step = String(step);
+  data.count = String(extentOf(buckets).count);
+  const newest = buckets[buckets.length - 1];
+  data.newestT = newest ? String(newest.t) : "";
+  data.newestCount = newest ? String(newest.count) : "";
   setCaption(text, { mode: "buckets", drawn: buckets.length, loading: !answer.exact });
 }
 
