@@ -296,7 +296,8 @@ def open_store(settings: Settings) -> RedisStore:
             "statistics live in Redis (unset --db / RANDOM_STREAM_DB)"
         )
     ttl = lease_ttl(settings.interval)
-    store = open_redis_store(settings.message_queue, settings.retention, ttl)
+    store = open_redis_store(settings.message_queue, settings.retention, ttl,
+                             keep=settings.tier_keep())
     state = store.stats_state()
     kind = source_kind(settings.source)
     if state is not None and stats_kind(state) != kind:

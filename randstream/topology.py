@@ -49,7 +49,7 @@ class Local:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise ConfigError(f"--db {path}: folder {parent} does not exist")
-        return SqliteStore(path, retention=self.settings.retention)
+        return SqliteStore(path, retention=self.settings.retention, keep=self.settings.tier_keep())
 
     def keeper(self, history: History, stats: Stats | ObservedStats) -> Keep:
         return Keep(history, stats)
