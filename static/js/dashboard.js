@@ -1,5 +1,6 @@
-// The dashboard: wires the socket, the sync (sync.js: what the page holds) and the
-// connection status (status.js) to the page, and draws at most once per animation frame.
+// The dashboard: wires the socket, the sync (sync.js: what the page holds), the long ranges'
+// buckets (series.js), the view (view.js, in the URL) and the connection status (status.js)
+// to the page, and draws at most once per animation frame.
 // Knows the page's elements and events, not the wire format nor the sync rules.
 
 import { bucketsIn, extentOf, pointsFor, withReadings } from "./buckets.js";
