@@ -24,6 +24,7 @@ from flask import Flask
 from randstream import config, paths, sources, sse, stack, topology, web
 from randstream.config import ConfigError, Settings
 from randstream.history import StoreError
+from randstream.server import fd_budget, raise_fd_limit
 from randstream.stream import Stream, require, settings_from_env
 from randstream.transport import Transport
 
@@ -43,6 +44,9 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings = settings_from_env()
             if not logging.getLogger().handlers:  # the host set none up: our lines, as main() logs them
                 logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+            # gunicorn leaves the soft descriptor limit as it found it (1,024 on stock
+            # systems): each client is a descriptor, as in main().
+            raise_fd_limit(fd_budget(settings.max_connections))
             app = _create_app(settings, wsgi_host=True)
         except (ConfigError, StoreError) as exc:
             print(f"random_stream: error: {exc}", file=sys.stderr)
@@ -79,7 +83,7 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from randstream.server import bind, fail, fd_budget, raise_fd_limit, serve
+    from randstream.server import bind, fail, serve
 
     try:
         settings = config.load(argv)

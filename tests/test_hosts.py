@@ -6,8 +6,10 @@ mode (threads) and starts the ticker with the first request, once per serving pr
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -153,6 +155,57 @@ def test_gunicorn_streams_with_one_ticker(host, worker, mode):
              "--bind", f"127.0.0.1:{port}", "random_stream:create_app()", port=port)
     assert_live(h.wait_until_answering())
     assert f"async mode {mode}" in h.log()
+
+
+def handshakes_at_once(port: int, count: int, timeout: float = 30.0) -> list[str]:
+    """`count` WebSocket handshakes sent at the same moment on their own connections: each
+    one's status line, or "silence" if none came within `timeout`. The connections stay
+    open until every answer is in (a WebSocket holds its thread meanwhile)."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=timeout) for _ in range(count)]
+    answers = ["silence"] * count
+    barrier = threading.Barrier(count)
+
+    def one(i: int) -> None:
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        barrier.wait()
+        try:
+            socks[i].sendall(request)
+            head = socks[i].recv(4096)
+            answers[i] = head.split(b"\r\n", 1)[0].decode() if head else "closed"
+        except TimeoutError:
+            pass
+        except OSError as exc:
+            answers[i] = f"error {exc!r}"
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 10)
+    for s in socks:
+        s.close()
+    return answers
+
+
+def test_gunicorn_threads_answers_every_first_connection_at_once(host):
+    """The first connections of each worker race python-socketio's lazy manager set-up on
+    several threads (they got HTTP 500: FastManager had no pinger yet), and past the
+    threads a client waited with no answer: now each gets its WebSocket or a 503."""
+    pytest.importorskip("gunicorn")
+    port = free_port()
+    h = host(sys.executable, "-m", "gunicorn", "--workers", "4", "--threads", "25",
+             "--bind", f"127.0.0.1:{port}", "random_stream:create_app()", port=port,
+             env={"RANDOM_STREAM_MAX_PER_ADDRESS": "10000"})
+    h.wait_until_answering()
+    answers = handshakes_at_once(port, 150)
+    statuses = {answer: answers.count(answer) for answer in answers}
+    assert set(statuses) <= {"HTTP/1.1 101 Switching Protocols",
+                             "HTTP/1.1 503 Service Unavailable"}, statuses
+    assert statuses.get("HTTP/1.1 503 Service Unavailable", 0) >= 150 - 4 * 23, statuses
+    assert "Traceback" not in h.log() and "Error handling request" not in h.log(), h.log()
 
 
 def test_a_bad_variable_stops_flask_run_with_the_flags_message(host):

@@ -1,0 +1,16 @@
+"""gunicorn's settings for this app, read by gunicorn from gunicorn.conf.py at the project
+root (which imports this); an installed app names it: `gunicorn -c python:randstream.gunicorn_conf`.
+
+Options on gunicorn's command line win over these.
+"""
+
+from randstream import hosting
+
+# The gevent worker serves at most this many connections at once and leaves the next one
+# waiting, silently (gunicorn's default is 1,000): every session of --max-connections
+# (RANDOM_STREAM_MAX_CONNECTIONS) and a reserve, so that the app's 503 comes first.
+worker_connections = hosting.worker_connections()
+
+# Each worker tells the app what it serves at once (threads, greenlets), and how many
+# workers share the port: past that a clear 503, never a client left waiting.
+post_worker_init = hosting.worker_ready
