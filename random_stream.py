@@ -66,7 +66,7 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
         "random_stream", root_path=str(paths.ASSETS),  # templates/, static/
         instance_relative_config=True,
     )
-    transport = Transport(settings.async_mode, settings.fast_path)
+    transport = Transport(settings.async_mode, settings.fast_path, wsgi_host=wsgi_host)
     stream = Stream(app, settings, chosen, transport)
     app.extensions["stream"] = stream
     web.init_app(app)
@@ -77,7 +77,8 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
     # log it; eventlet's, as main() runs it, would drop it (log_output=False).
     app.wsgi_app = stack.build(app.wsgi_app, stream.admission, stream.hooks,
                                start_on_first_request=stream if wsgi_host else None,
-                               host_logs_failures=wsgi_host or settings.async_mode != "eventlet")
+                               host_logs_failures=wsgi_host or settings.async_mode != "eventlet",
+                               hand_over=transport.hand_over)
     transport.log_choice()
     return app
 

@@ -6,10 +6,12 @@ Options on gunicorn's command line win over these.
 
 from randstream import hosting
 
+_settings = hosting.settings_or_exit()  # RANDOM_STREAM_*, checked once, before any worker
+
 # The gevent worker serves at most this many connections at once and leaves the next one
 # waiting, silently (gunicorn's default is 1,000): every session of --max-connections
 # (RANDOM_STREAM_MAX_CONNECTIONS) and a reserve, so that the app's 503 comes first.
-worker_connections = hosting.worker_connections()
+worker_connections = hosting.worker_connections(_settings)
 
 # Each worker tells the app what it serves at once (threads, greenlets), and how many
 # workers share the port: past that a clear 503, never a client left waiting.

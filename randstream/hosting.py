@@ -69,17 +69,25 @@ class Slots:
             self.busy -= 1
 
 
-def worker_connections(environ=None) -> int:
-    """gunicorn's gevent worker's greenlets for --max-connections (RANDOM_STREAM_MAX_CONNECTIONS):
-    every session and a reserve, as random_stream.py's own gevent server has them; the
-    default if the variable is invalid (create_app then says so, in one line)."""
-    from .config import ConfigError, Settings, load
+def settings_or_exit(environ=None):
+    """The app's settings from RANDOM_STREAM_*, read where gunicorn.conf.py is (in gunicorn's
+    master, before any worker): an invalid one is create_app()'s one line and exit status 2
+    here, instead of in every worker, which gunicorn would start again, forever."""
+    import sys
+
+    from .config import ConfigError, load
 
     try:
-        max_connections = load([], environ).max_connections
-    except ConfigError:
-        max_connections = Settings.max_connections
-    return max_connections + WAITING_SLOTS
+        return load([], environ)
+    except ConfigError as exc:
+        print(f"random_stream: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def worker_connections(settings) -> int:
+    """gunicorn's gevent worker's greenlets: every session of --max-connections and a
+    reserve, as random_stream.py's own gevent server has them."""
+    return settings.max_connections + WAITING_SLOTS
 
 
 def describe_worker(worker) -> Host:
@@ -115,4 +123,4 @@ def worker_ready(worker) -> None:
     log.info("%s (pid %d, %d worker(s)): %d %s; WebSocket, polling and event-stream "
              "requests take at most %d at once, past that a new one gets 503%s",
              host.name, os.getpid(), host.workers, host.slots, host.unit, host.long_lived,
-             "; polling handshakes refused (several workers)" if host.workers > 1 else "")
+             "; polling handshakes get 400 (several workers)" if host.workers > 1 else "")

@@ -169,30 +169,33 @@ class Admit:
 
 
 class HostLimits:
-    """A WSGI host worker's limits (hosting.py; gunicorn.conf.py tells them): long-lived
-    requests (Engine.IO's under `path`, event streams) take at most its slots less a
-    reserve, a new one past that gets 503; under several worker processes a polling
-    handshake gets 400 (its next request may reach another process). Without a host
-    description (no gunicorn.conf.py) everything passes."""
+    """A WSGI host worker's limits (hosting.py): under several worker processes a polling
+    handshake gets 400 (its next request may reach another process); long-lived requests
+    (Engine.IO's under `path`, event streams) take at most the worker's slots less a
+    reserve, a new one past that gets 503 (once gunicorn.conf.py has told the slots)."""
 
     def __init__(self, app, slots, counters, path: str) -> None:
         self.app, self.slots, self.counters, self.path = app, slots, counters, path
 
     def __call__(self, environ, start_response):
-        host = self.slots.host
         path = environ.get("PATH_INFO", "")
-        if host is None or not (path.startswith(self.path) or path == sse.PATH):
+        engineio = path.startswith(self.path)
+        if not (engineio or path == sse.PATH):
             return self.app(environ, start_response)
         query = parse_qs(environ.get("QUERY_STRING", ""))
         new = "sid" not in query
-        if new and host.workers > 1 and path.startswith(self.path) and \
+        # WSGI's own word for "another process serves this app too" (gunicorn: -w 2 or more)
+        if new and engineio and environ.get("wsgi.multiprocess") and \
                 query.get("transport", ["polling"])[0] == "polling":
             self.counters.refuse("polling_across_workers")
             self.counters.log_once(log, "polling_across_workers", "refused a polling handshake: "
-                                   "%d worker processes do not share sessions", host.workers)
+                                   "several worker processes do not share Engine.IO sessions")
             return json_error(start_response, "400 Bad Request", (
-                f"this server runs {host.workers} worker processes, which do not share "
-                "Engine.IO sessions: connect over WebSocket (transports: ['websocket'])"))
+                "this server runs several worker processes, which do not share Engine.IO "
+                "sessions: connect over WebSocket (transports: ['websocket'])"))
+        host = self.slots.host
+        if host is None:
+            return self.app(environ, start_response)
         if not self.slots.take(new):
             self.counters.refuse("host_capacity")
             self.counters.log_once(log, "host_capacity", "at the %s's capacity (%d %s, %d for "

@@ -208,6 +208,51 @@ def test_gunicorn_threads_answers_every_first_connection_at_once(host):
     assert "Traceback" not in h.log() and "Error handling request" not in h.log(), h.log()
 
 
+def sends(h: Host) -> dict[str, float]:
+    """/metrics' broadcast sends by path (direct, queued)."""
+    _, text = http_get(h.url + "/metrics")
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("random_stream_broadcast_sends_total{"):
+            found[line.split('path="')[1].split('"')[0]] = float(line.split()[1])
+    return found
+
+
+def worker_connections_on(h: Host, port: int) -> list[int]:
+    """Descriptors of each gunicorn worker that are connections to `port` (a dup() counts)."""
+    import psutil
+
+    workers = psutil.Process(h.proc.pid).children()
+    return [sum(1 for c in w.net_connections("tcp") if c.laddr and c.laddr.port == port
+                and c.status == "ESTABLISHED") for w in workers]
+
+
+def test_gunicorns_gevent_worker_hands_websockets_to_the_direct_path(host):
+    """Under gunicorn -k gevent a client that opens on WebSocket is written to directly,
+    one descriptor and no task of its own; before, the start-up line said so, but engine.io's
+    own driver served it (a reader and a writer task, each reading through its queue)."""
+    pytest.importorskip("gunicorn")
+    pytest.importorskip("gevent")
+    from test_fanout import raw_client, readings
+
+    port = free_port()
+    h = host(sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gevent",
+             "--bind", f"127.0.0.1:{port}", "random_stream:create_app()", port=port)
+    h.wait_until_answering()
+    clients = [raw_client(h.url) for _ in range(10)]
+    try:
+        for ws in clients:
+            seqs = readings(ws, 3)
+            assert seqs == list(range(seqs[0], seqs[0] + 3)), seqs
+        assert worker_connections_on(h, port) == [10]
+        counts = sends(h)
+        assert counts["direct"] >= 30 and counts["queued"] == 0, counts
+    finally:
+        for ws in clients:
+            ws.close()
+    assert "direct WebSocket fan-out under gevent on gunicorn's gevent worker" in h.log()
+
+
 def test_a_bad_variable_stops_flask_run_with_the_flags_message(host):
     port = free_port()
     h = host(*flask_run(port=port), port=port, env={"RANDOM_STREAM_INTERVAL": "0"})

@@ -146,7 +146,8 @@ def test_declared_ranges_are_the_tested_ones(python):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=" + PYTHONS[0]
     extras = project["optional-dependencies"]
-    runtime = [Requirement(r) for r in project["dependencies"] + extras["redis"] + extras["gevent"]]
+    runtime = [Requirement(r) for r in project["dependencies"] + extras["redis"] + extras["gevent"]
+               + extras["gunicorn"]]
     tests = [Requirement(r) for r in extras["test"]]
     assert {r.name.lower() for r in runtime} == _requirement_names(ROOT / "requirements.txt")
     assert {r.name.lower() for r in tests} == _requirement_names(ROOT / "tests/requirements.txt")

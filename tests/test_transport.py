@@ -28,10 +28,12 @@ from randstream.transport import (
 )
 from randstream.transport import eventlet as eventlet_adapter
 from randstream.transport import gevent as gevent_adapter
+from randstream.transport import gunicorn as gunicorn_adapter
 
 REQUIRED, FAST = engineio_checks.extension_points("threading")
 EVERY_POINT = (REQUIRED + FAST + eventlet_adapter.EXTENSION_POINTS
-               + gevent_adapter.EXTENSION_POINTS + gevent_adapter.HTTP_POINTS)
+               + gevent_adapter.EXTENSION_POINTS + gevent_adapter.HTTP_POINTS
+               + gunicorn_adapter.EXTENSION_POINTS)
 
 
 @pytest.mark.parametrize("point", EVERY_POINT, ids=lambda p: p.name)
@@ -127,6 +129,33 @@ def test_gevent_checks_report_a_moved_internal(monkeypatch):
     problems = {p.name: p.problem() for p in gevent_adapter.EXTENSION_POINTS}
     assert problems["gevent WSGIHandler.handle and its socket"]
     assert problems["gevent socket._sock"] is None
+
+
+def test_gunicorn_checks_report_a_moved_internal(monkeypatch):
+    from gunicorn.http import wsgi
+    from gunicorn.workers import base_async
+
+    monkeypatch.setattr(wsgi, "default_environ", lambda req, sock, cfg: {})
+    monkeypatch.setattr(base_async.AsyncWorker, "handle_request", lambda self, *args: None)
+    problems = {p.name: p.problem() for p in gunicorn_adapter.EXTENSION_POINTS}
+    assert all(problems.values()), problems
+
+
+def test_a_moved_gunicorn_internal_is_one_warning_and_engineios_driver(monkeypatch, caplog):
+    """Under gunicorn's gevent worker the direct path needs gunicorn to hand the connection
+    over; if that moved, its WebSocket clients take engine.io's own driver, said once."""
+    import gunicorn.workers.ggevent  # noqa: F401  (what the worker's process has loaded)
+    from gunicorn.workers import base_async
+
+    assert Transport("gevent", "auto", wsgi_host=True).hand_over is gunicorn_adapter.HandOver
+    monkeypatch.setattr(base_async.AsyncWorker, "handle_request", lambda self, *args: None)
+    transport = Transport("gevent", "auto", wsgi_host=True)
+    assert transport.fast and transport.hand_over is None
+    with caplog.at_level(logging.INFO, logger="randstream.transport"):
+        transport.log_choice()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "AsyncWorker.handle_request" in warnings[0], warnings
+    assert "WebSocket clients on engine.io's own driver" in caplog.records[-1].getMessage()
 
 
 def test_a_moved_pywsgi_write_is_one_warning_and_the_fast_path_stays(monkeypatch, caplog):
