@@ -30,6 +30,7 @@ from randstream.transport import Transport
 
 log = logging.getLogger("random_stream")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+HOST_LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -43,7 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         try:
             settings = settings_from_env()
             if not logging.getLogger().handlers:  # the host set none up: our lines, as main() logs them
-                logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+                # with the process id, as gunicorn's own: its workers share one log
+                logging.basicConfig(level=settings.log_level, format=HOST_LOG_FORMAT)
             # gunicorn leaves the soft descriptor limit as it found it (1,024 on stock
             # systems): each client is a descriptor, as in main().
             raise_fd_limit(fd_budget(settings.max_connections))

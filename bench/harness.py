@@ -100,7 +100,8 @@ def cpu_busy_seconds(cpu: int) -> float:
 
 
 def spawn(cmd: list[str], cpus: set[int] | None, **kwargs) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, preexec_fn=_child_setup(cpus, NICE), cwd=ROOT, **kwargs)
+    kwargs.setdefault("cwd", ROOT)
+    proc = subprocess.Popen(cmd, preexec_fn=_child_setup(cpus, NICE), **kwargs)
     _running.append(proc)
     return proc
 
@@ -140,7 +141,7 @@ class ServerProcess:
 
     def __init__(
         self, name: str, cmd: list[str], port: int, cpus: set[int] | None, log: Path,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, cwd: Path | None = None,
     ) -> None:
         import psutil
 
@@ -153,7 +154,7 @@ class ServerProcess:
         env = {"RANDOM_STREAM_MAX_PER_ADDRESS": "1000000", **os.environ, **(env or {})}
         self.proc = spawn(
             cmd, cpus, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env,
+            env=env, cwd=cwd or ROOT,  # gunicorn reads gunicorn.conf.py from where it starts
         )
         self.ps = psutil.Process(self.proc.pid)
 

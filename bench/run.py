@@ -216,7 +216,7 @@ def server_command(
         # As the README says to run it, from the project root (its gunicorn.conf.py).
         workers = ["-w", "2", "--reuse-port"] if target == "gunicorn2" else ["-w", "1"]
         return [harness.PYTHON, "-m", "gunicorn", "-k", "gevent", *workers,
-                "--bind", f"127.0.0.1:{port}", "random_stream:create_app()"]
+                "--bind", f"127.0.0.1:{port}", *extra, "random_stream:create_app()"]
     return [
         harness.PYTHON,
         str(REAL_ROOT / "random_stream.py"),
@@ -278,7 +278,7 @@ def run_one(
             mode,
             port,
             args.interval,
-            args.real_args.split(),
+            (args.host_args if target in HOST_TARGETS else args.real_args).split(),
             max_connections=max_connections,
         ),
         port,
@@ -286,6 +286,7 @@ def run_one(
         workdir / f"{tag}.log",
         env=host_env(target, args.interval, max_connections, redis_url)
         if target in HOST_TARGETS else None,
+        cwd=REAL_ROOT,  # --ref: gunicorn serves that commit's app and gunicorn.conf.py too
     )
     gens: list[harness.GeneratorProcess] = []
     try:
@@ -970,6 +971,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="hosts: real (random_stream.py), gunicorn (-k gevent -w 1), gunicorn2 (-w 2 "
         "--reuse-port, --message-queue)",
     )
+    p.add_argument("--host-args", default="", help="extra arguments for gunicorn")
     p.add_argument(
         "--host-big-clients",
         type=int,

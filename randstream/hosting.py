@@ -114,8 +114,11 @@ def worker_ready(worker) -> None:
     host = describe_worker(worker)
     stream.slots.host = host
     # The worker is ready: full collections right after a broadcast from now on, as
-    # random_stream.py's own server does (else a full one pauses the ticker at random).
+    # random_stream.py's own server does (else a full one pauses the ticker at random),
+    # and the stream starts now rather than with the first request: scaled out, the
+    # worker hears the cluster's readings before its first client asks for them.
     stream.collections.start()
+    stream.start()
     if host.slots is None:
         log.info("%s (pid %d): its capacity is unknown; no limit on long-lived requests "
                  "besides --max-connections", host.name, os.getpid())
