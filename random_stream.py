@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     Without settings (`flask --app random_stream run`, gunicorn) they come from the
     RANDOM_STREAM_* variables, an invalid one is one line on stderr and exit status 2,
-    and the ticker starts with the first request served.
+    and the ticker starts when gunicorn.conf.py's hook says the worker is ready
+    (randstream/hosting.py), else with the first request served.
     """
     if settings is None:
         try:
@@ -54,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             print(f"random_stream: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         log.info("app created for a WSGI host: async mode %s, pid %d; the ticker starts "
-                 "with the first request", settings.async_mode, os.getpid())
+                 "when gunicorn.conf.py says the worker is ready, else with the first request",
+                 settings.async_mode, os.getpid())
         return app
     return _create_app(settings, wsgi_host=False)
 
