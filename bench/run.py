@@ -21,9 +21,10 @@ peers   this server, the naive app, Node's socket.io (bench/peers/node_server.mj
         by ``npm ci`` in bench/peers) and python-socketio's ASGI server on uvicorn
         (bench/peers/asgi_app.py) at ``--peer-clients``, with each one's ratio to this server.
 hosts   ``python random_stream.py`` (eventlet), ``gunicorn -k gevent -w 1`` and ``gunicorn -k
-        gevent -w 2 --reuse-port`` with ``--message-queue`` (a redis-server started here) at
-        ``--host-clients``, each with its ratio to random_stream.py in the same run; then
-        the two workers at ``--host-big-clients`` (30,000: two generator processes). The
+        gevent -w 2`` with ``--message-queue`` (a redis-server started here; ``gunicorn2r``:
+        with ``--reuse-port``) at ``--host-clients``, each with its ratio to random_stream.py
+        in the same run; then the two workers at ``--host-big-clients`` (30,000: two
+        generator processes over several source addresses). The
         one-process servers are pinned to the first CPU; the two workers, their generators
         and Redis share both (so their CPU per message includes no idle core, and their
         latency the generators' load).
@@ -152,9 +153,11 @@ PEER_LABELS = {
 HOST_LABELS = {
     "real": "python random_stream.py",
     "gunicorn": "gunicorn -k gevent -w 1",
-    "gunicorn2": "gunicorn -k gevent -w 2 --reuse-port",
+    "gunicorn2": "gunicorn -k gevent -w 2",
+    "gunicorn2r": "gunicorn -k gevent -w 2 --reuse-port",
 }
-HOST_TARGETS = ("gunicorn", "gunicorn2")
+HOST_TARGETS = ("gunicorn", "gunicorn2", "gunicorn2r")
+TWO_WORKERS = ("gunicorn2", "gunicorn2r")
 MAX_WORKER_CONNECTIONS = 18000  # per gunicorn worker: its fd budget (+1,088) under the hard 20,000
 
 
@@ -164,7 +167,7 @@ def host_env(target: str, interval: float, max_connections: int, redis_url: str 
         "RANDOM_STREAM_INTERVAL": str(interval),
         "RANDOM_STREAM_MAX_CONNECTIONS": str(max_connections),
     }
-    if target == "gunicorn2":
+    if target in TWO_WORKERS:
         env["RANDOM_STREAM_MESSAGE_QUEUE"] = redis_url  # the history lives there
     else:
         env["RANDOM_STREAM_DB"] = ":memory:"
@@ -214,7 +217,8 @@ def server_command(
         return [harness.PYTHON, str(BENCH / "naive_app.py"), *common]
     if target in HOST_TARGETS:
         # As the README says to run it, from the project root (its gunicorn.conf.py).
-        workers = ["-w", "2", "--reuse-port"] if target == "gunicorn2" else ["-w", "1"]
+        workers = {"gunicorn": ["-w", "1"], "gunicorn2": ["-w", "2"],
+                   "gunicorn2r": ["-w", "2", "--reuse-port"]}[target]
         return [harness.PYTHON, "-m", "gunicorn", "-k", "gevent", *workers,
                 "--bind", f"127.0.0.1:{port}", *extra, "random_stream:create_app()"]
     return [
@@ -263,10 +267,10 @@ def run_one(
     (gunicorn2) and their generators share every CPU."""
     if max_connections is None:
         max_connections = clients + 100
-    if target == "gunicorn2":
+    if target in TWO_WORKERS:
         max_connections = min(max_connections, MAX_WORKER_CONNECTIONS)  # per worker
     cpus = harness.available_cpus()
-    shared = target == "gunicorn2" or len(cpus) < 2
+    shared = target in TWO_WORKERS or len(cpus) < 2
     server_cpus = None if shared else {cpus[0]}
     gen_cpus = None if shared else {cpus[1]}
     port = harness.free_port()
@@ -474,18 +478,17 @@ def run_hosts(args, workdir: Path, measure) -> list[dict]:
     rows = []
     redis_proc, redis_url = None, ""
     try:
-        if "gunicorn2" in args.host_target_list:
+        two = [t for t in args.host_target_list if t in TWO_WORKERS]
+        if two:
             redis_proc, redis_url = start_redis(workdir)
         for n in args.host_counts:
             for target in args.host_target_list:
-                kw = {"redis_url": redis_url} if target == "gunicorn2" else {}
-                if target == "gunicorn2":
-                    kw.update(procs=2, sources=args.sources if n > 20000 else 0)
+                kw = {"redis_url": redis_url, "procs": 2} if target in TWO_WORKERS else {}
                 if (row := measure(target, "gevent" if target != "real" else "eventlet", n,
                                    **kw)) is not None:
                     rows.append(row)
-        if args.host_big_clients and "gunicorn2" in args.host_target_list:
-            row = measure("gunicorn2", "gevent", args.host_big_clients, procs=2,
+        if args.host_big_clients and two:
+            row = measure(two[0], "gevent", args.host_big_clients, procs=2,
                           sources=args.sources, redis_url=redis_url, concurrency=120)
             if row is not None:
                 rows.append(row)
@@ -968,8 +971,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--host-targets",
         default="real,gunicorn,gunicorn2",
-        help="hosts: real (random_stream.py), gunicorn (-k gevent -w 1), gunicorn2 (-w 2 "
-        "--reuse-port, --message-queue)",
+        help="hosts: real (random_stream.py), gunicorn (-k gevent -w 1), gunicorn2 (-w 2, "
+        "--message-queue), gunicorn2r (the same with --reuse-port); --host-big-clients runs "
+        "on the first two-worker one named",
     )
     p.add_argument("--host-args", default="", help="extra arguments for gunicorn")
     p.add_argument(

@@ -13,6 +13,10 @@ _settings = hosting.settings_or_exit()  # RANDOM_STREAM_*, checked once, before 
 # (RANDOM_STREAM_MAX_CONNECTIONS) and a reserve, so that the app's 503 comes first.
 worker_connections = hosting.worker_connections(_settings)
 
+# As random_stream.py's own listener asks (Linux caps it at net.core.somaxconn, 4096):
+# a restart's herd of reconnects waits in the kernel rather than being refused.
+backlog = hosting.LISTEN_BACKLOG
+
 # Each worker tells the app what it serves at once (threads, greenlets), and how many
 # workers share the port: past that a clear 503, never a client left waiting.
 post_worker_init = hosting.worker_ready

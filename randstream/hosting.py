@@ -22,11 +22,18 @@ import os
 import threading
 from dataclasses import dataclass
 
+from .server import FD_RESERVE, LISTEN_BACKLOG, WAITING_LIMIT
+
+__all__ = ["LISTEN_BACKLOG", "Host", "Slots", "describe_worker", "settings_or_exit",
+           "worker_connections", "worker_ready"]
+
 log = logging.getLogger(__name__)
 
 RESERVE_SHARE = 0.1  # of a worker's slots, kept for short requests (pages, API, refusals)
 MIN_RESERVE = 2
-WAITING_SLOTS = 1024 + 64  # gevent worker's greenlets beyond the sessions: server.py's waiting + reserve
+# The gevent worker's greenlets beyond the sessions, as random_stream.py's own gevent
+# server has them: the connections waiting for a request, and a reserve.
+WAITING_SLOTS = WAITING_LIMIT + FD_RESERVE
 
 
 @dataclass(frozen=True)
