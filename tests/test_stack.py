@@ -61,7 +61,7 @@ def test_a_wsgi_hosts_ticker_starts_with_its_first_request(monkeypatch, tmp_path
     app = create_app()
     stream = app.extensions["stream"]
     try:
-        assert layers(app.wsgi_app) == ["ErrorBoundary", "SecurityHeaders", "Admit",
+        assert layers(app.wsgi_app) == ["ErrorBoundary", "SecurityHeaders", "Admit", "HostLimits",
                                         "StartOnFirstRequest", "Unbuffered", "_SocketIOMiddleware"]
         assert stream.started_at is None
         assert call(app.wsgi_app, "/healthz")[0].startswith(("200", "503"))
