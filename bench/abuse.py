@@ -11,13 +11,14 @@ run (--runs N: N runs back to back against the same server) it connects one
 python-socketio watcher over WebSocket and a /healthz prober (a GET every 0.5 s on a fresh
 connection, 5 s timeout), runs its flood for a bounded time and count, lets the attackers
 go, then polls the server's open descriptors every 0.5 s until they are back within 20 of
-what they were before (for up to 90 s), waits 3 s more and prints:
+what they were before (for up to 90 s, --release-wait), waits 3 s more and prints:
 - /healthz: slowest and p99 answer (ms), probes over 200 ms, probes failed (not a 200);
 - the watcher: readings missed, whether its seqs stayed consecutive, how late a reading
   arrived (its arrival wall time minus its `ts`: one machine, one clock; max and p99 ms),
   the largest gap between readings (s), disconnects;
 - descriptors before / peak / after, and the seconds until back within 20 (">90": never);
-- RSS before / peak / after (MB) and after/before; CPU during the flood; survived.
+- RSS before / peak / after (MB) and after/before; CPU during the flood; the server's log
+  lines during the run (its warnings shown); survived.
 A one-row-per-run table ends the output; --json FILE saves every figure. Loopback only;
 attackers that must look like other clients bind 127.0.0.2 or 127.0.1.x.
 
@@ -31,7 +32,6 @@ too, by name, with their own figures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import resource
@@ -215,7 +215,8 @@ class Watcher:
             last_seq = max((a[0] for a in arrivals), default=-1)
         expected = list(range(first, last_seq + 1)) if first is not None else []
         seqs = [a[0] for a in since if a[0] <= last_seq]
-        got = {a[0]: a for a in since if a[0] in set(expected)}
+        wanted = set(expected)
+        got = {a[0]: a for a in since if a[0] in wanted}
         late = [1000 * (a[2] - a[1]) for a in got.values()]
         times = [start, *(a[3] for a in since if a[3] <= end), end]
         return {
@@ -419,35 +420,24 @@ def flood_herd(server: Server, report: dict) -> None:
     """5,000 Socket.IO clients over WebSocket (100 per address), all joined; 12 s later all
     dropped at once (no goodbye) and all reconnecting at once with CONNECT auth
     {"after": last seq held}; 5 s later they leave. Resumed: rejoined holding every seq
-    since. RSS with the herd in, before the drop and after the rejoin."""
-    asyncio.run(herd(server, report))
-
-
-async def herd(server: Server, report: dict) -> None:
-    herd_ = [clients.SioClient(server.port, src) for src in clients.sources(HERD, 100)]
-    started = time.monotonic()
-    await clients.join_all(herd_, retry_until=started + 60)
-    joined = [c for c in herd_ if c.joined]
-    report["joined"] = f"{len(joined)}/{HERD} in {time.monotonic() - started:.1f} s"
-    await asyncio.sleep(12)  # the per-address allowance refills (a tenth of 100 a second)
-    report["rss herd in MB"] = round(rss_mb(server.pid), 1)
-    held = {id(c): c.last for c in joined}
-    for c in herd_:
-        c.drop()
-    started = time.monotonic()
-    counts = await clients.join_all(joined, after=lambda c: held[id(c)],
-                                    retry_until=started + 60)
-    back = [c for c in joined if c.joined]
-    report["rejoined"] = f"{len(back)}/{len(joined)} in {time.monotonic() - started:.1f} s"
-    report["rejoin attempts/refused"] = f"{counts['attempts']}/{counts['refused']}"
-    await asyncio.sleep(5)
-    report["resumed"] = sum(c.last > held[id(c)] and not c.holes(held[id(c)]) for c in back)
-    report["holes"] = sum(c.holes(held[id(c)]) for c in back)
-    report["duplicates"] = sum(c.duplicates for c in back)
-    report["rss herd back MB"] = round(rss_mb(server.pid), 1)
-    for c in herd_:
-        c.drop()
-    await asyncio.sleep(0.2)
+    since. RSS with the herd in, before the drop and after the rejoin. The herd runs in a
+    process of its own (bench/abuse_clients.py herd), so that its CPU does not hold up
+    the watcher and the prober here."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(clients.__file__)), "herd", str(server.port), str(HERD)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # each line a step; the herd waits for our answer
+            step = json.loads(line)
+            report.update(step["figures"])
+            report[f"rss herd {step['event']} MB"] = round(rss_mb(server.pid), 1)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 SLOW_READERS, SLOW_HOLD = 300, 50.0  # held past --ping-interval + --ping-timeout (45 s)
@@ -455,31 +445,22 @@ SLOW_READERS, SLOW_HOLD = 300, 50.0  # held past --ping-interval + --ping-timeou
 
 @scenario("slow-readers", prefill=1000)
 def flood_slow_readers(server: Server, report: dict) -> None:
-    """300 WebSocket clients (50 per address, 4 KB receive buffers, 30 joining at a time)
-    join, read the start of their history (~50 KB: the store holds 1,000 readings), then
-    never read again while the server keeps writing; after 50 s they close. Cut: those the
-    server had closed by then."""
-    srcs = clients.sources(SLOW_READERS, 50)
-    socks: list = []
-
-    def join(k: int) -> None:
-        for src in srcs[k::30]:
-            s = clients.stalled_reader(server.port, src)
-            if s is not None:
-                socks.append(s)
-
-    threads = [threading.Thread(target=join, args=(k,)) for k in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    report["stalled readers"] = len(socks)
+    """300 WebSocket clients (50 per address, 4 KB receive buffers) open, then all join
+    at once, read the start of their history (~43 KB: the store holds 1,000 readings),
+    and never read again while the server keeps writing; after 50 s they close. (Whether
+    the server let them go shows in its descriptors at the end: a FIN behind unread data
+    never reaches the client.)"""
+    socks = [s for s in (clients.ws_open(server.port, src, rcvbuf=4096)
+                         for src in clients.sources(SLOW_READERS, 50)) if s]
+    for s in socks:
+        s.sendall(clients.frame(clients.MESSAGE + clients.CONNECT))
+    report["stalled readers"] = sum(clients.read_until(s, b"history") for s in socks)
     time.sleep(SLOW_HOLD)
-    report["cut by server"] = sum(clients.peer_closed(s) for s in socks)
+    report["server fds at the end"] = fd_count(server.pid)
     clients.close_all(socks)
 
 
-def measure(server: Server, name: str, flood) -> dict:
+def measure(server: Server, name: str, flood, release_wait: float = RELEASE_WAIT) -> dict:
     """One run of `flood` against a running server, with every figure of the docstring."""
     pid = server.pid
     watcher = Watcher(server.port)
@@ -487,6 +468,7 @@ def measure(server: Server, name: str, flood) -> dict:
     prober.start()
     time.sleep(2)
     fds_before, rss_before = fd_count(pid), rss_mb(pid)
+    log_start = Path(server.log.name).stat().st_size
     sampler = Sampler(pid)
     sampler.start()
     extra: dict = {}
@@ -496,9 +478,11 @@ def measure(server: Server, name: str, flood) -> dict:
     finally:
         t1, cpu1 = time.monotonic(), cpu_seconds(pid)
         release = None
-        while time.monotonic() - t1 < RELEASE_WAIT and server.proc.poll() is None:
+        while server.proc.poll() is None:
             if fd_count(pid) <= fds_before + FD_MARGIN:
                 release = time.monotonic() - t1
+                break
+            if time.monotonic() - t1 >= release_wait:
                 break
             time.sleep(0.5)
         time.sleep(SETTLE)
@@ -510,6 +494,9 @@ def measure(server: Server, name: str, flood) -> dict:
         prober.running = False
         sampler.stopped.set()
         prober.join(PROBE_TIMEOUT + 1)
+        with open(server.log.name, "rb") as f:
+            f.seek(log_start)
+            lines = f.read().decode(errors="replace").splitlines()
         report = {
             "scenario": name, "survived": server.proc.poll() is None,
             "healthz": prober.figures(), "watcher": watcher.figures(t0, end, last_seq),
@@ -518,14 +505,18 @@ def measure(server: Server, name: str, flood) -> dict:
             "rss_mb": {"before": round(rss_before, 1), "peak": round(sampler.rss_peak, 1),
                        "after": round(rss_after, 1),
                        "ratio": round(rss_after / rss_before, 2) if rss_before else None},
-            "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0)), "flood_s": round(t1 - t0, 1),
+            "release_wait": release_wait, "flood_s": round(t1 - t0, 1),
+            "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0)),
+            "log": {"lines": len(lines), "warnings": [x for x in lines if " WARNING " in x
+                                                          or " ERROR " in x][:5]},
             "extra": extra,
         }
         watcher.close()
     return report
 
 
-def run(name: str, root: Path, mode: str, runs: int, workdir: Path) -> list[dict]:
+def run(name: str, root: Path, mode: str, runs: int, workdir: Path,
+        release_wait: float = RELEASE_WAIT) -> list[dict]:
     flood, args, fd_limit, fill = SCENARIOS[name]
     db = ":memory:"
     if fill:
@@ -536,7 +527,7 @@ def run(name: str, root: Path, mode: str, runs: int, workdir: Path) -> list[dict
     reports = []
     try:
         for i in range(1, runs + 1):
-            report = {**measure(server, name, flood), "mode": mode, "run": i}
+            report = {**measure(server, name, flood, release_wait), "mode": mode, "run": i}
             reports.append(report)
             print_report(report)
             if not report["survived"]:
@@ -548,7 +539,7 @@ def run(name: str, root: Path, mode: str, runs: int, workdir: Path) -> list[dict
 
 def print_report(r: dict) -> None:
     h, w, f, m = r["healthz"], r["watcher"], r["fds"], r["rss_mb"]
-    release = ">90" if f["release_s"] is None else f["release_s"]
+    release = f">{r['release_wait']:g}" if f["release_s"] is None else f["release_s"]
     print(f"{r['scenario']} [{r['mode']}] run {r['run']}: "
           + "".join(f"{k} {v}, " for k, v in r["extra"].items())
           + f"healthz max {h['max_ms']} ms p99 {h['p99_ms']} ms, {h['over_200ms']} over 200 ms,"
@@ -557,12 +548,14 @@ def print_report(r: dict) -> None:
           f" gap {w['max_gap_s']} s drops {w['disconnects']}; fds {f['before']}/{f['peak']}/"
           f"{f['after']} back in {release} s; RSS {m['before']}/{m['peak']}/{m['after']} MB"
           f" x{m['ratio']}; CPU {r['cpu_pct']}% over {r['flood_s']} s;"
-          f" survived {r['survived']}", flush=True)
+          f" {r['log']['lines']} log lines; survived {r['survived']}", flush=True)
+    for line in r["log"]["warnings"]:
+        print(f"    log: {line[:160]}")
 
 
 COLUMNS = ("scenario", "mode", "run", "hz max", "hz p99", "hz >200/fail", "missed", "consec",
            "late max", "late p99", "gap s", "fd b/peak/a", "back s", "rss b/peak/a MB",
-           "ratio", "cpu%", "alive")
+           "ratio", "cpu%", "log", "alive")
 
 
 def table(reports: list[dict]) -> str:
@@ -574,9 +567,9 @@ def table(reports: list[dict]) -> str:
             f"{h['over_200ms']}/{h['failed']}", w["missed"], "yes" if w["consecutive"] else "no",
             w["late_max_ms"], w["late_p99_ms"], w["max_gap_s"],
             f"{f['before']}/{f['peak']}/{f['after']}",
-            ">90" if f["release_s"] is None else f["release_s"],
+            f">{r['release_wait']:g}" if f["release_s"] is None else f["release_s"],
             f"{m['before']:.0f}/{m['peak']:.0f}/{m['after']:.0f}", m["ratio"], r["cpu_pct"],
-            "yes" if r["survived"] else "NO")))
+            r["log"]["lines"], "yes" if r["survived"] else "NO")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(c.ljust(n) for c, n in zip(row, widths)).rstrip() for row in rows)
 
@@ -590,6 +583,9 @@ def main() -> None:
                    help="the server's --async-mode (default eventlet)")
     p.add_argument("--runs", type=int, default=1,
                    help="run each scenario N times back to back against the same server")
+    p.add_argument("--release-wait", type=float, default=RELEASE_WAIT,
+                   help="seconds to wait for the descriptors to come back after each run "
+                   f"(default {RELEASE_WAIT:g}; 0: the next run starts at once)")
     p.add_argument("--json", type=Path, help="save every figure here (a list, one per run)")
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -603,7 +599,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="abuse-"))
     try:
         for name in [n for n in chosen if n in SCENARIOS]:
-            reports += run(name, root, args.async_mode, args.runs, workdir)
+            reports += run(name, root, args.async_mode, args.runs, workdir, args.release_wait)
             if args.json:
                 args.json.write_text(json.dumps(reports, indent=1))
     finally:

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import struct
+import sys
 import time
 
 OPEN, PING, PONG, MESSAGE = "0", "2", "3", "4"  # Engine.IO v4 packet types
@@ -63,17 +64,6 @@ def open_many(port: int, count: int, payload=b"", source=None, deadline: float |
             break
         socks.append(s)
     return socks
-
-
-TCP_CLOSE_WAIT = 8  # Linux's tcp_states.h: the peer has closed its side
-
-
-def peer_closed(s: socket.socket) -> bool:
-    """Whether the server closed its side of `s`, unread data or not (Linux's TCP_INFO)."""
-    try:
-        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == TCP_CLOSE_WAIT
-    except OSError:
-        return True
 
 
 def close_all(socks) -> None:
@@ -197,9 +187,8 @@ def frame(text: str, opcode: int = 0x1) -> bytes:
     return head + b"\0\0\0\0" + data
 
 
-def stalled_reader(port: int, source: str, rcvbuf: int = 4096, timeout: float = 5.0):
-    """A WebSocket client that joins, reads the start of its history, then never reads
-    again: returns its socket (the caller closes it), or None if it did not get in."""
+def ws_open(port: int, source: str, rcvbuf: int | None = None, timeout: float = 5.0):
+    """A WebSocket to Engine.IO, its open packet read (not yet joined); None if refused."""
     try:
         s = tcp(port, source, timeout=timeout, rcvbuf=rcvbuf)
     except OSError:
@@ -214,17 +203,24 @@ def stalled_reader(port: int, source: str, rcvbuf: int = 4096, timeout: float = 
             buf += data
             if b"\r\n" in buf and b" 101 " not in buf.split(b"\r\n", 1)[0] + b" ":
                 raise OSError("refused")
-        s.sendall(frame(MESSAGE + CONNECT))
-        buf = b""
-        while b"history" not in buf and len(buf) < 8192:
-            data = s.recv(2048)
-            if not data:
-                raise OSError("closed")
-            buf += data
         return s
     except OSError:
         s.close()
         return None
+
+
+def read_until(s: socket.socket, marker: bytes, limit: int = 8192) -> bool:
+    """Read from `s` until `marker` (or `limit` bytes) came; False if it closed first."""
+    buf = b""
+    try:
+        while marker not in buf and len(buf) < limit:
+            data = s.recv(2048)
+            if not data:
+                return False
+            buf += data
+        return True
+    except OSError:
+        return False
 
 
 class SioClient:
@@ -351,3 +347,45 @@ async def join_all(clients: list[SioClient], after=None, concurrency: int = 500,
 
     await asyncio.gather(*(one(c) for c in clients))
     return counts
+
+
+async def herd(port: int, count: int, per_address: int = 100) -> None:
+    """All join; 12 s later all drop at once and rejoin at once, resuming from the last seq
+    each held; 5 s later all leave. Before the drop and before leaving, one JSON line on
+    stdout (the figures so far), then it waits for a line on stdin: the caller samples the
+    server meanwhile."""
+    def step(event: str, **figures) -> None:
+        print(json.dumps({"event": event, "figures": figures}), flush=True)
+        sys.stdin.readline()
+
+    herd_ = [SioClient(port, src) for src in sources(count, per_address)]
+    started = time.monotonic()
+    await join_all(herd_, retry_until=started + 60)
+    joined = [c for c in herd_ if c.joined]
+    took = time.monotonic() - started
+    await asyncio.sleep(12)  # the per-address allowance refills (a tenth of 100 a second)
+    step("in", joined=f"{len(joined)}/{count} in {took:.1f} s")
+    held = {id(c): c.last for c in joined}
+    for c in herd_:
+        c.drop()
+    started = time.monotonic()
+    counts = await join_all(joined, after=lambda c: held[id(c)], retry_until=started + 60)
+    back = [c for c in joined if c.joined]
+    took = time.monotonic() - started
+    await asyncio.sleep(5)
+    step("back", rejoined=f"{len(back)}/{len(joined)} in {took:.1f} s",
+         **{"rejoin attempts/refused": f"{counts['attempts']}/{counts['refused']}"},
+         resumed=sum(c.last > held[id(c)] and not c.holes(held[id(c)]) for c in back),
+         holes=sum(c.holes(held[id(c)]) for c in back),
+         duplicates=sum(c.duplicates for c in back))
+    for c in herd_:
+        c.drop()
+    await asyncio.sleep(0.2)
+
+
+if __name__ == "__main__":  # python bench/abuse_clients.py herd PORT COUNT (for bench/abuse.py)
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    if sys.argv[1:2] == ["herd"]:
+        asyncio.run(herd(int(sys.argv[2]), int(sys.argv[3])))

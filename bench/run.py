@@ -158,7 +158,7 @@ HOST_LABELS = {
 }
 HOST_TARGETS = ("gunicorn", "gunicorn2", "gunicorn2r")
 TWO_WORKERS = ("gunicorn2", "gunicorn2r")
-MAX_WORKER_CONNECTIONS = 18000  # per gunicorn worker: its fd budget (+1,088) under the hard 20,000
+MAX_WORKER_CONNECTIONS = 18000  # per gunicorn worker: its fd budget (+1,344) under the hard 20,000
 
 
 def host_env(target: str, interval: float, max_connections: int, redis_url: str = "") -> dict:

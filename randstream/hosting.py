@@ -22,7 +22,8 @@ import os
 import threading
 from dataclasses import dataclass
 
-from .server import FD_RESERVE, LISTEN_BACKLOG, WAITING_LIMIT
+from .server import FD_RESERVE, LISTEN_BACKLOG
+from .waiting import PLAIN_ANSWERS, WAITING_LIMIT
 
 __all__ = ["LISTEN_BACKLOG", "Host", "Slots", "describe_worker", "settings_or_exit",
            "worker_connections", "worker_ready"]
@@ -32,8 +33,10 @@ log = logging.getLogger(__name__)
 RESERVE_SHARE = 0.1  # of a worker's slots, kept for short requests (pages, API, refusals)
 MIN_RESERVE = 2
 # The gevent worker's greenlets beyond the sessions, as random_stream.py's own gevent
-# server has them: the connections waiting for a request, and a reserve.
-WAITING_SLOTS = WAITING_LIMIT + FD_RESERVE
+# server has them (server.pool_size): the connections waiting for a request, the plain
+# answers in progress (stack.Answering: clients that stop reading may hold all 256), and
+# a reserve, so that a client past --max-connections still gets the app's 503.
+WAITING_SLOTS = WAITING_LIMIT + PLAIN_ANSWERS + FD_RESERVE
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,8 @@ def settings_or_exit(environ=None):
 
 
 def worker_connections(settings) -> int:
-    """gunicorn's gevent worker's greenlets: every session of --max-connections and a
-    reserve, as random_stream.py's own gevent server has them."""
+    """gunicorn's gevent worker's greenlets: every session of --max-connections and the
+    room beside them (WAITING_SLOTS), as random_stream.py's own gevent server has them."""
     return settings.max_connections + WAITING_SLOTS
 
 

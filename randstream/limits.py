@@ -23,6 +23,12 @@ CONTROL_RATE = 2.0  # pongs, noops and upgrade probes per second, sustained
 CONTROL_BURST = 20  # of them at once; a client needs one pong per ping interval
 MAX_NESTING = 32  # brackets per frame: ours nest 2 deep; json recurses per level
 JOIN_TIMEOUT = 5.0  # seconds an Engine.IO connection may stay outside the namespace
+# Request bodies: the server reads one whole before the application runs, in at most
+# BODY_GRACE + its length / BODY_RATE seconds (13 s for the largest); a larger one is not
+# read at all. Every body a client of ours sends is a few bytes, and arrives at once.
+BODY_LIMIT = 64 * 1024  # bytes: the largest body a route takes (engine.io's max_http_buffer_size)
+BODY_GRACE = 5.0  # seconds, as for the request's headers
+BODY_RATE = 8 * 1024  # bytes per second, at least, past the grace
 
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})  # never from a client
 # Packet types a client may send over polling; engine.io stalls the POST on the others.
@@ -160,6 +166,26 @@ def body_length(environ) -> int:
         return -1
 
 
+def body_to_read(environ) -> int | None:
+    """How many bytes of a request's body the server reads before the application runs:
+    0 (none, or a WebSocket upgrade, whose later bytes are frames), its Content-Length, up
+    to BODY_LIMIT + 1 of a chunked one (more is too large), or None when its Content-Length
+    is over BODY_LIMIT: then it is not read, the application answers from its length."""
+    if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+        return 0
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        return BODY_LIMIT + 1
+    length = body_length(environ)
+    if length > BODY_LIMIT:
+        return None
+    return max(0, length)
+
+
+def body_deadline(length: int) -> float:
+    """Seconds a body of `length` bytes (BODY_LIMIT at most counted) may take to arrive."""
+    return BODY_GRACE + min(length, BODY_LIMIT) / BODY_RATE
+
+
 def client_address(environ, trusted: tuple = ()) -> str:
     """The address a connection counts for: the peer's, or from X-Forwarded-For when the
     peer is trusted; as limit_key() spells it.
@@ -181,6 +207,16 @@ def client_address(environ, trusted: tuple = ()) -> str:
             if not _is_trusted(ip, trusted):
                 break
     return limit_key(address)
+
+
+def peer_key(peer, trusted: tuple = ()) -> str | None:
+    """The key a connection waiting for its request counts under, from its TCP peer
+    (`(host, port, ...)` as accept() gives it): limit_key's, or None when the peer is a
+    trusted proxy (many clients: the headers naming them are not in yet) or no IP."""
+    ip = _ip(peer[0]) if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else None
+    if ip is None or (trusted and _is_trusted(ip, trusted)):
+        return None
+    return limit_key(ip)
 
 
 def limit_key(ip) -> str:

@@ -31,3 +31,27 @@ def bad_framing(headers) -> str | None:
     if lengths and headers.get("Transfer-Encoding") is not None:
         return "Content-Length and Transfer-Encoding together"
     return None
+
+
+class CutShort(Exception):
+    """A request's headers ended with its connection (HeaderLines)."""
+
+
+class HeaderLines:
+    """A request's reader while its headers are parsed: the standard library's
+    parse_headers, which eventlet and gevent use, reads lines until a blank one or the end
+    of the stream, and then parses what it has. At the end of the stream this raises
+    CutShort instead: nobody would read an answer (the client is gone, or its socket was
+    shut to make room), and the parse would be wasted work, a few thousand times over when
+    an attacker's connections are closed to make room."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def readline(self, size=-1):
+        line = self.stream.readline(size)
+        if not line:
+            raise CutShort
+        return line

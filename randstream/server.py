@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import errno
 import gc
-import itertools
 import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 import warnings
-from collections import OrderedDict
-
-try:
-    import fcntl
-    import termios
-except ImportError:  # Windows: every waiting connection counts as silent
-    fcntl = termios = None
 
 from .config import ENV_PREFIX, ConfigError
+from .waiting import PLAIN_ANSWERS, WAITING_LIMIT, Waiting
 
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 65535  # the kernel caps it (net.core.somaxconn: 4096 on current Linux)
 SEND_BUFFER = 64 * 1024
 REQUEST_TIMEOUT = 5.0  # seconds a connection may wait (idle or half-sent) for its next request
-WAITING_LIMIT = 1024  # connections waiting for a request; past it the oldest is closed
 ACCEPT_BATCH = 16  # connections accepted in a row before other tasks get a turn
 FD_RESERVE = 64  # descriptors besides clients: the listener, the database, Redis, logs
 WEBSOCKET_LINGER = 5.0  # threading: seconds an ended WebSocket's reader has to finish its close
@@ -94,8 +85,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def fd_budget(max_connections: int) -> int:
-    """Descriptors the server plans for: every session, the waiting connections, a reserve."""
-    return max_connections + WAITING_LIMIT + FD_RESERVE
+    """Descriptors the server plans for: every session, the waiting connections, the plain
+    answers in progress (stack.Answering), a reserve."""
+    return max_connections + WAITING_LIMIT + PLAIN_ANSWERS + FD_RESERVE
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -121,78 +113,18 @@ def fd_limit() -> int | None:
 
 
 def waiting_limit(max_connections: int, limit: int | None) -> int:
-    """WAITING_LIMIT, or less when the descriptor limit leaves less beside the sessions."""
+    """WAITING_LIMIT, or less when the descriptor limit leaves less beside the sessions and
+    the plain answers."""
     if limit is None:
         return WAITING_LIMIT
-    return max(16, min(WAITING_LIMIT, limit - max_connections - FD_RESERVE))
+    return max(16, min(WAITING_LIMIT, limit - max_connections - PLAIN_ANSWERS - FD_RESERVE))
 
 
-class Waiting:
-    """Connections that wait for a request (new, idle in keep-alive, or sending headers).
-
-    They are not sessions yet and the session cap does not see them; here they are
-    counted, and past the limit a silent one (nothing unread in the kernel), the oldest
-    among the SCAN longest waiting, is closed: silent sockets can fill neither the
-    server's slots nor its descriptors, a new connection always gets in, and a request
-    in progress is never cut.
-
-    A connection whose request the kernel holds unread is the server being behind (a
-    restart's herd of reconnects), not a silent peer: closing it would waste the work
-    done on it and send a real client into its backoff. If the SCAN oldest are all such,
-    the listener stops accepting for a moment instead (`has_room`), and new connections
-    wait in the kernel's queue, which costs nothing. (On Linux a new connection is
-    accepted only once its request is in, see bind().)
-    """
-
-    SCAN = 64
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.sockets: OrderedDict = OrderedDict()  # socket -> None, oldest first
-        self.evicted = 0
-
-    def __len__(self) -> int:
-        return len(self.sockets)
-
-    def add(self, sock) -> None:
-        self.sockets[sock] = None
-        while len(self.sockets) > self.limit and self.evict():
-            pass
-
-    def discard(self, sock) -> None:
-        self.sockets.pop(sock, None)
-
-    def has_room(self) -> bool:
-        """Whether another connection may be accepted, closing a silent one if need be."""
-        return len(self.sockets) < self.limit or self.evict()
-
-    def evict(self) -> bool:
-        """Close the longest-waiting silent connection; False if the SCAN longest waiting
-        all have their requests unread (the server is behind) or none waits."""
-        sock = next((s for s in itertools.islice(self.sockets, self.SCAN) if not unread_bytes(s)),
-                    None)
-        if sock is None:
-            return False
-        del self.sockets[sock]
-        if not self.evicted:
-            log.warning("more than %d connections wait for a request: closing the longest-waiting "
-                        "ones (logged once)", self.limit)
-        self.evicted += 1
-        try:  # its task, blocked reading, sees the end of the stream and closes it
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        return True
-
-
-def unread_bytes(sock) -> int:
-    """Bytes the kernel holds for `sock` that nobody has read yet (0 where unknown)."""
-    if fcntl is None:
-        return 0
-    try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-    except (OSError, ValueError):  # closed meanwhile
-        return 0
+def pool_size(max_connections: int, waiting: Waiting) -> int:
+    """Connection tasks the server runs at once: every session, every connection waiting
+    for its request, every plain answer, and room to refuse past them; each is capped
+    on its own, so none of them can take the slots of the others."""
+    return max_connections + waiting.limit + PLAIN_ANSWERS + FD_RESERVE
 
 
 class _Listener:
@@ -239,7 +171,7 @@ class _Listener:
             if self._short:
                 self._short = False
                 log.info("accepting connections again")
-            self.waiting.add(conn)
+            self.waiting.add(conn, address)
             self.accepted += 1
             if self.accepted % ACCEPT_BATCH == 0:
                 # eventlet's loop accepts the whole backlog before anything else runs:
@@ -268,7 +200,8 @@ def serve(app, sock: socket.socket) -> None:
     socketio = app.extensions["socketio"]
     mode = socketio.async_mode
     settings = stream.settings
-    waiting = Waiting(waiting_limit(settings.max_connections, fd_limit()))
+    waiting = Waiting(waiting_limit(settings.max_connections, fd_limit()), counters=stream.counters,
+                      trusted=stream.admission.trusted)
     # A client that stops reading (an event stream, a download) holds its task only this
     # long; a live one has read something within a ping interval. The same bound as the
     # direct path's and engine.io's own writers.
@@ -362,14 +295,14 @@ class _EventletServer:
         quiet.setLevel(logging.WARNING)
         # socketio.run() would pass eventlet's defaults: max_size=1024 connections and
         # debug=True, which writes Python tracebacks to clients. Neither is wanted here.
-        # Slots: every session, every waiting connection, and room to refuse past the cap.
+        # Slots: pool_size().
         # keepalive=REQUEST_TIMEOUT tells clients how long an idle connection is kept; the
         # protocol's own deadline enforces it (and covers a half-sent request too).
         self.listener = _Listener(self.sock, self.waiting, eventlet.sleep)
         self.thread = eventlet.spawn(
             eventlet.wsgi.server, self.listener,
             self.app, log=quiet, log_output=False, debug=False,
-            max_size=self.max_connections + self.waiting.limit + 64,
+            max_size=pool_size(self.max_connections, self.waiting),
             keepalive=REQUEST_TIMEOUT, protocol=self.protocol, socket_timeout=self.send_timeout,
         )
         self.thread.wait()
@@ -402,7 +335,7 @@ class _GeventServer:
 
         self.server = WSGIServer(
             sock, app, log=None, error_log=logging.getLogger("gevent.pywsgi"),
-            spawn=Pool(max_connections + waiting.limit + 64), handler_class=handler,
+            spawn=Pool(pool_size(max_connections, waiting)), handler_class=handler,
         )
 
     def run(self) -> None:

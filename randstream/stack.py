@@ -7,8 +7,10 @@ routes turn their own errors into JSON: web.api_error).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -19,6 +21,7 @@ from .admission import RETRY_AFTER, Admission
 from .headers import SECURITY_HEADERS
 from .limits import query_problem, upgrade_problem
 from .transport.hooks import EngineHooks
+from .waiting import ANSWERS_PER_ADDRESS, PLAIN_ANSWERS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first
         (SecurityHeaders, {}),
         (Admit, {"admission": admission, "check_post": hooks.check_post,
                  "path": socketio_app.engineio_path}),
+        # Every server: plain answers (pages, files, the API) in progress; sessions pass
+        # through, to HostLimits under a host (the two count disjoint requests).
+        (Answering, {"counters": admission.counters, "address": admission.address,
+                     "sessions": (socketio_app.engineio_path, sse.PATH)}),
         *([(HostLimits, {"slots": host_stream.slots, "counters": admission.counters,
                          "path": socketio_app.engineio_path}),
            (StartOnFirstRequest, {"stream": host_stream})]
@@ -166,6 +173,114 @@ class Admit:
             if refusal is not None:
                 return json_error(start_response, *refusal)
         return self.app(environ, start_response)
+
+
+class Answering:
+    """Plain HTTP answers in progress (the page, static files, the API): at most `limit` at
+    once, and `per_address` of them for one client address, so clients that stop reading
+    large answers cannot hold every slot of the server (/healthz and new sessions would
+    wait), nor one address every answer (the page would be a 503 for everyone); past
+    either a 503 with Retry-After.
+
+    An answer counts from the call until the server closes its body. Sessions (Engine.IO
+    and event streams, under the paths `sessions`) are counted by admission instead;
+    /healthz and /metrics answer in a few hundred bytes that never wait for the client.
+    """
+
+    EXEMPT = ("/healthz", "/metrics")
+
+    def __init__(self, app, counters, sessions: tuple[str, ...], address=None,
+                 limit: int = PLAIN_ANSWERS, per_address: int = ANSWERS_PER_ADDRESS) -> None:
+        self.app = app
+        self.counters = counters
+        self.sessions = sessions
+        self.address = address  # environ -> the client's address (Admission.address)
+        self.limit = limit
+        self.per_address = per_address
+        self.answering = 0
+        self.by_address: dict[str, int] = {}
+        # Threading mode: answers run in parallel. Reentrant: a body dropped unclosed is
+        # counted out when collected (_Counted.__del__), whenever that happens.
+        self._lock = threading.RLock()
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path in self.EXEMPT or path.startswith(self.sessions):
+            return self.app(environ, start_response)
+        address = self.address(environ) if self.address is not None else None
+        with self._lock:
+            mine = self.by_address.get(address, 0)
+            busy = ("busy" if self.answering >= self.limit
+                    else "busy_per_address" if address is not None and mine >= self.per_address
+                    else None)
+            if busy is None:
+                self.answering += 1
+                if address is not None:
+                    self.by_address[address] = mine + 1
+        if busy is not None:
+            self.counters.refuse(busy)
+            if busy == "busy":
+                self.counters.log_once(log, busy, "%d answers are in progress (clients not "
+                                       "reading them): refusing more with 503", self.limit)
+            else:
+                self.counters.log_once(log, busy, "%d answers to one address are in progress "
+                                       "(it does not read them): refusing it more with 503",
+                                       self.per_address)
+            return json_error(start_response, "503 Service Unavailable",
+                              "the server is busy; retry later")
+        done = functools.partial(self._done, address)
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            done()
+            raise
+        counted = _CountedSized if hasattr(result, "__len__") else _Counted
+        return counted(result, done)
+
+    def _done(self, address) -> None:
+        with self._lock:
+            self.answering -= 1
+            if address is not None:
+                left = self.by_address.pop(address) - 1
+                if left:
+                    self.by_address[address] = left
+
+
+class _Counted:
+    """An answer's body: `done` runs once, when the server closes it (or, for a caller
+    that never closes it, such as werkzeug's test client, when it is dropped)."""
+
+    __slots__ = ("result", "done")
+
+    def __init__(self, result, done) -> None:
+        self.result, self.done = result, done
+
+    def __iter__(self):
+        return iter(self.result)
+
+    def close(self) -> None:
+        done, self.done = self.done, None
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if done is not None:
+                done()
+
+    def __del__(self) -> None:
+        done, self.done = self.done, None
+        if done is not None:
+            done()
+
+
+class _CountedSized(_Counted):
+    """A body of known length (a list): the server may size the answer from it."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.result)
 
 
 class HostLimits:

@@ -322,6 +322,18 @@ def test_past_max_connections_gunicorns_gevent_worker_answers_503(host):
                         "HTTP/1.1 503 Service Unavailable": 10}, statuses
 
 
+def test_gunicorns_gevent_worker_has_the_room_of_random_streams_own_pool():
+    """gunicorn.conf.py's worker_connections: every session and the room beside them that
+    random_stream.py's own gevent pool has (waiting connections, the 256 plain answers in
+    progress, the reserve), so stalled answers cannot take the room of the app's 503."""
+    from randstream import hosting, server
+    from randstream.waiting import WAITING_LIMIT, Waiting
+
+    settings = hosting.settings_or_exit({})
+    assert hosting.worker_connections(settings) == server.pool_size(
+        settings.max_connections, Waiting(WAITING_LIMIT))
+
+
 @pytest.fixture
 def redis_url(tmp_path):
     """A redis-server of this test's own (tests/test_scaleout.py's RedisServer)."""

@@ -17,6 +17,7 @@ from randstream.headers import SECURITY_HEADERS
 from randstream.live import origin_policy
 from randstream.stack import (
     Admit,
+    Answering,
     ErrorBoundary,
     SecurityHeaders,
     Unbuffered,
@@ -50,8 +51,8 @@ def call(wsgi_app, path="/", **environ):
 
 
 def test_the_stack_is_built_once_outermost_first(app):
-    assert layers(app.wsgi_app) == ["ErrorBoundary", "SecurityHeaders", "Admit", "Unbuffered",
-                                    "_SocketIOMiddleware"]
+    assert layers(app.wsgi_app) == ["ErrorBoundary", "SecurityHeaders", "Admit", "Answering",
+                                    "Unbuffered", "_SocketIOMiddleware"]
     assert isinstance(app.extensions["socketio"], SocketIO)
 
 
@@ -61,8 +62,9 @@ def test_a_wsgi_hosts_ticker_starts_with_its_first_request(monkeypatch, tmp_path
     app = create_app()
     stream = app.extensions["stream"]
     try:
-        assert layers(app.wsgi_app) == ["ErrorBoundary", "SecurityHeaders", "Admit", "HostLimits",
-                                        "StartOnFirstRequest", "Unbuffered", "_SocketIOMiddleware"]
+        assert layers(app.wsgi_app) == ["ErrorBoundary", "SecurityHeaders", "Admit", "Answering",
+                                        "HostLimits", "StartOnFirstRequest", "Unbuffered",
+                                        "_SocketIOMiddleware"]
         assert stream.started_at is None
         assert call(app.wsgi_app, "/healthz")[0].startswith(("200", "503"))
         assert stream.started_at is not None
@@ -189,3 +191,62 @@ def test_admit_refuses_as_json_before_the_app_runs():
     assert json.loads(body)["error"].startswith("server is at its connection limit (0)")
     assert call(admit, "/api/latest", QUERY_STRING="a=\xff")[0] == "400 Bad Request"
     assert call(admit, "/api/latest")[2] == b"ok" and ran == ["/api/latest"]
+
+
+def test_plain_answers_in_progress_are_capped_and_counted_until_closed():
+    def inner(environ, start_response):
+        start_response("200 OK", [])
+        if environ["PATH_INFO"] == "/stream":
+            return iter([b"a", b"b"])  # no length: the server must not size it
+        return [b"ok"]
+
+    def start(environ_path):
+        env = EnvironBuilder(path=environ_path).get_environ()
+        return answering(env, lambda status, headers, exc_info=None: statuses.append(status))
+
+    counters = Counters(max_connections=10)
+    answering = Answering(inner, counters, ("/socket.io/", "/api/stream"), limit=2)
+    statuses = []
+    first, second = start("/"), start("/stream")
+    assert len(first) == 1 and not hasattr(second, "__len__")
+    assert answering.answering == 2
+    third = start("/api/latest")
+    assert statuses[-1] == "503 Service Unavailable" and b"busy" in b"".join(third)
+    for exempt in ("/healthz", "/metrics", "/socket.io/", "/api/stream"):
+        start(exempt)
+        assert statuses[-1] == "200 OK", exempt
+    assert list(second) == [b"a", b"b"]
+    second.close()
+    second.close()  # counted once
+    assert answering.answering == 1
+    start("/api/latest")  # dropped unclosed, as werkzeug's test client leaves its bodies
+    assert statuses[-1] == "200 OK"
+    del first
+    assert answering.answering == 0
+    assert counters.refused == {"busy": 1}
+
+
+def test_one_address_holds_at_most_its_share_of_plain_answers():
+    def inner(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    def start(address):
+        env = EnvironBuilder(path="/", environ_base={"REMOTE_ADDR": address}).get_environ()
+        return answering(env, lambda status, headers, exc_info=None: statuses.append(status))
+
+    counters = Counters(max_connections=10)
+    answering = Answering(inner, counters, ("/socket.io/",), address=lambda e: e["REMOTE_ADDR"],
+                          limit=3, per_address=2)
+    statuses = []
+    held = [start("10.0.0.1"), start("10.0.0.1")]
+    start("10.0.0.1")
+    assert statuses[-1] == "503 Service Unavailable"
+    other = start("10.0.0.2")
+    assert statuses[-1] == "200 OK"
+    held.pop().close()
+    assert answering.by_address == {"10.0.0.1": 1, "10.0.0.2": 1}
+    other.close()
+    held.pop().close()
+    assert answering.by_address == {} and answering.answering == 0
+    assert counters.refused == {"busy_per_address": 1}

@@ -48,7 +48,7 @@ def test_the_eventlet_probes_hold_under_eventlets_own_hub_too(tmp_path):
     script = (f"import eventlet; eventlet.monkey_patch(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
               "from randstream.transport import eventlet as e, engineio_checks as x\n"
               "r, f = x.extension_points('eventlet')\n"
-              "print([p.name for p in r + f + e.EXTENSION_POINTS if p.problem()])")
+              "print([p.name for p in r + f + e.EXTENSION_POINTS + e.BODY_POINTS if p.problem()])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
@@ -61,7 +61,8 @@ def test_the_gevent_probes_hold_after_gevents_monkey_patching_too():
     script = (f"from gevent import monkey; monkey.patch_all(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
               "from randstream.transport import gevent as g, engineio_checks as x\n"
               "r, f = x.extension_points('gevent')\n"
-              "print([p.name for p in r + f + g.EXTENSION_POINTS + g.HTTP_POINTS if p.problem()])")
+              "print([p.name for p in r + f + g.EXTENSION_POINTS + g.HTTP_POINTS + g.BODY_POINTS"
+              " if p.problem()])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
@@ -156,6 +157,35 @@ def test_a_moved_gunicorn_internal_is_one_warning_and_engineios_driver(monkeypat
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "AsyncWorker.handle_request" in warnings[0], warnings
     assert "WebSocket clients on engine.io's own driver" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize("point", eventlet_adapter.BODY_POINTS + gevent_adapter.BODY_POINTS,
+                         ids=lambda p: p.name)
+def test_each_body_deadline_point_is_where_the_adapter_expects_it(point):
+    assert point.problem() is None
+
+
+def test_body_deadline_checks_report_a_moved_internal(monkeypatch):
+    import eventlet.wsgi
+    import gevent.pywsgi
+
+    monkeypatch.setattr(eventlet.wsgi.HttpProtocol, "handle_one_request", lambda self: None)
+    monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "handle_one_response", lambda self: None)
+    assert eventlet_adapter.body_problems() and gevent_adapter.body_problems()
+
+
+def test_under_a_wsgi_host_the_servers_own_http_checks_say_nothing(monkeypatch):
+    """The body deadline and our HTTP answers are random_stream.py's server's (its
+    http_protocol): a WSGI host reads requests itself, so their moved internals are no
+    warning there (hosts.md says what a proxy in front must do instead)."""
+    import gevent.pywsgi
+
+    monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "handle_one_response", lambda self: None)
+    monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "process_result", lambda self: None)
+    own = Transport("gevent", "auto")
+    assert own.body_problems and own.parser_problems
+    hosted = Transport("gevent", "auto", wsgi_host=True)
+    assert hosted.body_problems == [] and hosted.parser_problems == []
 
 
 def test_a_moved_pywsgi_write_is_one_warning_and_the_fast_path_stays(monkeypatch, caplog):

@@ -14,9 +14,10 @@ one line naming what is missing.
 
 Runtimes: RUNTIMES maps an async mode to its module (eventlet.py, gevent.py, both on the
 runtime-neutral websocket.py), each with the same names: EXTENSION_POINTS,
-opens_on_websocket, adopt, Connection, http_protocol, parser_problems; gevent.py also has
-websocket_driver (its own handshake, as eventlet's WebSocket driver already does) and
-upgrade_marker (engine.io's driver tells the handler when the connection became a WebSocket).
+opens_on_websocket, adopt, Connection, http_protocol, parser_problems, body_problems;
+gevent.py also has websocket_driver (its own handshake, as eventlet's WebSocket driver
+already does) and upgrade_marker (engine.io's driver tells the handler when the connection
+became a WebSocket).
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ class Transport:
         self.fast = fast_path == "auto" and not self.problems
         self.runtime = runtime if self.fast else None
         self.fast_path = fast_path
-        # The runtime's HTTP protocol (request deadline, refusals) serves on either path.
+        # The runtime's HTTP protocol (request and body deadlines, refusals) serves on either
+        # path, under random_stream.py's own server only: a WSGI host reads requests itself.
         self.server_runtime = runtime
-        self.parser_problems = runtime.parser_problems() if runtime is not None else []
+        serves_http = runtime is not None and not wsgi_host
+        self.parser_problems = runtime.parser_problems() if serves_http else []
+        self.body_problems = runtime.body_problems() if serves_http else []
         self.manager = None  # python-socketio's client manager, once client_manager() made it
         # Under a WSGI host, the direct path needs the host to hand a WebSocket's connection
         # over: gunicorn's gevent worker can (gunicorn.py), with this WSGI layer.
@@ -110,6 +114,9 @@ class Transport:
             # eventlet: its bare 414/431 refusals; gevent: its answer after an upgrade's end
             log.warning("%s's own HTTP answers where its internals moved: %s",
                         self.async_mode, "; ".join(self.parser_problems))
+        if self.body_problems:
+            log.warning("request bodies have no deadline (a slow one holds its connection): %s",
+                        "; ".join(self.body_problems))
         log.info("transport: %s", self.describe())
 
     def describe(self) -> str:

@@ -14,7 +14,8 @@ end without closing it through `conn_state`. Polling clients, upgrades from poll
 other async modes keep engine.io's way.
 
 This is the eventlet runtime's module of randstream.transport: EXTENSION_POINTS, adopt,
-opens_on_websocket, Connection and http_protocol are what a runtime module provides.
+opens_on_websocket, Connection, http_protocol, parser_problems and body_problems are what
+a runtime module provides.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from .points import ExtensionPoint, code_names
 from .protocol import websocket_frame
 from .websocket import DETACH, Detach, _noop, opens_on_websocket
 
-__all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "http_protocol",
-           "opens_on_websocket", "parser_problems", "websocket_frame"]
+__all__ = ["DETACH", "EXTENSION_POINTS", "Connection", "Detach", "adopt", "body_problems",
+           "http_protocol", "opens_on_websocket", "parser_problems", "websocket_frame"]
 
 
 def adopt(eio_socket) -> None:
@@ -85,11 +86,14 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
     on the fast path (`detach`), a WebSocket that outlives its HTTP task.
 
     From the moment a connection waits for a request (new, or idle after one) its request
-    line and headers must be in within `request_timeout`; the application (a long poll, a
-    WebSocket) runs without a deadline. `waiting` (server.Waiting) counts the connections
-    waiting so. Refusals of eventlet's parser (414, 400, 431, 505) go out as ours: JSON,
-    security headers, no Python version; where eventlet's parser internals moved
-    (PARSER_POINTS), its own bare refusals stay.
+    line and headers must be in within `request_timeout`, and then its body within
+    limits.body_deadline (read whole before the application runs, limits.body_to_read); the
+    application (a long poll, a WebSocket) runs without a deadline. `waiting`
+    (waiting.Waiting) counts the connections waiting so, until their body is in. Refusals
+    of eventlet's parser (414, 400, 431, 505) go out as ours: JSON, security headers, no
+    Python version; where eventlet's parser internals moved (PARSER_POINTS), its own bare
+    refusals stay; where its request internals moved (BODY_POINTS), the application reads
+    the body as eventlet gives it, without a deadline.
 
     A WebSocket keeps its HTTP connection's buffered reader (8 KiB) and writer (16 KiB)
     for life, though it reads and writes the socket directly after the upgrade: more than
@@ -99,9 +103,11 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
     import eventlet
     import eventlet.wsgi
 
-    from ..refusals import bad_framing, refusal_bytes
+    from ..limits import BODY_GRACE, BODY_LIMIT, BODY_RATE, body_deadline, body_to_read
+    from ..refusals import CutShort, HeaderLines, bad_framing, refusal_bytes
 
     parser_ok = not parser_problems()
+    body_ok = not body_problems()
     too_large = ((eventlet.wsgi.HeaderLineTooLong, eventlet.wsgi.HeadersTooLarge)
                  if parser_ok else ())
 
@@ -110,10 +116,11 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
         wbufsize = 1024
         detach = None  # the request's offer to let its WebSocket outlive this task
         deadline = None  # eventlet.Timeout until the request's headers are in
+        environ = None
 
         def handle_one_request(self):
             if self.deadline is not None:  # keep-alive: waiting again, for the next request
-                waiting.add(self.connection)
+                waiting.add(self.connection, self.client_address)
             self.deadline = eventlet.Timeout(request_timeout, TimeoutError("request timeout"))
             try:
                 super().handle_one_request()
@@ -129,12 +136,18 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
                 return line
 
         def parse_request(self):
+            lines = self.rfile = HeaderLines(self.rfile)
             try:
                 if not super().parse_request():
                     return False
             except too_large:
                 self.send_error(431, "request headers too large")
                 return False
+            except CutShort:  # the headers ended with the connection: nobody reads an answer
+                self.close_connection = 1
+                return False
+            finally:
+                self.rfile = lines.stream
             problem = bad_framing(self.headers)
             if problem is not None:
                 self.send_error(400, problem)
@@ -154,12 +167,52 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
                 pass
 
         def get_environ(self):
-            self.deadline.cancel()  # the request is in: the application takes its time
-            waiting.discard(self.connection)
+            self.deadline.cancel()  # the headers are in: the body has its own deadline
             environ = super().get_environ()
             if detach:
                 environ[DETACH] = self.detach = Detach()
             return environ
+
+        def handle_one_response(self):
+            if body_ok and not self.read_body():
+                self.close_connection = 1
+                return
+            waiting.discard(self.connection)  # the request is in: the application takes its time
+            super().handle_one_response()
+
+        def read_body(self) -> bool:
+            """The body, read whole into wsgi.input within its deadline; False if it came too
+            slowly (a 408), too large (a chunked one: 413), broken or not at all."""
+            environ = self.environ
+            want = body_to_read(environ)
+            if want is None:  # too large to read: the application answers from its length
+                self.close_connection = 1  # and nothing is read after the answer either
+                environ["wsgi.input"] = io.BytesIO()
+                return True
+            if not want:
+                return True
+            timer = eventlet.Timeout(body_deadline(want), TimeoutError)
+            try:
+                body = environ["eventlet.input"].read(want)
+            except TimeoutError:
+                waiting.report("slow_body", "closed a connection whose request body came slower "
+                               "than %d bytes a second after %g s", BODY_RATE, BODY_GRACE)
+                self.send_error(408, "the request body came too slowly")
+                return False
+            except ValueError:  # eventlet's ChunkReadError: no chunked encoding
+                self.send_error(400, "the chunked request body is malformed")
+                return False
+            except OSError:
+                return False
+            finally:
+                timer.cancel()
+            if len(body) > BODY_LIMIT:
+                self.send_error(413, f"a request body may have at most {BODY_LIMIT} bytes")
+                return False
+            if len(body) < want and environ.get("CONTENT_LENGTH"):
+                return False  # the client went away mid-body
+            environ["wsgi.input"] = io.BytesIO(body)
+            return True
 
         def setup(self):
             super().setup()
@@ -172,15 +225,30 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool):
 
         def finish(self):
             waiting.discard(self.connection)
+            self.deadline = None  # its exception's traceback refers back to this object
+            if self.environ is not None:  # as does eventlet's set_idle in the environ
+                self.environ.pop("eventlet.set_idle", None)
             if self.detach is not None and self.detach.requested:
                 # A WebSocket lives on without this task (websocket.serve_websocket): release the
                 # HTTP side only, and hand eventlet's clean-up nothing to shut down.
                 self.conn_state[1] = _Detached()
                 self.rfile.close()
                 self.wfile.close()
-                self.environ = None  # eventlet's set_idle in it refers back to this object
+                self.environ = None
                 return
-            super().finish()
+            try:
+                super().finish()
+            finally:
+                # A write that fails here (the client gone, or its socket shut to make room)
+                # ends eventlet's clean-up before the reader is closed: the reader then holds
+                # the descriptor open until a full collection (server.FullCollections, once a
+                # minute). Closed here, it is released at once.
+                for stream in (self.wfile, self.rfile):
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+                self.connection.close()
 
     class _Detached:
         def shutdown(self, how=None):
@@ -207,9 +275,27 @@ def _check_parser() -> str | None:
     return None
 
 
+def _check_body() -> str | None:
+    import eventlet.wsgi
+
+    protocol = eventlet.wsgi.HttpProtocol
+    if not {"get_environ", "handle_one_response"} <= code_names(protocol.handle_one_request):
+        return "HttpProtocol.handle_one_request no longer calls get_environ, handle_one_response"
+    if "eventlet.input" not in code_names(protocol.get_environ):
+        return "HttpProtocol.get_environ no longer sets eventlet.input"
+    if "close_connection" not in code_names(protocol.handle_one_response):
+        return "HttpProtocol.handle_one_response no longer reads close_connection"
+    return None
+
+
 def parser_problems() -> list[str]:
     """What is wrong with the parser internals our refusals use (checked once, at start)."""
     return [f"{p.name} ({problem})" for p in PARSER_POINTS if (problem := p.problem()) is not None]
+
+
+def body_problems() -> list[str]:
+    """What is wrong with the request internals the body deadline uses (checked at start)."""
+    return [f"{p.name} ({problem})" for p in BODY_POINTS if (problem := p.problem()) is not None]
 
 
 # Checked at start (randstream.transport): each returns None, or what is wrong --------------------
@@ -286,4 +372,11 @@ EXTENSION_POINTS = [
 PARSER_POINTS = [
     ExtensionPoint("eventlet HttpProtocol._read_request_line, HeaderLineTooLong, HeadersTooLarge",
                    "parser refusals carry security headers and no Python version", _check_parser),
+]
+
+# Not the fast path: request bodies read whole within a deadline before the application
+# runs. If these moved, the application reads bodies as eventlet gives them (no deadline).
+BODY_POINTS = [
+    ExtensionPoint("eventlet HttpProtocol.handle_one_response, environ eventlet.input",
+                   "a request body that comes too slowly is cut off", _check_body),
 ]

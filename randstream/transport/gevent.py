@@ -24,6 +24,8 @@ handle() only while `self.socket` is set, and handle_one_request() reads the nex
 unless told to stop. The engine.io points are websocket.py's and engineio_checks.py's.
 Not the fast path (HTTP_POINTS): pywsgi writes an application's answer through the
 handler's write(); if that moved, its own way stays (the 200 after the close frame).
+(BODY_POINTS): the handler reads a request's body through pywsgi's Input before the
+application runs; if that moved, the application reads it as pywsgi gives it.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ from .websocket import DETACH, Detach
 from .websocket import opens_on_websocket as _asks_websocket
 
 __all__ = ["DETACH", "EXTENSION_POINTS", "HTTP_POINTS", "Connection", "Detach", "adopt",
-           "http_protocol", "opens_on_websocket", "parser_problems", "upgrade_marker",
-           "websocket_driver", "websocket_frame"]
+           "body_problems", "http_protocol", "opens_on_websocket", "parser_problems",
+           "upgrade_marker", "websocket_driver", "websocket_frame"]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's handshake constant
 UPGRADE = "random_stream.upgrade"  # environ: an Upgrade, from http_protocol's handler
@@ -217,17 +219,25 @@ def _accept_key(environ) -> bytes | None:
 
 def http_protocol(waiting, request_timeout: float, *, detach: bool,
                   send_timeout: float | None = None):
-    """gevent's WSGIHandler with a request deadline, a send timeout for the answer (a
-    reader that stops reading is let go) and, on the fast path (`detach`), a WebSocket
-    that outlives its greenlet. (`waiting` is eventlet's: gevent's server has its own
-    accept loop and pool.)"""
+    """gevent's WSGIHandler with a request deadline (the headers within `request_timeout`,
+    then the body, read whole before the application runs, within limits.body_deadline),
+    a send timeout for the answer (a reader that stops reading is let go) and, on the fast
+    path (`detach`), a WebSocket that outlives its greenlet. `waiting` (waiting.Waiting)
+    counts the connections waiting for their request, until its body is in."""
     import gevent
-    from gevent.pywsgi import WSGIHandler
+    from gevent.pywsgi import Input, WSGIHandler
+
+    from ..limits import BODY_GRACE, BODY_LIMIT, BODY_RATE, body_deadline, body_to_read
+    from ..refusals import CutShort, HeaderLines, refusal_bytes
+
+    body_ok = not body_problems()
 
     class DeadlineHandler(WSGIHandler):
         deadline = None
         detach = None  # the request's offer to let its WebSocket outlive this greenlet
         upgrade = None  # the request's Upgrade (upgrade_marker): engine.io's driver has it
+        cut_short = False  # the request's headers ended with the connection
+        body_unread = False  # its body was too large to read: the connection ends after it
 
         def __init__(self, sock, address, server, rfile=None):
             super().__init__(sock, address, server, rfile)
@@ -239,11 +249,15 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
                 pass
 
         def handle_one_request(self):
+            sock = self.socket
+            waiting.add(sock, self.client_address)  # new, or idle in keep-alive
             self.deadline = gevent.Timeout.start_new(request_timeout, TimeoutError("request timeout"))
             try:
                 result = super().handle_one_request()
             finally:
                 self.deadline.close()
+                self.deadline = None  # its exception's traceback refers back to this object
+                waiting.discard(sock)
             offer, self.detach = self.detach, None
             if offer is not None:
                 offer.socket = None
@@ -268,14 +282,73 @@ def http_protocol(waiting, request_timeout: float, *, detach: bool,
             super().write(data)
 
         def read_request(self, raw_requestline):
+            lines = self.rfile = HeaderLines(self.rfile)
+            self.cut_short = False
             try:
                 return super().read_request(raw_requestline)
             except TimeoutError:  # gevent would print a traceback for it: a 400, quietly
                 return False
+            except (CutShort, OSError):  # the headers ended with the connection (a reset too:
+                # gevent would print it): nobody reads an answer, handle_one_response does nothing
+                self.cut_short = True
+                return True
             finally:
-                self.deadline.close()  # the request is in: the application takes its time
+                self.rfile = lines.stream
+                self.deadline.close()  # the headers are in: the body has its own deadline
                 if send_timeout is not None and self.socket is not None:
                     self.socket.settimeout(send_timeout)
+
+        def handle_one_response(self):
+            if self.cut_short or (body_ok and not self.read_body()):
+                self.close_connection = True
+                return
+            waiting.discard(self.socket)  # the request is in: the application takes its time
+            super().handle_one_response()
+
+        def read_body(self) -> bool:
+            """The body, read whole into wsgi.input within its deadline; False if it came too
+            slowly (a 408), too large (a chunked one: 413), broken or not at all."""
+            environ = self.environ
+            want = body_to_read(environ)
+            if want is None:  # too large to read: the application answers from its length
+                self.close_connection = self.body_unread = True
+                self.wsgi_input = Input(self.rfile, 0)  # so gevent discards nothing after it
+                environ["wsgi.input"] = io.BytesIO()
+                return True
+            if not want:
+                return True
+            timer = gevent.Timeout.start_new(body_deadline(want), TimeoutError)
+            try:
+                body = self.wsgi_input.read(want)
+            except TimeoutError:
+                waiting.report("slow_body", "closed a connection whose request body came slower "
+                               "than %d bytes a second after %g s", BODY_RATE, BODY_GRACE)
+                return self.refuse(408, "the request body came too slowly")
+            except ValueError:  # gevent's _InvalidClientInput: no chunked encoding
+                return self.refuse(400, "the chunked request body is malformed")
+            except OSError:
+                return False
+            finally:
+                timer.close()
+            if len(body) > BODY_LIMIT:
+                return self.refuse(413, f"a request body may have at most {BODY_LIMIT} bytes")
+            if len(body) < want and environ.get("CONTENT_LENGTH"):
+                return False  # the client went away mid-body
+            environ["wsgi.input"] = io.BytesIO(body)
+            return True
+
+        def start_response(self, status, headers, exc_info=None):
+            if self.body_unread and all(name.lower() != "connection" for name, _ in headers):
+                headers = [*headers, ("Connection", "close")]  # gevent says so to HTTP/1.0 only
+            return super().start_response(status, headers, exc_info)
+
+        def refuse(self, code: int, message: str) -> bool:
+            waiting.discard(self.socket)
+            try:
+                self.socket.sendall(refusal_bytes(code, message))
+            except OSError:
+                pass
+            return False
 
         def handle_error(self, t, v, tb):
             if isinstance(v, TimeoutError):  # a reader that stopped reading: let it go, quietly
@@ -297,6 +370,11 @@ def parser_problems() -> list[str]:
     """What moved of the handler's internals outside the fast path (HTTP_POINTS); our
     parser refusals are eventlet's only, under gevent its own answer."""
     return [f"{p.name} ({problem})" for p in HTTP_POINTS if (problem := p.problem()) is not None]
+
+
+def body_problems() -> list[str]:
+    """What is wrong with the request internals the body deadline uses (checked at start)."""
+    return [f"{p.name} ({problem})" for p in BODY_POINTS if (problem := p.problem()) is not None]
 
 
 # Checked at start (randstream.transport): each returns None, or what is wrong --------------------
@@ -358,6 +436,27 @@ def _check_write() -> str | None:
             return f"WSGIHandler.{method} no longer writes through write()"
     return None
 
+
+def _check_body() -> str | None:
+    from gevent.pywsgi import Input, WSGIHandler
+
+    if not {"get_environ", "handle_one_response"} <= code_names(WSGIHandler.handle_one_request):
+        return "WSGIHandler.handle_one_request no longer calls get_environ, handle_one_response"
+    if "wsgi_input" not in code_names(WSGIHandler.get_environ):
+        return "WSGIHandler.get_environ no longer sets wsgi_input"
+    if "wsgi_input" not in code_names(WSGIHandler.handle_one_response):
+        return "WSGIHandler.handle_one_response no longer discards the rest through wsgi_input"
+    if not callable(getattr(Input, "read", None)):
+        return "pywsgi.Input has no read"
+    return None
+
+
+# Not the fast path: request bodies read whole within a deadline before the application
+# runs. If these moved, the application reads bodies as gevent gives them (no deadline).
+BODY_POINTS = [
+    ExtensionPoint("gevent WSGIHandler.handle_one_response and wsgi_input",
+                   "a request body that comes too slowly is cut off", _check_body),
+]
 
 EXTENSION_POINTS = [
     ExtensionPoint("gevent socket._sock", "one non-blocking send per client, no task switch",
