@@ -97,7 +97,8 @@ class Cluster:
     def keeper(self, history: History, stats: Stats | ObservedStats):
         from . import scaleout
 
-        return scaleout.Follower(history, stats, self.store, self.settings.min, self.settings.max)
+        return scaleout.Follower(history, stats, self.store, self.settings.min, self.settings.max,
+                                 ring_size=self.settings.history)
 
     def ticker(self, keeper, publish: Callable[[Reading], object], *, source, socketio):
         from . import scaleout
