@@ -24,11 +24,13 @@ from flask import Flask
 from randstream import config, paths, sources, sse, stack, topology, web
 from randstream.config import ConfigError, Settings
 from randstream.history import StoreError
+from randstream.server import fd_budget, raise_fd_limit
 from randstream.stream import Stream, require, settings_from_env
 from randstream.transport import Transport
 
 log = logging.getLogger("random_stream")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+HOST_LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -36,19 +38,25 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     Without settings (`flask --app random_stream run`, gunicorn) they come from the
     RANDOM_STREAM_* variables, an invalid one is one line on stderr and exit status 2,
-    and the ticker starts with the first request served.
+    and the ticker starts when gunicorn.conf.py's hook says the worker is ready
+    (randstream/hosting.py), else with the first request served.
     """
     if settings is None:
         try:
             settings = settings_from_env()
             if not logging.getLogger().handlers:  # the host set none up: our lines, as main() logs them
-                logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+                # with the process id, as gunicorn's own: its workers share one log
+                logging.basicConfig(level=settings.log_level, format=HOST_LOG_FORMAT)
+            # gunicorn leaves the soft descriptor limit as it found it (1,024 on stock
+            # systems): each client is a descriptor, as in main().
+            raise_fd_limit(fd_budget(settings.max_connections))
             app = _create_app(settings, wsgi_host=True)
         except (ConfigError, StoreError) as exc:
             print(f"random_stream: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         log.info("app created for a WSGI host: async mode %s, pid %d; the ticker starts "
-                 "with the first request", settings.async_mode, os.getpid())
+                 "when gunicorn.conf.py says the worker is ready, else with the first request",
+                 settings.async_mode, os.getpid())
         return app
     return _create_app(settings, wsgi_host=False)
 
@@ -62,7 +70,7 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
         "random_stream", root_path=str(paths.ASSETS),  # templates/, static/
         instance_relative_config=True,
     )
-    transport = Transport(settings.async_mode, settings.fast_path)
+    transport = Transport(settings.async_mode, settings.fast_path, wsgi_host=wsgi_host)
     stream = Stream(app, settings, chosen, transport)
     app.extensions["stream"] = stream
     web.init_app(app)
@@ -73,13 +81,14 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
     # log it; eventlet's, as main() runs it, would drop it (log_output=False).
     app.wsgi_app = stack.build(app.wsgi_app, stream.admission, stream.hooks,
                                start_on_first_request=stream if wsgi_host else None,
-                               host_logs_failures=wsgi_host or settings.async_mode != "eventlet")
+                               host_logs_failures=wsgi_host or settings.async_mode != "eventlet",
+                               hand_over=transport.hand_over)
     transport.log_choice()
     return app
 
 
 def main(argv: list[str] | None = None) -> None:
-    from randstream.server import bind, fail, fd_budget, raise_fd_limit, serve
+    from randstream.server import bind, fail, serve
 
     try:
         settings = config.load(argv)

@@ -100,7 +100,8 @@ def cpu_busy_seconds(cpu: int) -> float:
 
 
 def spawn(cmd: list[str], cpus: set[int] | None, **kwargs) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, preexec_fn=_child_setup(cpus, NICE), cwd=ROOT, **kwargs)
+    kwargs.setdefault("cwd", ROOT)
+    proc = subprocess.Popen(cmd, preexec_fn=_child_setup(cpus, NICE), **kwargs)
     _running.append(proc)
     return proc
 
@@ -139,7 +140,8 @@ class ServerProcess:
     """A server under test: ``python SCRIPT --host 127.0.0.1 --port P ...``."""
 
     def __init__(
-        self, name: str, cmd: list[str], port: int, cpus: set[int] | None, log: Path
+        self, name: str, cmd: list[str], port: int, cpus: set[int] | None, log: Path,
+        env: dict[str, str] | None = None, cwd: Path | None = None,
     ) -> None:
         import psutil
 
@@ -148,11 +150,11 @@ class ServerProcess:
         self.log_path = log
         self.log = open(log, "wb")
         # Every load client comes from 127.0.0.1: lift the per-address limit (older
-        # versions ignore the variable).
-        env = {"RANDOM_STREAM_MAX_PER_ADDRESS": "1000000", **os.environ}
+        # versions ignore the variable). `env`: settings of a WSGI host's app (gunicorn).
+        env = {"RANDOM_STREAM_MAX_PER_ADDRESS": "1000000", **os.environ, **(env or {})}
         self.proc = spawn(
             cmd, cpus, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env,
+            env=env, cwd=cwd or ROOT,  # gunicorn reads gunicorn.conf.py from where it starts
         )
         self.ps = psutil.Process(self.proc.pid)
 
@@ -173,11 +175,33 @@ class ServerProcess:
             time.sleep(poll)
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s; see {self.log_path}")
 
+    def processes(self) -> list:
+        """The server's process and its children (gunicorn's workers), as psutil sees them."""
+        import psutil
+
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return [self.ps]
+
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid, self.ps)
+        """CPU of the server's processes now alive (gunicorn: the master and its workers)."""
+        total = 0.0
+        for p in self.processes():
+            try:
+                total += process_cpu_seconds(p.pid, p)
+            except Exception:  # a worker gone meanwhile
+                pass
+        return total
 
     def rss(self) -> int:
-        return self.ps.memory_info().rss
+        total = 0
+        for p in self.processes():
+            try:
+                total += p.memory_info().rss
+            except Exception:
+                pass
+        return total
 
     def stop(self) -> None:
         stop(self.proc)

@@ -20,6 +20,14 @@ herd    ``--herd-clients`` (10,000) on a server with a SQLite --db, SIGTERM, a n
 peers   this server, the naive app, Node's socket.io (bench/peers/node_server.mjs, installed
         by ``npm ci`` in bench/peers) and python-socketio's ASGI server on uvicorn
         (bench/peers/asgi_app.py) at ``--peer-clients``, with each one's ratio to this server.
+hosts   ``python random_stream.py`` (eventlet), ``gunicorn -k gevent -w 1`` and ``gunicorn -k
+        gevent -w 2`` with ``--message-queue`` (a redis-server started here; ``gunicorn2r``:
+        with ``--reuse-port``) at ``--host-clients``, each with its ratio to random_stream.py
+        in the same run; then the two workers at ``--host-big-clients`` (30,000: two
+        generator processes over several source addresses). The
+        one-process servers are pinned to the first CPU; the two workers, their generators
+        and Redis share both (so their CPU per message includes no idle core, and their
+        latency the generators' load).
 
 Every server is started on a free 127.0.0.1 port pinned to the first CPU, the load
 generators (bench/loadgen.py) on the second; every process started is stopped at the end,
@@ -142,6 +150,28 @@ PEER_LABELS = {
     "node": "Node socket.io",
     "asgi": "python-socketio ASGI/uvicorn",
 }
+HOST_LABELS = {
+    "real": "python random_stream.py",
+    "gunicorn": "gunicorn -k gevent -w 1",
+    "gunicorn2": "gunicorn -k gevent -w 2",
+    "gunicorn2r": "gunicorn -k gevent -w 2 --reuse-port",
+}
+HOST_TARGETS = ("gunicorn", "gunicorn2", "gunicorn2r")
+TWO_WORKERS = ("gunicorn2", "gunicorn2r")
+MAX_WORKER_CONNECTIONS = 18000  # per gunicorn worker: its fd budget (+1,344) under the hard 20,000
+
+
+def host_env(target: str, interval: float, max_connections: int, redis_url: str = "") -> dict:
+    """The RANDOM_STREAM_* settings of a gunicorn target's app (create_app reads them)."""
+    env = {
+        "RANDOM_STREAM_INTERVAL": str(interval),
+        "RANDOM_STREAM_MAX_CONNECTIONS": str(max_connections),
+    }
+    if target in TWO_WORKERS:
+        env["RANDOM_STREAM_MESSAGE_QUEUE"] = redis_url  # the history lives there
+    else:
+        env["RANDOM_STREAM_DB"] = ":memory:"
+    return env
 
 
 def server_command(
@@ -185,6 +215,12 @@ def server_command(
     ]
     if target == "naive":
         return [harness.PYTHON, str(BENCH / "naive_app.py"), *common]
+    if target in HOST_TARGETS:
+        # As the README says to run it, from the project root (its gunicorn.conf.py).
+        workers = {"gunicorn": ["-w", "1"], "gunicorn2": ["-w", "2"],
+                   "gunicorn2r": ["-w", "2", "--reuse-port"]}[target]
+        return [harness.PYTHON, "-m", "gunicorn", "-k", "gevent", *workers,
+                "--bind", f"127.0.0.1:{port}", *extra, "random_stream:create_app()"]
     return [
         harness.PYTHON,
         str(REAL_ROOT / "random_stream.py"),
@@ -221,17 +257,22 @@ def run_one(
     sources: int = 0,
     max_connections: int | None = None,
     concurrency: int | None = None,
+    redis_url: str = "",
 ) -> dict:
     """Start one server, load it with ``clients`` clients, return the figures.
 
     ``--max-connections`` is N + 100, not more: the server keeps the descriptors under its
     limit that the sessions do not take for connections still waiting for their request
-    (at most 1,024), and closes the longest-waiting beyond that."""
+    (at most 1,024), and closes the longest-waiting beyond that. The two gunicorn workers
+    (gunicorn2) and their generators share every CPU."""
     if max_connections is None:
         max_connections = clients + 100
+    if target in TWO_WORKERS:
+        max_connections = min(max_connections, MAX_WORKER_CONNECTIONS)  # per worker
     cpus = harness.available_cpus()
-    server_cpus = {cpus[0]} if len(cpus) > 1 else None
-    gen_cpus = {cpus[1]} if len(cpus) > 1 else None
+    shared = target in TWO_WORKERS or len(cpus) < 2
+    server_cpus = None if shared else {cpus[0]}
+    gen_cpus = None if shared else {cpus[1]}
     port = harness.free_port()
     tag = f"{target}-{mode}-{clients}"
     server = harness.ServerProcess(
@@ -241,12 +282,15 @@ def run_one(
             mode,
             port,
             args.interval,
-            args.real_args.split(),
+            (args.host_args if target in HOST_TARGETS else args.real_args).split(),
             max_connections=max_connections,
         ),
         port,
         server_cpus,
         workdir / f"{tag}.log",
+        env=host_env(target, args.interval, max_connections, redis_url)
+        if target in HOST_TARGETS else None,
+        cwd=REAL_ROOT,  # --ref: gunicorn serves that commit's app and gunicorn.conf.py too
     )
     gens: list[harness.GeneratorProcess] = []
     try:
@@ -269,6 +313,8 @@ def run_one(
         ramped = [g.read("ramped", ramp_timeout) for g in gens]
         time.sleep(CLIENT_SETTLE)
         rss_idle = server.rss()
+        processes = len(server.processes())
+        spread = established_per_process(server, port)
         window_start = time.time() + 0.05
         window_end = window_start + args.duration
         profiler = None
@@ -287,6 +333,7 @@ def run_one(
                     "--format",
                     "raw",
                     "--nonblocking",
+                    "--subprocesses",  # gunicorn's workers
                     "--output",
                     str(Path(args.profile) / f"{tag}.txt"),
                 ],
@@ -379,7 +426,76 @@ def run_one(
             name: sum(r["other_events"].get(name, 0) for r in results)
             for name in {name for r in results for name in r["other_events"]}
         },
+        "processes": processes,
+        "spread": spread,
     }
+
+
+def established_per_process(server, port: int) -> list[int]:
+    """Clients per serving process (gunicorn's workers; the one process otherwise), by its
+    established TCP connections on ``port``."""
+    counts = []
+    for p in server.processes():
+        try:
+            conns = p.net_connections(kind="tcp")
+        except Exception:
+            continue
+        n = sum(1 for c in conns if c.status == "ESTABLISHED" and c.laddr and c.laddr.port == port)
+        if n:
+            counts.append(n)
+    return counts
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    """A redis-server without persistence on a free port, for the gunicorn2 target."""
+    import shutil
+
+    if not shutil.which("redis-server"):
+        raise RuntimeError("redis-server not found (the two-worker host needs it)")
+    port = harness.free_port()
+    proc = harness.spawn(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"], None, stdout=open(workdir / "redis.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    import socket as socket_module
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket_module.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("redis-server did not answer")
+
+
+def run_hosts(args, workdir: Path, measure) -> list[dict]:
+    """The hosts part: random_stream.py and gunicorn (1 and 2 workers) at each
+    --host-clients, then the two workers at --host-big-clients."""
+    rows = []
+    redis_proc, redis_url = None, ""
+    try:
+        two = [t for t in args.host_target_list if t in TWO_WORKERS]
+        if two:
+            redis_proc, redis_url = start_redis(workdir)
+        for n in args.host_counts:
+            for target in args.host_target_list:
+                kw = {"redis_url": redis_url, "procs": 2} if target in TWO_WORKERS else {}
+                if (row := measure(target, "gevent" if target != "real" else "eventlet", n,
+                                   **kw)) is not None:
+                    rows.append(row)
+        if args.host_big_clients and two:
+            row = measure(two[0], "gevent", args.host_big_clients, procs=2,
+                          sources=args.sources, redis_url=redis_url, concurrency=120)
+            if row is not None:
+                rows.append(row)
+    finally:
+        if redis_proc is not None:
+            harness.stop(redis_proc)
+    return rows
 
 
 def run_herd(args, workdir: Path) -> dict:
@@ -790,7 +906,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="matrix,big,herd,peers",
         help="parts to run, comma-separated: matrix (--modes x --clients x --targets), "
         "big (eventlet, --big-clients), herd (restart herd), peers (this server, the naive app, "
-        "Node socket.io, python-socketio on uvicorn at --peer-clients)",
+        "Node socket.io, python-socketio on uvicorn at --peer-clients), hosts (random_stream.py "
+        "vs gunicorn -k gevent, 1 and 2 workers, at --host-clients)",
     )
     p.add_argument(
         "--clients",
@@ -849,6 +966,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--peer-clients", default="1000,10000", help="peers: comma-separated client counts"
     )
     p.add_argument(
+        "--host-clients", default="1000,10000", help="hosts: comma-separated client counts"
+    )
+    p.add_argument(
+        "--host-targets",
+        default="real,gunicorn,gunicorn2",
+        help="hosts: real (random_stream.py), gunicorn (-k gevent -w 1), gunicorn2 (-w 2, "
+        "--message-queue), gunicorn2r (the same with --reuse-port); --host-big-clients runs "
+        "on the first two-worker one named",
+    )
+    p.add_argument("--host-args", default="", help="extra arguments for gunicorn")
+    p.add_argument(
+        "--host-big-clients",
+        type=int,
+        default=30000,
+        help="hosts: clients on the two gunicorn workers at the end (0: none; at most 36,000: "
+        "18,000 a worker)",
+    )
+    p.add_argument(
         "--duration",
         type=float,
         default=25.0,
@@ -896,11 +1031,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.parts = [x for x in args.only.split(",") if x]
-    unknown = set(args.parts) - {"matrix", "big", "herd", "peers"}
+    unknown = set(args.parts) - {"matrix", "big", "herd", "peers", "hosts"}
     if unknown:
         p.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
     args.client_counts = [int(c) for c in args.clients.split(",") if c]
     args.peer_counts = [int(c) for c in args.peer_clients.split(",") if c]
+    args.host_counts = [int(c) for c in args.host_clients.split(",") if c]
+    args.host_target_list = [t for t in args.host_targets.split(",") if t]
+    if set(args.host_target_list) - set(HOST_LABELS):
+        p.error(f"--host-targets: each one of {', '.join(HOST_LABELS)}")
+    if any(n < 1 or n > 10000 for n in args.host_counts):
+        p.error("--host-clients: each count must be in 1..10000")
+    if not 0 <= args.host_big_clients <= 2 * MAX_WORKER_CONNECTIONS:
+        p.error(f"--host-big-clients must be in 0..{2 * MAX_WORKER_CONNECTIONS}")
     if any(n < 1 or n > 10000 for n in args.client_counts + args.peer_counts):
         p.error("--clients, --peer-clients: each count must be in 1..10000")
     if not 1 <= args.big_clients <= 19500:
@@ -936,6 +1079,7 @@ def main(argv=None) -> int:
     )
     rows: list[dict] = []  # matrix and big
     peer_rows: list[dict] = []
+    host_rows: list[dict] = []
     herd: dict | None = None
     done: dict[tuple, dict] = {}  # (target, mode, N) -> row: the peers reuse the matrix's
 
@@ -1002,6 +1146,8 @@ def main(argv=None) -> int:
                     mode = "eventlet" if target in ("real", "naive") else "-"
                     if (row := measure(target, mode, n)) is not None:
                         peer_rows.append(row)
+        if "hosts" in args.parts:
+            host_rows = run_hosts(args, workdir, measure)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping servers", file=sys.stderr)
     finally:
@@ -1014,7 +1160,9 @@ def main(argv=None) -> int:
         print_herd(herd)
     if peer_rows:
         print_peers(peer_rows)
-    every = rows + peer_rows
+    if host_rows:
+        print_hosts(host_rows)
+    every = rows + peer_rows + host_rows
     busy = [r for r in every if r.get("other_cpu_pct", 0) > 10]
     if busy:
         print(
@@ -1030,11 +1178,12 @@ def main(argv=None) -> int:
                     "rows": rows,
                     "herd": herd,
                     "peers": peer_rows,
+                    "hosts": host_rows,
                 },
                 indent=1,
             )
         )
-    return 0 if rows or herd or peer_rows else 1
+    return 0 if rows or herd or peer_rows or host_rows else 1
 
 
 PEER_COLUMNS = [
@@ -1065,6 +1214,30 @@ def print_peers(rows: list[dict], out=sys.stdout) -> None:
     for r in rows:
         line = [PEER_LABELS[r["target"]], str(r["requested"])]
         line += [fmt(f, r.get(k)) for k, _, f in PEER_COLUMNS]
+        base = real.get(r["requested"])
+        for k, _ in PEER_RATIOS:
+            a, b = r.get(k), base.get(k) if base else None
+            ok = a is not None and b and not (math.isnan(a) or math.isnan(b))
+            line.append(f"{a / b:.2f}" if ok else "-")
+        if r["connected"] < r["requested"]:
+            line[1] += f" (held {r['connected']})"
+        lines.append(line)
+    print_markdown(headers, lines, out)
+
+
+def print_hosts(rows: list[dict], out=sys.stdout) -> None:
+    """random_stream.py and gunicorn side by side, each over random_stream.py (x real)."""
+    print("\nhosts (one process pinned to one CPU, the generator on the other; the two "
+          "workers, their generators and Redis share both):", file=out)
+    headers = ["host", "N"] + [h for _, h, _ in PEER_COLUMNS] + ["per worker"] + [
+        f"{h} x real" for _, h in PEER_RATIOS
+    ]
+    real = {r["requested"]: r for r in rows if r["target"] == "real"}
+    lines = []
+    for r in rows:
+        line = [HOST_LABELS[r["target"]], str(r["requested"])]
+        line += [fmt(f, r.get(k)) for k, _, f in PEER_COLUMNS]
+        line.append("/".join(str(n) for n in r.get("spread", [])) or "-")
         base = real.get(r["requested"])
         for k, _ in PEER_RATIOS:
             a, b = r.get(k), base.get(k) if base else None

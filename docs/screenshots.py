@@ -1,21 +1,27 @@
 """Make the README's screenshots of the dashboard, light and dark.
 
-    .venv/bin/python docs/screenshots.py             # writes docs/img/dashboard-{light,dark}.png
+    .venv/bin/python docs/screenshots.py   # writes docs/img/dashboard-{light,dark}.png
+                                           # and docs/img/dashboard-7d-{light,dark}.png
 
 Starts a real `python random_stream.py` on 127.0.0.1 and a free port (a reading every
 0.2 s, nothing stored, a fixed seed), waits until a minute of readings is there, opens the
 dashboard in headless Chromium (Playwright for Python, Debian's /usr/bin/chromium) once
 with `prefers-color-scheme: light` and once dark, shows the 1-minute window (full by
-then) and writes one PNG each. The server is stopped at the end, on errors and on Ctrl-C.
-Needs the test packages (`bash tests/run --co -q` installs them into .venv).
+then) and writes one PNG each. Then the 7-day view: a second server on a database of a
+week of readings, one a second (made here as an older version of the program left it, so
+the server builds its rollups at start; no readings for three hours two days ago), the
+pointer on a bucket for its readout. The servers are stopped at the end, on errors and on
+Ctrl-C. Needs the test packages (`bash tests/run --co -q` installs them into .venv).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -31,6 +37,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 INTERVAL = 0.2  # seconds between readings: the 1-minute window holds 300
 WINDOW = 60  # the chart window shown, seconds (the page's "1 min")
 VIEWPORT = {"width": 1280, "height": 800}
+WEEK = 7 * 86_400
+OUTAGE = (2 * 86_400, 2 * 86_400 - 3 * 3600)  # seconds before now with no readings, for the 7-day view
 
 
 def free_port() -> int:
@@ -69,7 +77,42 @@ def stop(server: subprocess.Popen) -> None:
             server.wait(10)
 
 
-def shoot(url: str, out: Path) -> list[Path]:
+def a_week_of_readings(path: Path) -> None:
+    """A version-0 database (from before rollups): a reading a second for 7 days, but OUTAGE."""
+    sys.path.insert(0, str(ROOT))
+    from randstream.stats import Stats
+
+    rng = random.Random(20)
+    end = time.time()
+    stats = Stats(0, 100)
+    rows = []
+    for i in range(WEEK):
+        ts = end - WEEK + i
+        if not OUTAGE[1] < end - ts <= OUTAGE[0]:
+            value = rng.randint(0, 100)
+            rows.append((len(rows) + 1, value, ts))
+            stats.add(value, len(rows))
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE readings (seq INTEGER PRIMARY KEY, value INTEGER NOT NULL, ts REAL NOT NULL);"
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        )
+        db.executemany("INSERT INTO readings VALUES (?, ?, ?)", rows)
+        db.executemany("INSERT INTO meta VALUES (?, ?)",
+                       [("last_seq", str(len(rows))), ("stats", json.dumps(stats.state()))])
+    db.close()
+
+
+def start_server(port: int, log: Path, *args: str) -> subprocess.Popen:
+    with open(log, "w") as log_file:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "random_stream.py"), "--host", "127.0.0.1",
+             "--port", str(port), *args],
+            cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+
+def shoot(url: str, out: Path, week_url: str | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     written = []
@@ -93,6 +136,24 @@ def shoot(url: str, out: Path) -> list[Path]:
                 page.screenshot(path=str(path), full_page=True)
                 written.append(path)
                 context.close()
+            for scheme in ("light", "dark") if week_url else ():
+                context = browser.new_context(viewport=VIEWPORT, color_scheme=scheme,
+                                              reduced_motion="reduce")
+                page = context.new_page()
+                page.goto(week_url + "/?range=7d")
+                page.wait_for_function(
+                    "() => { const c = document.getElementById('line-chart').dataset;"
+                    " return c.view === '7d' && c.loading === 'false' && Number(c.drawn) > 0"
+                    " && document.getElementById('stat-count').dataset.value !== ''; }"
+                )
+                box = page.locator("#line-chart").bounding_box()
+                page.mouse.move(box["x"] + 40 + (box["width"] - 52) * 0.62, box["y"] + box["height"] / 2)
+                page.wait_for_function("() => document.getElementById('chart-readout').dataset.kind === 'bucket'")
+                page.wait_for_timeout(300)
+                path = out / f"dashboard-7d-{scheme}.png"
+                page.screenshot(path=str(path), full_page=True)
+                written.append(path)
+                context.close()
         finally:
             browser.close()
     return written
@@ -101,28 +162,26 @@ def shoot(url: str, out: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img",
-                        help="folder for dashboard-light.png and dashboard-dark.png")
+                        help="folder for the PNGs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    port, week_port = free_port(), free_port()
+    url, week_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{week_port}"
     with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "server.log"
-        with open(log, "w") as log_file:
-            server = subprocess.Popen(
-                [sys.executable, str(ROOT / "random_stream.py"), "--host", "127.0.0.1",
-                 "--port", str(port), "--interval", str(INTERVAL), "--db", ":memory:",
-                 "--seed", "18"],
-                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
+        log, week_log = Path(tmp) / "server.log", Path(tmp) / "week.log"
+        db = Path(tmp) / "week.sqlite3"
+        a_week_of_readings(db)
+        server = start_server(port, log, "--interval", str(INTERVAL), "--db", ":memory:", "--seed", "18")
+        week = start_server(week_port, week_log, "--interval", "1", "--db", str(db), "--seed", "18")
         try:
-            print(f"server on {url}; waiting {WINDOW} s for a full chart", flush=True)
+            print(f"servers on {url} and {week_url}; waiting {WINDOW} s for a full chart", flush=True)
             wait_for_readings(server, url, round(WINDOW / INTERVAL) + 5, log)
-            for path in shoot(url, args.out):
+            for path in shoot(url, args.out, week_url):
                 print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
                       f"({path.stat().st_size // 1024} KB)")
         finally:
             stop(server)
+            stop(week)
 
 
 if __name__ == "__main__":

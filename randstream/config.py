@@ -27,6 +27,8 @@ class Settings:
     seed: int | None = None
     history: int = 900  # readings a new client gets: 15 minutes at 1 Hz
     retention: int = 1_000_000  # readings kept in the store (about 11 days at 1 Hz)
+    minute_tier_days: float = 90.0  # days of per-minute rollups kept (/api/series)
+    hour_tier_days: float = 730.0  # days of per-hour rollups kept: about 2 years
     db: str | None = None  # None: instance/random_stream.sqlite3; ":memory:": no persistence
     message_queue: str | None = None
     cors_origins: tuple[str, ...] = field(default=())
@@ -43,6 +45,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         validate(self)
+
+    def tier_keep(self) -> dict[int, float]:
+        """Seconds of rows each rollup tier keeps, by its width in seconds."""
+        return {60: self.minute_tier_days * 86_400, 3600: self.hour_tier_days * 86_400}
 
 
 def validate(s: Settings) -> None:
@@ -63,6 +69,13 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"--retention must be between --history ({s.history}) and 100000000 (got {s.retention})"
         )
+    # 129,600 per-minute and 17,520 per-hour rows at the defaults: a few MB, bounded.
+    if not 1 <= s.minute_tier_days <= 3650:
+        raise ConfigError(
+            f"--minute-tier-days must be between 1 and 3650 (got {s.minute_tier_days})")
+    if not s.minute_tier_days <= s.hour_tier_days <= 36500:
+        raise ConfigError(f"--hour-tier-days must be between --minute-tier-days "
+                          f"({s.minute_tier_days:g}) and 36500 (got {s.hour_tier_days})")
     if s.message_queue is not None:
         check_redis_url(s.message_queue)
     for origin in s.cors_origins:
@@ -156,6 +169,8 @@ def _parser() -> _Parser:
     add("--seed", help="seed for a reproducible stream (default: random)")
     add("--history", help="readings sent to a new client (default 900)")
     add("--retention", help="readings kept in the store (default 1000000)")
+    add("--minute-tier-days", help="days of per-minute rollups kept for long ranges (default 90)")
+    add("--hour-tier-days", help="days of per-hour rollups kept (default 730)")
     add("--db", help="SQLite path, or :memory: for no persistence (default instance/random_stream.sqlite3; "
                      "installed: $XDG_DATA_HOME/random-stream/, else ~/.local/share/random-stream/)")
     add("--message-queue", help="redis://HOST:PORT/DB to share one stream between processes")
@@ -178,6 +193,7 @@ def _parser() -> _Parser:
 _CONVERTERS = {
     "port": int, "interval": float, "min": int, "max": int, "seed": int,
     "history": int, "retention": int, "max_connections": int, "max_per_address": int,
+    "minute_tier_days": float, "hour_tier_days": float,
     "ping_interval": float, "ping_timeout": float,
 }
 

@@ -39,6 +39,8 @@ class Store(Protocol):
     def last_seq(self) -> int: ...
     def append(self, reading: Reading, stats_state: dict) -> None: ...
     def stats_state(self) -> dict | None: ...
+    def series(self, frm: float, to: float, points: int, interval: float) -> dict: ...
+    def seq_span(self, frm: float, to: float) -> tuple[int, int] | None: ...
     def close(self) -> None: ...
 
 
@@ -120,6 +122,14 @@ class History:
 
     def latest(self, n: int) -> list[Reading]:
         return self.ring.latest(n)
+
+    def series(self, frm: float, to: float, points: int, interval: float) -> dict:
+        """GET /api/series's answer, from the store's rollup tiers (StoreError if unreadable)."""
+        return self.store.series(frm, to, points, interval)
+
+    def seq_span(self, frm: float, to: float) -> tuple[int, int] | None:
+        """The seqs that can hold readings with frm <= ts < to (None: no reading there)."""
+        return self.store.seq_span(frm, to)
 
     def after(self, seq: int, limit: int) -> list[Reading]:
         """Readings with seq > `seq`, oldest first, at most `limit`."""

@@ -13,6 +13,8 @@ Keys (prefix `random_stream:`, one stream per Redis database):
             stored, like the seq high-water mark
   live      not a key: the Pub/Sub channel each stored reading is published on, by the
             same script that stores it (subscription.py hears it in every process)
+  minutes, hours, tiers
+            the rollup tiers for /api/series, kept by the same script (redis_tiers.py)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import redis_tiers, series
 from .history import Reading, StoreError, new_stream_id
 from .lease import Lease
 
@@ -35,8 +38,9 @@ PREFIX = "random_stream:"
 CONNECT_TIMEOUT = 2.0  # seconds; a Redis that does not answer is reported, not waited for
 COMMAND_TIMEOUT = 2.0
 
-# KEYS: lease, seq, readings, stats, stream.  ARGV: token, ttl ms, seq, value, ts, stats
-# json, retention, channel, the reading as JSON, the stream id.
+# KEYS: lease, seq, readings, stats, stream, minutes, hours, tiers.  ARGV: token, ttl ms,
+# seq, value, ts, stats json, retention, channel, the reading as JSON, the stream id, and
+# the seconds each tier keeps: the tiers are kept in the same step, behind the same fence.
 # The fence: only the lease holder writes, only with a seq above every seq handed out, and
 # the write renews the lease. The seq goes in as a string so Lua never reformats it. A
 # reading is published if and only if it is stored, in the order of the stores: a deposed
@@ -54,6 +58,7 @@ redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[4], ARGV[6])
 redis.call('SET', KEYS[5], ARGV[10], 'NX')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+""" + redis_tiers.APPEND_TIERS + """
 redis.call('PUBLISH', ARGV[8], ARGV[9])
 return top
 """
@@ -70,6 +75,9 @@ class Keys(NamedTuple):
     stats: str
     stream: str
     live: str  # the channel of readings (not a key: open_redis_store adds the database)
+    minutes: str
+    hours: str
+    tiers: str
 
     @classmethod
     def with_prefix(cls, prefix: str = PREFIX) -> Keys:
@@ -92,15 +100,6 @@ def connect(url: str, **options) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
-def _value(raw: bytes) -> int | float:
-    # redis-py writes an int as str() and a float as repr(): "3" is 3, "3.0" stays a float,
-    # "-0.0" keeps its sign
-    try:
-        return int(raw)
-    except ValueError:
-        return float(raw)
-
-
 def message(reading: Reading) -> str:
     """A reading as it goes out on the channel: JSON, floats exact (Python's repr)."""
     return json.dumps(reading.to_dict(), separators=(",", ":"))
@@ -109,22 +108,31 @@ def message(reading: Reading) -> str:
 def _reading(entry) -> Reading:
     entry_id, fields = entry
     seq = int(entry_id.split(b"-", 1)[0])
-    return Reading(seq, _value(fields[b"v"]), float(fields[b"t"]))
+    return Reading(seq, redis_tiers.number(fields[b"v"]), float(fields[b"t"]))
 
 
 class RedisStore:
     """Implements the Store protocol on Redis; writes are fenced by the leader lease."""
 
     def __init__(
-        self, client: redis.Redis, lease: Lease, retention: int, keys: Keys, where: str
+        self, client: redis.Redis, lease: Lease, retention: int, keys: Keys, where: str,
+        keep: dict[int, float] | None = None,
     ) -> None:
         self.client = client
         self.lease = lease
         self.retention = retention
         self.keys = keys
         self.where = where
+        self.keep = keep or {series.MINUTE: 90 * series.DAY, series.HOUR: 730 * series.DAY}
         self._append = client.register_script(APPEND)
+        self._keep_args = redis_tiers.append_args(self.keep)
+        self._scripts = {"series": client.register_script(redis_tiers.SERIES),
+                         "span": client.register_script(redis_tiers.SPAN)}
         self.stream_id = self._stream_id()
+        try:
+            redis_tiers.build(client, keys, where)
+        except redis.RedisError as exc:
+            raise self._error(exc) from None
 
     def _stream_id(self) -> str:
         """The cluster's stream id: the one in Redis, or this process's new one if none is."""
@@ -206,19 +214,41 @@ class RedisStore:
         keys = self.keys
         try:
             self._append(
-                keys=[keys.lease, keys.seq, keys.readings, keys.stats, keys.stream],
+                keys=[keys.lease, keys.seq, keys.readings, keys.stats, keys.stream,
+                      keys.minutes, keys.hours, keys.tiers],
                 args=[self.lease.token, self.lease.ttl_ms, str(reading.seq), reading.value,
                       repr(reading.ts), stats, self.retention, keys.live, message(reading),
-                      self.stream_id],
+                      self.stream_id, *self._keep_args],
             )
         except redis.RedisError as exc:
             raise self._error(exc) from None
+
+    def series(self, frm: float, to: float, points: int, interval: float) -> dict:
+        """The /api/series answer (series.py) from the tiers in Redis."""
+        try:
+            return series.answer(self._reader(), frm, to, points, interval)
+        except redis.RedisError as exc:
+            raise self._error(exc) from None
+
+    def seq_span(self, frm: float, to: float) -> tuple[int, int] | None:
+        """The seqs to read for the readings with frm <= ts < to (None: there are none)."""
+        try:
+            reader = self._reader()
+            if reader.since(series.MINUTE) > frm:  # their buckets are gone: from the oldest
+                return (reader.oldest_seq() or 1, self.last_seq())
+            return reader.seq_span(frm, to)
+        except redis.RedisError as exc:
+            raise self._error(exc) from None
+
+    def _reader(self) -> redis_tiers.RedisReader:
+        return redis_tiers.RedisReader(self.client, self.keys, self._scripts)
 
     def close(self) -> None:
         self.client.close()
 
 
-def open_redis_store(url: str, retention: int, ttl: float, keys: Keys | None = None) -> RedisStore:
+def open_redis_store(url: str, retention: int, ttl: float, keys: Keys | None = None,
+                     keep: dict[int, float] | None = None) -> RedisStore:
     """Connect and check that Redis answers; StoreError (one line) if it does not."""
     keys = keys or Keys.with_prefix()
     where = location(url)
@@ -230,4 +260,5 @@ def open_redis_store(url: str, retention: int, ttl: float, keys: Keys | None = N
     # Keys live in one database, Pub/Sub channels are the whole server's: a stream in /1
     # beside one in /0 must not hear the other's readings.
     keys = keys._replace(live=f"{keys.live}:{client.connection_pool.connection_kwargs.get('db', 0)}")
-    return RedisStore(client, Lease(client, keys.lease, keys.seq, ttl), retention, keys, where)
+    return RedisStore(client, Lease(client, keys.lease, keys.seq, ttl), retention, keys, where,
+                      keep)

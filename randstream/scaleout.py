@@ -87,9 +87,11 @@ class Follower:
     """
 
     def __init__(self, history: History, stats: Stats | ObservedStats, store: RedisStore,
-                 lo: int, hi: int) -> None:
+                 lo: int, hi: int, ring_size: int = 900) -> None:
         self.history = history
         self.stats = stats
+        self.store = store
+        self.ring_size = ring_size  # what a catch-up reads at most (--history)
         self.lo, self.hi = lo, hi
         self.last_at: float | None = None  # wall clock of the last reading kept
         self.lock = threading.Lock()  # the subscription, the ticker and a pull call keep
@@ -111,10 +113,19 @@ class Follower:
         return isinstance(value, int) and self.lo <= value <= self.hi
 
     def __call__(self, reading: Reading) -> None:
-        """Keep a reading of the stream's leader (this process's own included) if it is next."""
+        """Keep a reading of the stream's leader (this process's own included) if it is next.
+
+        After a gap (missed on the channel: a worker that subscribed a moment late, a
+        takeover) what Redis holds up to it is read first: the reading is handed out next,
+        and a client that then asks for the gap (`resume`) must find it here."""
+        if reading.seq > self.history.last_seq + 1:
+            try:
+                self.caught_up(*self.store.catch_up(self.history.last_seq, self.ring_size))
+            except StoreError:
+                pass  # Redis away: the ticker's catch-up fills it in later
         with self.lock:
             if reading.seq != self.history.last_seq + 1:
-                return  # kept already, or after a gap: catch_up fills it from Redis
+                return  # kept already, or after a gap Redis could not fill yet
             self.history.follow([reading])
             if self.stats_seq == reading.seq - 1 and self.counts(reading.value):
                 self.stats.add(reading.value, reading.seq)
@@ -306,7 +317,8 @@ def open_store(settings: Settings) -> RedisStore:
             "statistics live in Redis (unset --db / RANDOM_STREAM_DB)"
         )
     ttl = lease_ttl(settings.interval)
-    store = open_redis_store(settings.message_queue, settings.retention, ttl)
+    store = open_redis_store(settings.message_queue, settings.retention, ttl,
+                             keep=settings.tier_keep())
     state = store.stats_state()
     kind = source_kind(settings.source)
     if state is not None and stats_kind(state) != kind:

@@ -4,8 +4,8 @@ The version is SQLite's own `PRAGMA user_version` (0 for databases from before v
 Every database walks the same path: the version-0 tables, then each step above its
 version, each step with its version bump in one transaction. A process killed mid-step
 (kill -9, power) leaves the database as it was before that step; the next start does the
-step again. A later step (say, rollup tables for long-range history) is one more function
-at the end of STEPS, given the connection inside its transaction.
+step again. A later step is one more function at the end of STEPS, given the connection inside its
+transaction.
 """
 
 from __future__ import annotations
@@ -48,7 +48,34 @@ def exact_values_and_stream_id(db: sqlite3.Connection) -> None:
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('stream', ?)", (new_stream_id(),))
 
 
-STEPS: tuple[Callable[[sqlite3.Connection], None], ...] = (exact_values_and_stream_id,)
+def rollup_tiers(db: sqlite3.Connection) -> None:
+    """2: the per-minute and per-hour rollups (rollups.py), built once from the readings there.
+
+    Per-minute rows from the readings in one GROUP BY (the bucket as series.index() gives
+    it: the truncated quotient, one less where it overshoots), per-hour rows from those;
+    1,000,000 readings: see bench/series.py. `rolled:<tier>` is the newest seq, so nothing
+    is folded twice after.
+    """
+    db.execute("""CREATE TABLE rollups (
+        tier INTEGER NOT NULL, t INTEGER NOT NULL, n INTEGER NOT NULL, vmin NOT NULL,
+        vmax NOT NULL, vsum REAL NOT NULL, seq_lo INTEGER NOT NULL, seq_hi INTEGER NOT NULL,
+        PRIMARY KEY (tier, t)) WITHOUT ROWID""")
+    db.execute("""INSERT INTO rollups
+        SELECT 60, m * 60, COUNT(*), MIN(value), MAX(value), TOTAL(value), MIN(seq), MAX(seq)
+        FROM (SELECT seq, value, CAST(ts / 60 AS INTEGER) - (CAST(ts / 60 AS INTEGER) * 60 > ts)
+              AS m FROM readings)
+        GROUP BY m""")
+    db.execute("""INSERT INTO rollups
+        SELECT 3600, (t / 3600) * 3600, SUM(n), MIN(vmin), MAX(vmax), TOTAL(vsum), MIN(seq_lo),
+               MAX(seq_hi)
+        FROM rollups WHERE tier = 60 GROUP BY t / 3600""")
+    newest = db.execute("SELECT COALESCE(MAX(seq), 0) FROM readings").fetchone()[0]
+    db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                   [("rolled:60", str(newest)), ("rolled:3600", str(newest))])
+
+
+STEPS: tuple[Callable[[sqlite3.Connection], None], ...] = (exact_values_and_stream_id,
+                                                          rollup_tiers)
 VERSION = len(STEPS)
 
 

@@ -14,6 +14,8 @@ import threading
 import time
 from urllib.parse import parse_qs
 
+from werkzeug.wsgi import ClosingIterator
+
 from . import sse
 from .admission import RETRY_AFTER, Admission
 from .headers import SECURITY_HEADERS
@@ -25,22 +27,32 @@ log = logging.getLogger(__name__)
 
 
 def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first_request=None,
-          host_logs_failures: bool = True):
+          host_logs_failures: bool = True, hand_over=None):
     """The server's WSGI app around `socketio_app`, the middleware SocketIO(app) made.
 
     `hooks` checks polling bodies (check_post); `start_on_first_request` is the stream of
-    a WSGI host's app, whose ticker starts with the first request (main() starts its own);
-    `host_logs_failures`: whether the server logs what the boundary must pass on to it.
+    a WSGI host's app, whose ticker starts with the first request (main() starts its own),
+    and whose `slots` the host's limits count; `host_logs_failures`: whether the server
+    logs what the boundary must pass on to it; `hand_over`: the transport's layer that lets
+    a host's worker hand a WebSocket over to the direct path (transport/gunicorn.py).
     """
+    host_stream = start_on_first_request
     layers = [
+        # Outside the boundary: its StopIteration is how gunicorn is told a connection is
+        # no longer its own, not a failure.
+        *([(hand_over, {})] if hand_over is not None else []),
         (ErrorBoundary, {"log_passed_on": not host_logs_failures}),
         (SecurityHeaders, {}),
         (Admit, {"admission": admission, "check_post": hooks.check_post,
                  "path": socketio_app.engineio_path}),
+        # Every server: plain answers (pages, files, the API) in progress; sessions pass
+        # through, to HostLimits under a host (the two count disjoint requests).
         (Answering, {"counters": admission.counters, "address": admission.address,
                      "sessions": (socketio_app.engineio_path, sse.PATH)}),
-        *([(StartOnFirstRequest, {"stream": start_on_first_request})]
-          if start_on_first_request is not None else []),
+        *([(HostLimits, {"slots": host_stream.slots, "counters": admission.counters,
+                         "path": socketio_app.engineio_path}),
+           (StartOnFirstRequest, {"stream": host_stream})]
+          if host_stream is not None else []),
         # Outside Flask-SocketIO's middleware, which passes a copy of the environ on.
         (Unbuffered, {"path": sse.PATH}),
     ]
@@ -269,6 +281,50 @@ class _CountedSized(_Counted):
 
     def __len__(self) -> int:
         return len(self.result)
+
+
+class HostLimits:
+    """A WSGI host worker's limits (hosting.py): under several worker processes a polling
+    handshake gets 400 (its next request may reach another process); long-lived requests
+    (Engine.IO's under `path`, event streams) take at most the worker's slots less a
+    reserve, a new one past that gets 503 (once gunicorn.conf.py has told the slots)."""
+
+    def __init__(self, app, slots, counters, path: str) -> None:
+        self.app, self.slots, self.counters, self.path = app, slots, counters, path
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        engineio = path.startswith(self.path)
+        if not (engineio or path == sse.PATH):
+            return self.app(environ, start_response)
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        new = "sid" not in query
+        # WSGI's own word for "another process serves this app too" (gunicorn: -w 2 or more)
+        if new and engineio and environ.get("wsgi.multiprocess") and \
+                query.get("transport", ["polling"])[0] == "polling":
+            self.counters.refuse("polling_across_workers")
+            self.counters.log_once(log, "polling_across_workers", "refused a polling handshake: "
+                                   "several worker processes do not share Engine.IO sessions")
+            return json_error(start_response, "400 Bad Request", (
+                "this server runs several worker processes, which do not share Engine.IO "
+                "sessions: connect over WebSocket (transports: ['websocket'])"))
+        host = self.slots.host
+        if host is None:
+            return self.app(environ, start_response)
+        if not self.slots.take(new):
+            self.counters.refuse("host_capacity")
+            self.counters.log_once(log, "host_capacity", "at the %s's capacity (%d %s, %d for "
+                                   "long-lived requests): refusing new ones with 503", host.name,
+                                   host.slots, host.unit, host.long_lived)
+            return json_error(start_response, "503 Service Unavailable", (
+                f"server is at its capacity ({host.long_lived} long-lived connections per "
+                f"worker); retry later"))
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:  # a WebSocket's end under threads comes as an exception
+            self.slots.give_back()
+            raise
+        return ClosingIterator(result, self.slots.give_back)
 
 
 class StartOnFirstRequest:

@@ -9,8 +9,9 @@ import sqlite3
 import threading
 import time
 
-from . import schema
+from . import schema, series
 from .history import Reading, StoreError, new_stream_id
+from .rollups import TRIM_EVERY, SqliteTiers
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,16 @@ class SqliteStore:
     file gets a stream id of its own: after the restart its readings are another stream's.
     """
 
-    def __init__(self, path: str, retention: int) -> None:
+    def __init__(self, path: str, retention: int, keep: dict[int, float] | None = None) -> None:
         self.path = path
         self.retention = retention
         self.problem: str | None = None  # sticky: the file was swapped under us
         self._lock = threading.Lock()
         self._appends = 0
         self._checked = time.monotonic()
+        # Seconds of rows per rollup tier (--minute-tier-days, --hour-tier-days).
+        self.tiers = SqliteTiers(keep or {series.MINUTE: 90 * series.DAY,
+                                          series.HOUR: 730 * series.DAY})
         self._db = self._open()
         self._identity = self._file_identity()
         self.stream_id = self._stream_id()
@@ -50,6 +54,7 @@ class SqliteStore:
                 # NORMAL in WAL mode survives a process crash; only power loss can undo commits.
                 db.execute("PRAGMA synchronous=NORMAL")
             schema.migrate(db, path)
+            self.tiers.load(db)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         return db
@@ -133,7 +138,7 @@ class SqliteStore:
     def append(self, reading: Reading, stats_state: dict) -> None:
         """The reading, the stats and the seq high-water mark in one transaction."""
         self._appends += 1
-        trim = self._appends % 1000 == 0  # retention is enforced in batches, not per tick
+        trim = self._appends % TRIM_EVERY == 0  # retention is enforced in batches, not per tick
         try:
             with self._lock:
                 self._check_file(reading.seq)
@@ -146,11 +151,13 @@ class SqliteStore:
                         "('stats', ?), ('last_seq', ?)",
                         (json.dumps(stats_state), str(reading.seq)),
                     )
+                    rolled = self.tiers.write(db, reading, trim)
                     if trim:
                         db.execute(
                             "DELETE FROM readings WHERE seq <= ?", (reading.seq - self.retention,)
                         )
                     db.execute("COMMIT")
+                    rolled(reading)
                 except BaseException:
                     # SQLite has already rolled back after some errors (a full disk); a
                     # ROLLBACK then fails and would hide the error that matters.
@@ -160,6 +167,33 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from None
 
+    def series(self, frm: float, to: float, points: int, interval: float) -> dict:
+        """The /api/series answer (series.py), from one view of the tiers."""
+        try:
+            with self._lock:
+                return series.answer(self.tiers.reader(self._db), frm, to, points, interval)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def seq_span(self, frm: float, to: float) -> tuple[int, int] | None:
+        """The seqs to read for the readings with frm <= ts < to (None: there are none)."""
+        try:
+            with self._lock:
+                reader = self.tiers.reader(self._db)
+                if reader.since(series.MINUTE) > frm:  # their rows are gone: read from the oldest
+                    return (reader.oldest_seq() or 1, self.last_seq_unlocked())
+                return reader.seq_span(frm, to)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def last_seq_unlocked(self) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM readings").fetchone()[0]
+
     def close(self) -> None:
         with self._lock:
+            try:  # what the tiers hold in memory, so the next start has nothing to fold
+                self.tiers.flush(self._db, self.last_seq_unlocked())
+            except sqlite3.Error as exc:
+                log.warning("%s: rollups not written at close (the next start folds them "
+                            "from the readings): %s", self.path, exc)
             self._db.close()

@@ -19,6 +19,7 @@ from .config import ConfigError, Settings
 from .counters import Counters
 from .fanout import Fanout
 from .history import History
+from .hosting import Slots
 from .live import Live, origin_policy
 from .metrics import BROADCAST_BUCKETS, Histogram, Metrics
 from .server import FullCollections
@@ -73,6 +74,7 @@ class Stream:
                                    max_per_address=settings.max_per_address,
                                    trusted_proxies=settings.trusted_proxies)
         self.hooks = EngineHooks(socketio, self.admission, self.counters)
+        self.slots = Slots()  # a WSGI host worker's, once gunicorn.conf.py described it
         transport.install(socketio, self.hooks)
         self.broadcast_seconds = Histogram(BROADCAST_BUCKETS)
         keeper = topology.keeper(self.history, self.stats)

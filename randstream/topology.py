@@ -49,7 +49,7 @@ class Local:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise ConfigError(f"--db {path}: folder {parent} does not exist")
-        return SqliteStore(path, retention=self.settings.retention)
+        return SqliteStore(path, retention=self.settings.retention, keep=self.settings.tier_keep())
 
     def keeper(self, history: History, stats: Stats | ObservedStats) -> Keep:
         return Keep(history, stats)
@@ -97,7 +97,8 @@ class Cluster:
     def keeper(self, history: History, stats: Stats | ObservedStats):
         from . import scaleout
 
-        return scaleout.Follower(history, stats, self.store, self.settings.min, self.settings.max)
+        return scaleout.Follower(history, stats, self.store, self.settings.min, self.settings.max,
+                                 ring_size=self.settings.history)
 
     def ticker(self, keeper, publish: Callable[[Reading], object], *, source, socketio):
         from . import scaleout

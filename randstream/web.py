@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import math
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from . import series as ranges
 from .headers import DASHBOARD_CSS
+from .history import StoreError
 from .metrics import CONTENT_TYPE
 
 bp = Blueprint("web", __name__)
@@ -31,6 +34,28 @@ def int_arg(name: str, default: int | None, lo: int, hi: int) -> int | None:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 16 or not lo <= int(raw) <= hi:
         raise BadRequest(f"{name} must be a whole number from {lo} to {hi}")
     return int(raw)
+
+
+def ts_arg(name: str, default: float) -> float:
+    """Epoch seconds: digits, maybe a fraction (no sign, exponent, NaN or infinity)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    whole, _, fraction = raw.partition(".")
+    if (not raw.isascii() or not whole.isdigit() or len(raw) > 24
+            or not (fraction.isdigit() or (fraction == "" and not raw.endswith(".")))
+            or float(raw) > ranges.MAX_TS):
+        raise BadRequest(f"{name} must be epoch seconds from 0 to {ranges.MAX_TS:.0f}")
+    return float(raw)
+
+
+def ts_range(default_from: float | None) -> tuple[float, float]:
+    """`from` and `to` as asked, `to` after `from`."""
+    to = ts_arg("to", time.time() if default_from is not None else math.inf)
+    frm = ts_arg("from", max(0.0, to - default_from) if default_from is not None else 0.0)
+    if not frm < to:
+        raise BadRequest("from must be before to")
+    return frm, to
 
 
 def foreign_stream() -> bool:
@@ -85,22 +110,45 @@ def history():
     return jsonify(readings=[r.to_dict() for r in readings], stream=stream().info)
 
 
+@bp.get("/api/series")
+def series():
+    check_args({"from", "to", "points"})
+    frm, to = ts_range(ranges.DEFAULT_SPAN)
+    points = int_arg("points", ranges.DEFAULT_POINTS, 1, ranges.MAX_POINTS)
+    try:
+        body = stream().history.series(frm, to, points, stream().settings.interval)
+    except StoreError as exc:
+        return jsonify(error=f"store: {exc}"), 503
+    return jsonify(body)
+
+
 @bp.get("/api/history.csv")
 def history_csv():
-    check_args({"after", "limit"})
+    check_args({"after", "limit", "from", "to"})
     after = int_arg("after", 0, 0, 2**53)
     limit = int_arg("limit", stream().settings.retention, 1, stream().settings.retention)
     h = stream().history
+    ranged = "from" in request.args or "to" in request.args
+    frm, to = ts_range(None) if ranged else (-math.inf, math.inf)
+    last = 2**63
+    if ranged:  # only the seqs that can hold such readings are read
+        try:
+            span = h.seq_span(frm, to)
+        except StoreError as exc:
+            return jsonify(error=f"store: {exc}"), 503
+        after, last = (after, -1) if span is None else (max(after, span[0] - 1), span[1])
 
     def rows():
         yield "seq,value,ts\n"
         seq, left = after, limit
-        while left > 0:
-            chunk = h.after(seq, min(CSV_CHUNK, left))
+        while left > 0 and seq < last:
+            chunk = h.after(seq, CSV_CHUNK)
             if not chunk:
                 return
-            yield "".join(f"{r.seq},{r.value},{r.ts:.6f}\n" for r in chunk)
-            seq, left = chunk[-1].seq, left - len(chunk)
+            kept = [r for r in chunk if frm <= r.ts < to and r.seq <= last][:left]
+            if kept:
+                yield "".join(f"{r.seq},{r.value},{r.ts:.6f}\n" for r in kept)
+            seq, left = chunk[-1].seq, left - len(kept)
 
     return Response(
         rows(),

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sqlite3
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,16 +24,8 @@ pytestmark = pytest.mark.browser
 # statistics). The server's path cannot change it, so tests/run's --fast-path off and gevent
 # passes leave these out; the rest (connect, reconnect, resume, pings, EventSource) they run.
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The `browser` fixture (Debian's Chromium through Playwright) is in conftest.py: one
+# Playwright for every browser test module in the session.
 WAIT = 30_000  # ms: generous, the tests never time the stream
 
 # Everything the tests read from the page, in one synchronous look.
@@ -59,28 +49,6 @@ READ_STATE = """() => {
     pauseNote: byId("pause-note").hidden ? null : byId("pause-note").textContent,
   };
 }"""
-
-
-def _need_browser(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (browser tests must run in CI)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not CHROMIUM.exists():
-        _need_browser(f"{CHROMIUM} is missing: apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need_browser("playwright is not installed: pip install -r tests/requirements.txt")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 class Dashboard:

@@ -23,6 +23,13 @@ def test_environment_sets_and_flags_win():
     assert (s.interval, s.max, s.port) == (0.5, 10, 7000)
 
 
+def test_tier_retention_in_days_from_flags_or_environment():
+    assert load([], {}).tier_keep() == {60: 90 * 86_400, 3600: 730 * 86_400}
+    s = load(["--hour-tier-days", "3650"], {"RANDOM_STREAM_MINUTE_TIER_DAYS": "30"})
+    assert (s.minute_tier_days, s.hour_tier_days) == (30, 3650)
+    assert s.tier_keep() == {60: 30 * 86_400, 3600: 3650 * 86_400}
+
+
 def test_cors_origins_are_a_comma_separated_list():
     s = load(["--cors-origins", "https://a.example, https://b.example/"], {})
     assert s.cors_origins == ("https://a.example", "https://b.example")
@@ -45,6 +52,11 @@ INVALID = [
     (["--async-mode", "asyncio"], "--async-mode must be one of"),
     (["--max-connections", "0"], "--max-connections must be between"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--minute-tier-days", "0.5"], "--minute-tier-days must be between 1 and 3650"),
+    (["--minute-tier-days", "nan"], "--minute-tier-days must be between 1 and 3650"),
+    (["--minute-tier-days", "week"], "--minute-tier-days must be a number"),
+    (["--minute-tier-days", "1000"], "--hour-tier-days must be between --minute-tier-days"),
+    (["--hour-tier-days", "40000"], "--hour-tier-days must be between"),
 ]
 
 

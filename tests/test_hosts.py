@@ -6,8 +6,12 @@ mode (threads) and starts the ticker with the first request, once per serving pr
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +21,7 @@ from pathlib import Path
 import pytest
 import socketio
 from conftest import ROOT, free_port, http_get
+from rawsocket import CLOSED, RawSocket
 
 from random_stream import create_app
 
@@ -155,6 +160,102 @@ def test_gunicorn_streams_with_one_ticker(host, worker, mode):
     assert f"async mode {mode}" in h.log()
 
 
+def handshakes_at_once(port: int, count: int, timeout: float = 30.0) -> list[str]:
+    """`count` WebSocket handshakes sent at the same moment on their own connections: each
+    one's status line, or "silence" if none came within `timeout`. The connections stay
+    open until every answer is in (a WebSocket holds its thread meanwhile)."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=timeout) for _ in range(count)]
+    answers = ["silence"] * count
+    barrier = threading.Barrier(count)
+
+    def one(i: int) -> None:
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        barrier.wait()
+        try:
+            socks[i].sendall(request)
+            head = socks[i].recv(4096)
+            answers[i] = head.split(b"\r\n", 1)[0].decode() if head else "closed"
+        except TimeoutError:
+            pass
+        except OSError as exc:
+            answers[i] = f"error {exc!r}"
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 10)
+    for s in socks:
+        s.close()
+    return answers
+
+
+def test_gunicorn_threads_answers_every_first_connection_at_once(host):
+    """The first connections of each worker race python-socketio's lazy manager set-up on
+    several threads (they got HTTP 500: FastManager had no pinger yet), and past the
+    threads a client waited with no answer: now each gets its WebSocket or a 503."""
+    pytest.importorskip("gunicorn")
+    port = free_port()
+    h = host(sys.executable, "-m", "gunicorn", "--workers", "4", "--threads", "25",
+             "--bind", f"127.0.0.1:{port}", "random_stream:create_app()", port=port,
+             env={"RANDOM_STREAM_MAX_PER_ADDRESS": "10000"})
+    h.wait_until_answering()
+    answers = handshakes_at_once(port, 150)
+    statuses = {answer: answers.count(answer) for answer in answers}
+    assert set(statuses) <= {"HTTP/1.1 101 Switching Protocols",
+                             "HTTP/1.1 503 Service Unavailable"}, statuses
+    assert statuses.get("HTTP/1.1 503 Service Unavailable", 0) >= 150 - 4 * 23, statuses
+    assert "Traceback" not in h.log() and "Error handling request" not in h.log(), h.log()
+
+
+def sends(h: Host) -> dict[str, float]:
+    """/metrics' broadcast sends by path (direct, queued)."""
+    _, text = http_get(h.url + "/metrics")
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("random_stream_broadcast_sends_total{"):
+            found[line.split('path="')[1].split('"')[0]] = float(line.split()[1])
+    return found
+
+
+def worker_connections_on(h: Host, port: int) -> list[int]:
+    """Descriptors of each gunicorn worker that are connections to `port` (a dup() counts)."""
+    import psutil
+
+    workers = psutil.Process(h.proc.pid).children()
+    return [sum(1 for c in w.net_connections("tcp") if c.laddr and c.laddr.port == port
+                and c.status == "ESTABLISHED") for w in workers]
+
+
+def test_gunicorns_gevent_worker_hands_websockets_to_the_direct_path(host):
+    """Under gunicorn -k gevent a client that opens on WebSocket is written to directly,
+    one descriptor and no task of its own; before, the start-up line said so, but engine.io's
+    own driver served it (a reader and a writer task, each reading through its queue)."""
+    pytest.importorskip("gunicorn")
+    pytest.importorskip("gevent")
+    from test_fanout import raw_client, readings
+
+    port = free_port()
+    h = host(sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gevent",
+             "--bind", f"127.0.0.1:{port}", "random_stream:create_app()", port=port)
+    h.wait_until_answering()
+    clients = [raw_client(h.url) for _ in range(10)]
+    try:
+        for ws in clients:
+            seqs = readings(ws, 3)
+            assert seqs == list(range(seqs[0], seqs[0] + 3)), seqs
+        assert worker_connections_on(h, port) == [10]
+        counts = sends(h)
+        assert counts["direct"] >= 30 and counts["queued"] == 0, counts
+    finally:
+        for ws in clients:
+            ws.close()
+    assert "direct WebSocket fan-out under gevent on gunicorn's gevent worker" in h.log()
+
+
 def test_a_bad_variable_stops_flask_run_with_the_flags_message(host):
     port = free_port()
     h = host(*flask_run(port=port), port=port, env={"RANDOM_STREAM_INTERVAL": "0"})
@@ -200,3 +301,192 @@ def test_a_bad_variable_fails_create_app_as_it_fails_the_cli(monkeypatch, capsys
     assert exit_.value.code == 2
     assert capsys.readouterr().err == cli.stderr
     assert cli.stderr.startswith("random_stream: error: ") and cli.stderr.count("\n") == 1
+
+
+def gunicorn(*options: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", *options, "--bind", f"127.0.0.1:{port}",
+            "random_stream:create_app()"]
+
+
+def test_past_max_connections_gunicorns_gevent_worker_answers_503(host):
+    """The README's command with RANDOM_STREAM_MAX_CONNECTIONS: the sessions past it get a
+    503 each, none waits unanswered (gunicorn.conf.py gives the worker room to say so)."""
+    pytest.importorskip("gevent")
+    port = free_port()
+    h = host(*gunicorn("-w", "1", "-k", "gevent", port=port), port=port,
+             env={"RANDOM_STREAM_MAX_CONNECTIONS": "20"})
+    h.wait_until_answering()
+    answers = handshakes_at_once(port, 30)
+    statuses = {answer: answers.count(answer) for answer in answers}
+    assert statuses == {"HTTP/1.1 101 Switching Protocols": 20,
+                        "HTTP/1.1 503 Service Unavailable": 10}, statuses
+
+
+def test_gunicorns_gevent_worker_has_the_room_of_random_streams_own_pool():
+    """gunicorn.conf.py's worker_connections: every session and the room beside them that
+    random_stream.py's own gevent pool has (waiting connections, the 256 plain answers in
+    progress, the reserve), so stalled answers cannot take the room of the app's 503."""
+    from randstream import hosting, server
+    from randstream.waiting import WAITING_LIMIT, Waiting
+
+    settings = hosting.settings_or_exit({})
+    assert hosting.worker_connections(settings) == server.pool_size(
+        settings.max_connections, Waiting(WAITING_LIMIT))
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A redis-server of this test's own (tests/test_scaleout.py's RedisServer)."""
+    pytest.importorskip("redis")
+    from test_scaleout import RedisServer  # skips when redis-server is not installed
+
+    server = RedisServer(tmp_path / "redis.log").start()
+    yield server.url
+    server.kill()
+
+
+class Follower:
+    """A WebSocket client that keeps every reading it saw, as the dashboard does
+    (static/js/sync.js): when a seq jumps ahead it asks for the missing ones (`resume`);
+    when its connection ends it connects again saying what it holds (CONNECT auth)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: dict[int, int] = {}  # seq -> value
+        self.stream: str | None = None
+        self.connects = 0
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.raw = self._connect()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _connect(self) -> RawSocket:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                raw = RawSocket(self.url)
+                break
+            except Exception:  # the worker it reached is gone: another try reaches another
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        auth = {"after": max(self.seen), "stream": self.stream} if self.seen else None
+        raw.send("40" + (json.dumps(auth) if auth else ""))
+        self._merge(raw.wait_event("history"))
+        self.connects += 1
+        return raw
+
+    def _merge(self, history: dict) -> None:
+        self.stream = history["stream"]["id"]
+        for reading in history["readings"]:
+            self.seen[reading["seq"]] = reading["value"]
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                got = self.raw.recv(0.5)
+                if got is CLOSED:
+                    self.raw = self._connect()
+                elif got is not None and got.startswith("42"):
+                    name, data = self.raw.events.pop()
+                    if name == "history":
+                        self._merge(data)
+                    elif name == "random_number":
+                        last = max(self.seen, default=None)
+                        self.seen[data["seq"]] = data["value"]
+                        if last is not None and data["seq"] > last + 1:
+                            self.raw.send('42["resume",' + json.dumps({"after": last}) + "]")
+        except BaseException as exc:
+            self.error = exc
+
+    def wait_for(self, seq: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while max(self.seen, default=-1) < seq:
+            assert self.error is None, self.error
+            assert time.monotonic() < deadline, (seq, max(self.seen, default=None))
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.raw.close()
+
+
+def assert_one_gap_free_stream(followers: list[Follower]) -> None:
+    """Each follower saw every seq from its first to its last, and all saw the same values."""
+    values: dict[int, int] = {}
+    for f in followers:
+        seqs = sorted(f.seen)
+        missing = set(range(seqs[0], seqs[-1] + 1)) - set(seqs)
+        assert not missing, f"gaps {sorted(missing)[:10]} after {f.connects} connect(s)"
+        for seq, value in f.seen.items():
+            assert values.setdefault(seq, value) == value, (seq, value, values[seq])
+    assert len({f.stream for f in followers}) == 1
+
+
+def newest(followers: list[Follower]) -> int:
+    return max(max(f.seen, default=0) for f in followers)
+
+
+@pytest.mark.redis
+def test_two_gunicorn_workers_share_one_stream_and_refuse_polling_clearly(host, redis_url):
+    """gunicorn -w 2 --reuse-port with --message-queue: the kernel spreads the clients over
+    both workers, every one sees the same gap-free stream, and a polling client (whose next
+    request could reach the other worker) gets one clear 400."""
+    pytest.importorskip("gevent")
+    port = free_port()
+    h = host(*gunicorn("-w", "2", "-k", "gevent", "--reuse-port", port=port), port=port,
+             env={"RANDOM_STREAM_MESSAGE_QUEUE": redis_url, "RANDOM_STREAM_DB": ""})
+    h.wait_until_answering()
+    followers = [Follower(h.url) for _ in range(24)]
+    try:
+        target = newest(followers) + 20
+        for f in followers:
+            f.wait_for(target)
+        spread = worker_connections_on(h, port)
+        assert len(spread) == 2 and min(spread) > 0 and sum(spread) == 24, spread
+    finally:
+        for f in followers:
+            f.close()
+    assert_one_gap_free_stream(followers)
+    status, body = http_get(h.url + "/socket.io/?EIO=4&transport=polling")
+    assert status == 400 and "WebSocket" in body["error"], (status, body)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        Reader(h.url, "polling")
+    assert h.log().count("ticker started") == 2, h.log()  # one a worker; one of them leads
+    assert h.log().count("leading: this process holds the lease") == 1, h.log()
+
+
+@pytest.mark.redis
+def test_a_killed_lease_holding_worker_is_replaced_and_its_clients_resume_gap_free(
+        host, redis_url):
+    """kill -9 the worker that ticks: gunicorn starts another, the other worker takes the
+    lease and ticks on, and the killed worker's clients connect again and miss nothing."""
+    pytest.importorskip("gevent")
+    port = free_port()
+    h = host(*gunicorn("-w", "2", "-k", "gevent", "--reuse-port", port=port), port=port,
+             env={"RANDOM_STREAM_MESSAGE_QUEUE": redis_url, "RANDOM_STREAM_DB": ""})
+    h.wait_until_answering()
+    followers = [Follower(h.url) for _ in range(24)]
+    try:
+        start = newest(followers)
+        for f in followers:
+            f.wait_for(start + 5)
+        assert min(worker_connections_on(h, port)) > 0
+        leading = re.findall(r"\[(\d+)\] INFO randstream.scaleout: leading", h.log())
+        assert leading, h.log()
+        killed, before = leading[-1], len(h.log())  # the lease may have changed hands: the last
+        os.kill(int(killed), signal.SIGKILL)
+        killed_at = newest(followers)
+        for f in followers:
+            f.wait_for(killed_at + 30)
+    finally:
+        for f in followers:
+            f.close()
+    assert_one_gap_free_stream(followers)
+    assert sum(f.connects > 1 for f in followers) > 0, "nobody was on the killed worker"
+    log = h.log()
+    after = re.findall(r"\[(\d+)\] INFO randstream.scaleout: leading", log[before:])
+    assert after and killed not in after, log  # another worker ticks on
+    assert f"Worker (pid:{killed}) was sent SIGKILL" in log and log.count("Booting worker") == 3, log

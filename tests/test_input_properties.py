@@ -22,8 +22,8 @@ from randstream.config import Settings
 from randstream.live import parse_resume
 
 ROUTES = ["/", "/api/latest", "/api/history", "/api/history.csv", "/api/stats", "/healthz",
-          "/metrics"]
-JSON_ROUTES = {"/api/latest", "/api/history", "/api/stats", "/healthz"}
+          "/metrics", "/api/series"]
+JSON_ROUTES = {"/api/latest", "/api/history", "/api/stats", "/healthz", "/api/series"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -42,12 +42,14 @@ event_names = st.text(max_size=30) | st.sampled_from(
     ["connect", "disconnect", "connect_error", "history", "random_number", "error", "message",
      "resume ", "Resume", "*"]
 )
-query_keys = (st.sampled_from(["after", "limit", "seq", "", "after[]", "LIMIT"])
+query_keys = (st.sampled_from(["after", "limit", "seq", "", "after[]", "LIMIT", "from", "to",
+                               "points"])
               | st.text(max_size=10))
 query_values = (
     st.integers(min_value=-(2**70), max_value=2**70).map(str)
     | st.sampled_from(["", "0", "1", "10000", "10001", "9007199254740992", " 5", "5 ", "+5",
-                       "0x10", "1e3", "٣", "NaN", "-0"])
+                       "0x10", "1e3", "٣", "NaN", "-0", "1700000000.5", "9999999999.999999",
+                       "10000000000", "2000", "2001", "1.", ".5", "1_0"])
     | st.text(max_size=20)
 )
 
@@ -192,6 +194,11 @@ def test_any_query_parameters_get_a_valid_answer_or_a_json_400(world, route, par
             assert isinstance(data["error"], str) and data["error"]
     if response.status_code == 200 and route == "/api/history":
         check_history(dict(params), response.get_json()["readings"], stream)
+    if response.status_code == 200 and route == "/api/series":
+        data = response.get_json()
+        assert data["from"] <= data["to"]
+        assert len(data["buckets"]) <= int(dict(params).get("points", 600))
+        assert sum(b["count"] for b in data["buckets"]) <= stream.history.last_seq
     if response.status_code == 200 and route == "/api/history.csv":
         rows = list(csv.reader(io.StringIO(body.decode())))
         assert rows[0] == ["seq", "value", "ts"]

@@ -572,6 +572,23 @@ def test_what_the_channel_missed_comes_with_the_catch_up_the_newest_handed_out(m
     assert not follower.task.is_alive()  # the stopped subscription ended at its next message
 
 
+def test_a_reading_heard_after_a_gap_is_handed_out_with_the_gap_in_the_history(members):
+    """A process that missed readings on the channel (a gunicorn worker subscribed a moment
+    late, a takeover) hears the next one: it reads the gap from Redis before handing that
+    one out, so a client's `resume` for the gap, sent when it arrives, finds it here (it
+    was answered with nothing until the ticker's next catch-up)."""
+    leader, follower = members(2)
+    leader.ticker.tick()
+    wait_until(lambda: len(follower.handed) == 1)
+    follower.subscription.stop()  # hears nothing more
+    for _ in range(3):
+        leader.ticker.tick()
+    follower.fanout.publish(leader.history.latest(1)[0])  # seq 4, as if heard after all
+    assert [s for s, _ in handed(follower)] == [1, 4]  # its clients resume 2..3 ...
+    assert [r.seq for r in follower.history.after(1, 10)] == [2, 3, 4]  # ... which are here
+    assert follower.stats.to_dict() == leader.stats.to_dict()
+
+
 def test_a_stopped_subscription_ends_at_once_on_a_quiet_channel(members):
     (member,) = members(1)
     member.subscription.stop()  # no reading will come: its listen() must end all the same

@@ -69,7 +69,7 @@ def test_an_old_database_moves_up_once_keeping_every_reading_and_the_seq_mark(tm
     assert kinds(r.value for r in store.after(0, 10_000)) == kinds(r.value for r in readings)
     assert store.last_seq() == 2600 and store.stats_state() == {"kind": "http", "count": 2500}
     assert re.fullmatch("[0-9a-f]{16}", store.stream_id)
-    assert "schema version 0 -> 1, 2500 readings" in caplog.text
+    assert f"schema version 0 -> {schema.VERSION}, 2500 readings" in caplog.text
     store.append(Reading(2601, 3.0, 1.0), {})  # the new column keeps a float a float
     store.close()
 
@@ -156,3 +156,57 @@ def test_a_migration_killed_midway_leaves_the_old_database_whole(tmp_path):
     store = SqliteStore(path, retention=100_000)  # the next start does the step again
     assert store.after(0, 100_000) == readings
     assert store.last_seq() == 20_007
+
+
+def version_1_database(path, readings: list[Reading]) -> None:
+    """A database as schema version 1 made them (before rollup tiers)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(schema.V0)
+    db.execute("BEGIN")
+    schema.exact_values_and_stream_id(db)
+    db.executemany("INSERT INTO readings (seq, value, ts) VALUES (?, ?, ?)", readings)
+    db.execute("INSERT INTO meta (key, value) VALUES ('last_seq', ?)", (str(readings[-1].seq),))
+    db.execute("PRAGMA user_version = 1")
+    db.execute("COMMIT")
+    db.close()
+
+
+def test_a_database_from_before_tiers_gets_its_rollups_built_once(tmp_path, caplog):
+    """Every reading is in the per-minute and per-hour rows after the step, once: answers
+    from each tier add up to the readings (a second build, or a fold of readings already
+    built, would double them)."""
+    from test_series import START, check
+
+    path = str(tmp_path / "v1.sqlite3")
+    readings = [Reading(seq, seq % 17 if seq % 2 else seq * 0.25, START + seq * 7.3 - 300)
+                for seq in range(1, 3001)]  # 6 hours, from 5 minutes before a whole hour
+    version_1_database(path, readings)
+    caplog.set_level("INFO")
+    store = SqliteStore(path, retention=10_000)
+    assert "schema version 1 -> 2, 3000 readings" in caplog.text
+    rows = dict(sqlite3.connect(path).execute("SELECT tier, COUNT(*) FROM rollups GROUP BY tier"))
+    assert rows == {60: len({int(r.ts // 60) for r in readings}),
+                    3600: len({int(r.ts // 3600) for r in readings})}
+    frm, to = START - 3600, START + 7 * 3600
+
+    def answers_add_up(store):
+        for points, tier_step in ((8, 3600.0), (480, 60.0), (2000, 15.0)):
+            body = store.series(frm, to, points, 1.0)
+            assert body["step"] == tier_step
+            check(body, readings, points, 1.0)
+            assert sum(b["count"] for b in body["buckets"]) == 3000
+
+    answers_add_up(store)
+    store.append(Reading(3001, 5, readings[-1].ts + 1), {})
+    readings.append(Reading(3001, 5, readings[-1].ts + 1))
+    store.close()
+    caplog.clear()
+    again = SqliteStore(path, retention=10_000)
+    assert "schema version" not in caplog.text, "built once"
+    readings.pop()
+    with pytest.raises(AssertionError):
+        answers_add_up(again)  # reading 3001 is there too
+    readings.append(Reading(3001, 5, readings[-1].ts + 1))
+    for points in (8, 480, 2000):
+        check(again.series(frm, to, points, 1.0), readings, points, 1.0)
+    again.close()

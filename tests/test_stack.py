@@ -63,7 +63,8 @@ def test_a_wsgi_hosts_ticker_starts_with_its_first_request(monkeypatch, tmp_path
     stream = app.extensions["stream"]
     try:
         assert layers(app.wsgi_app) == ["ErrorBoundary", "SecurityHeaders", "Admit", "Answering",
-                                        "StartOnFirstRequest", "Unbuffered", "_SocketIOMiddleware"]
+                                        "HostLimits", "StartOnFirstRequest", "Unbuffered",
+                                        "_SocketIOMiddleware"]
         assert stream.started_at is None
         assert call(app.wsgi_app, "/healthz")[0].startswith(("200", "503"))
         assert stream.started_at is not None

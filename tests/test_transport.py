@@ -28,10 +28,12 @@ from randstream.transport import (
 )
 from randstream.transport import eventlet as eventlet_adapter
 from randstream.transport import gevent as gevent_adapter
+from randstream.transport import gunicorn as gunicorn_adapter
 
 REQUIRED, FAST = engineio_checks.extension_points("threading")
 EVERY_POINT = (REQUIRED + FAST + eventlet_adapter.EXTENSION_POINTS
-               + gevent_adapter.EXTENSION_POINTS + gevent_adapter.HTTP_POINTS)
+               + gevent_adapter.EXTENSION_POINTS + gevent_adapter.HTTP_POINTS
+               + gunicorn_adapter.EXTENSION_POINTS)
 
 
 @pytest.mark.parametrize("point", EVERY_POINT, ids=lambda p: p.name)
@@ -130,6 +132,33 @@ def test_gevent_checks_report_a_moved_internal(monkeypatch):
     assert problems["gevent socket._sock"] is None
 
 
+def test_gunicorn_checks_report_a_moved_internal(monkeypatch):
+    from gunicorn.http import wsgi
+    from gunicorn.workers import base_async
+
+    monkeypatch.setattr(wsgi, "default_environ", lambda req, sock, cfg: {})
+    monkeypatch.setattr(base_async.AsyncWorker, "handle_request", lambda self, *args: None)
+    problems = {p.name: p.problem() for p in gunicorn_adapter.EXTENSION_POINTS}
+    assert all(problems.values()), problems
+
+
+def test_a_moved_gunicorn_internal_is_one_warning_and_engineios_driver(monkeypatch, caplog):
+    """Under gunicorn's gevent worker the direct path needs gunicorn to hand the connection
+    over; if that moved, its WebSocket clients take engine.io's own driver, said once."""
+    import gunicorn.workers.ggevent  # noqa: F401  (what the worker's process has loaded)
+    from gunicorn.workers import base_async
+
+    assert Transport("gevent", "auto", wsgi_host=True).hand_over is gunicorn_adapter.HandOver
+    monkeypatch.setattr(base_async.AsyncWorker, "handle_request", lambda self, *args: None)
+    transport = Transport("gevent", "auto", wsgi_host=True)
+    assert transport.fast and transport.hand_over is None
+    with caplog.at_level(logging.INFO, logger="randstream.transport"):
+        transport.log_choice()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "AsyncWorker.handle_request" in warnings[0], warnings
+    assert "WebSocket clients on engine.io's own driver" in caplog.records[-1].getMessage()
+
+
 @pytest.mark.parametrize("point", eventlet_adapter.BODY_POINTS + gevent_adapter.BODY_POINTS,
                          ids=lambda p: p.name)
 def test_each_body_deadline_point_is_where_the_adapter_expects_it(point):
@@ -143,6 +172,20 @@ def test_body_deadline_checks_report_a_moved_internal(monkeypatch):
     monkeypatch.setattr(eventlet.wsgi.HttpProtocol, "handle_one_request", lambda self: None)
     monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "handle_one_response", lambda self: None)
     assert eventlet_adapter.body_problems() and gevent_adapter.body_problems()
+
+
+def test_under_a_wsgi_host_the_servers_own_http_checks_say_nothing(monkeypatch):
+    """The body deadline and our HTTP answers are random_stream.py's server's (its
+    http_protocol): a WSGI host reads requests itself, so their moved internals are no
+    warning there (hosts.md says what a proxy in front must do instead)."""
+    import gevent.pywsgi
+
+    monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "handle_one_response", lambda self: None)
+    monkeypatch.setattr(gevent.pywsgi.WSGIHandler, "process_result", lambda self: None)
+    own = Transport("gevent", "auto")
+    assert own.body_problems and own.parser_problems
+    hosted = Transport("gevent", "auto", wsgi_host=True)
+    assert hosted.body_problems == [] and hosted.parser_problems == []
 
 
 def test_a_moved_pywsgi_write_is_one_warning_and_the_fast_path_stays(monkeypatch, caplog):

@@ -58,8 +58,9 @@ class Sends(NamedTuple):
 class Transport:
     """Which path serves, and the few operations the rest of the code asks of it."""
 
-    def __init__(self, async_mode: str, fast_path: str = "auto") -> None:
+    def __init__(self, async_mode: str, fast_path: str = "auto", wsgi_host: bool = False) -> None:
         self.async_mode = async_mode
+        self.wsgi_host = wsgi_host
         required, fast_points = engineio_checks.extension_points(async_mode)
         for point in required:
             problem = point.problem()
@@ -81,19 +82,36 @@ class Transport:
         self.fast = fast_path == "auto" and not self.problems
         self.runtime = runtime if self.fast else None
         self.fast_path = fast_path
-        # The runtime's HTTP protocol (request deadline, refusals) serves on either path.
+        # The runtime's HTTP protocol (request and body deadlines, refusals) serves on either
+        # path, under random_stream.py's own server only: a WSGI host reads requests itself.
         self.server_runtime = runtime
-        self.parser_problems = runtime.parser_problems() if runtime is not None else []
-        self.body_problems = runtime.body_problems() if runtime is not None else []
+        serves_http = runtime is not None and not wsgi_host
+        self.parser_problems = runtime.parser_problems() if serves_http else []
+        self.body_problems = runtime.body_problems() if serves_http else []
         self.accept_problems = [f"{p.name} ({problem})" for p in getattr(runtime, "ACCEPT_POINTS", ())
-                                if (problem := p.problem()) is not None]
+                                if serves_http and (problem := p.problem()) is not None]
         self.manager = None  # python-socketio's client manager, once client_manager() made it
+        # Under a WSGI host, the direct path needs the host to hand a WebSocket's connection
+        # over: gunicorn's gevent worker can (gunicorn.py), with this WSGI layer.
+        self.hand_over = None
+        self.host_problems: list[str] = []
+        if wsgi_host and self.runtime is not None and async_mode == "gevent":
+            from . import gunicorn
+
+            if gunicorn.gevent_worker_loaded():
+                self.host_problems = [f"{p.name} ({problem})" for p in gunicorn.EXTENSION_POINTS
+                                      if (problem := p.problem()) is not None]
+                if not self.host_problems:
+                    self.hand_over = gunicorn.HandOver
 
     def log_choice(self) -> None:
         """One WARNING if a check failed, and one INFO line saying which path serves."""
         if self.problems:
             log.warning("fast path off: %s; serving through the libraries' own path",
                         "; ".join(self.problems))
+        if self.host_problems:
+            log.warning("no direct WebSocket path under gunicorn: %s; its WebSocket clients "
+                        "take engine.io's own driver", "; ".join(self.host_problems))
         if self.parser_problems:
             # eventlet: its bare 414/431 refusals; gevent: its answer after an upgrade's end
             log.warning("%s's own HTTP answers where its internals moved: %s",
@@ -112,7 +130,11 @@ class Transport:
             return f"the libraries' own path ({why}): python-socketio's manager, engine.io's queues and pings"
         if self.runtime is None:
             return f"fast path: one pinger, snapshots encoded once; no direct WebSocket under {self.async_mode}"
-        return f"fast path: direct WebSocket fan-out under {self.async_mode}, one pinger"
+        if self.wsgi_host and self.hand_over is None:
+            return ("fast path: one pinger, snapshots encoded once; WebSocket clients on "
+                    "engine.io's own driver (this host does not hand connections over)")
+        host = " on gunicorn's gevent worker" if self.hand_over is not None else ""
+        return f"fast path: direct WebSocket fan-out under {self.async_mode}{host}, one pinger"
 
     # Built into the app ----------------------------------------------------------------
 

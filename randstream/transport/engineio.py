@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections import deque
 
@@ -47,6 +48,7 @@ class FastBroadcast:
     """Mixin for a python-socketio client manager: the fast path for plain broadcasts."""
 
     runtime = None  # the runtime module (eventlet.py, gevent.py) whose clients get the direct path
+    pinger = None  # the SharedPinger, from the first connection on
     fast_sends = 0
     slow_sends = 0
     laggards_dropped = 0
@@ -67,10 +69,19 @@ class FastBroadcast:
 
     def initialize(self):
         super().initialize()
-        self.pinger = SharedPinger(self.server.eio)
+        self.start_pinger()
+
+    def start_pinger(self) -> SharedPinger:
+        """The pinger, started once. python-socketio calls initialize() with the first
+        connection, but under threads (gunicorn --threads) the first connections race it:
+        the others go on once its flag is set, before it returns, and ask for the pinger."""
+        with self._pinger_lock:
+            if self.pinger is None:
+                self.pinger = SharedPinger(self.server.eio)
+        return self.pinger
 
     def schedule_ping(self, eio_sid: str) -> None:
-        self.pinger.schedule(eio_sid)  # the pinger starts with the first client, see above
+        (self.pinger or self.start_pinger()).schedule(eio_sid)
 
     def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None,
              **kwargs):
@@ -174,6 +185,7 @@ class FastManager(FastBroadcast, RoomIndex, Manager):
     def __init__(self, runtime=None) -> None:
         super().__init__()
         self.runtime = runtime
+        self._pinger_lock = threading.Lock()
 
 
 PING_FRAME = websocket_frame(eio_packet.Packet(eio_packet.PING).encode())

@@ -1,18 +1,26 @@
-// The dashboard: wires the socket, the sync (sync.js: what the page holds) and the
-// connection status (status.js) to the page, and draws at most once per animation frame.
+// The dashboard: wires the socket, the sync (sync.js: what the page holds), the long ranges'
+// buckets (series.js), the view (view.js, in the URL) and the connection status (status.js)
+// to the page, and draws at most once per animation frame.
 // Knows the page's elements and events, not the wire format nor the sync rules.
 
-import { drawHistogram, drawLineChart } from "./chart.js";
-import { formatCount, formatFixed, formatInterval, formatPValue, formatValue } from "./format.js";
+import { bucketsIn, extentOf, pointsFor, withReadings } from "./buckets.js";
+import { drawBucketChart, drawHistogram, drawLineChart, plotArea } from "./chart.js";
+import { ChartInput } from "./chartinput.js";
+import { formatClock, formatCount, formatFixed, formatInterval, formatPValue, formatValue } from "./format.js";
 import { socketUrl } from "./packet.js";
+import { bucketReadout, readingReadout, seriesCaption, viewLabel } from "./readout.js";
+import { SeriesLoader, requestFor } from "./series.js";
 import { connect } from "./socket.js";
 import { binned } from "./stats.js";
 import {
   ConnectionStatus, chartCaption, freshness, missingIn, pauseNote, statsNote, verdict,
 } from "./status.js";
 import { Sync, capacityFor } from "./sync.js";
+import {
+  PRESETS, READINGS_SPAN, boundsOf, drawsReadings, liveView, pan, parseView, sameView, select, spanKey,
+  withView, zoom,
+} from "./view.js";
 
-const WINDOWS = [60, 300, 900];
 const ANNOUNCE_EVERY_MS = 60000; // the screen-reader readout speaks at most this often
 const NOTICE_MS = 15000;
 const WINDOW_KEY = "random-stream.window";
@@ -31,6 +39,9 @@ const el = {
   notice: $("notice"),
   chart: $("line-chart"),
   chartSummary: $("chart-summary"),
+  readout: $("chart-readout"),
+  selection: $("chart-selection"),
+  live: $("live-button"),
   histogram: $("histogram"),
   pause: $("pause-button"),
   pauseNote: $("pause-note"),
@@ -52,6 +63,7 @@ function readConfig(data) {
     // "observed": a source without a declared integer range (no uniformity test)
     observed: data.statsKind === "observed",
     historyUrl: data.historyUrl || "/api/history",
+    seriesUrl: data.seriesUrl || "/api/series",
     stream: data.stream || null, // the id of the stream the page was rendered from
   };
 }
@@ -68,7 +80,8 @@ const config = readConfig(el.root.dataset);
 const now = () => Date.now();
 
 const view = {
-  windowSeconds: savedWindow(),
+  shown: parseView(window.location.search, savedView()), // what the chart shows (view.js)
+  lastLive: null, // the live view to go back to from a zoom
   paused: null, // {newest, seq, toTs, stats} while the view is frozen
   lastAnnounced: { at: 0, seq: null },
 };
@@ -78,8 +91,8 @@ const status = new ConnectionStatus({ now, online: () => navigator.onLine });
 const sync = new Sync({
   stream: config.stream, // the rendered reading's: a snapshot of another stream replaces it
   settings: config, // lo, hi and interval change when the server says its stream differs
-  capacity: capacityFor(config.history, config.interval, WINDOWS[WINDOWS.length - 1]),
-  span: WINDOWS[WINDOWS.length - 1],
+  capacity: capacityFor(config.history, config.interval, READINGS_SPAN),
+  span: READINGS_SPAN,
   send: (name, data) => socket.emit(name, data),
   isConnected: () => socket.connected,
   getStats: () => getJson(config.statsUrl),
@@ -89,6 +102,7 @@ const sync = new Sync({
   hooks: {
     changed: () => scheduleRender(),
     startOver: () => {
+      series.clear();
       if (view.paused) {
         togglePause();
       }
@@ -96,6 +110,17 @@ const sync = new Sync({
     range: (lo, hi) => { el.range.textContent = `${lo}–${hi}`; },
     interval: (seconds) => { el.interval.textContent = formatInterval(seconds); },
   },
+});
+
+// The buckets of the long views, from GET /api/series.
+const series = new SeriesLoader({
+  getSeries: (from, to, points) => {
+    const query = [from === null ? null : `from=${from}`, to === null ? null : `to=${to}`, `points=${points}`];
+    return getJson(`${config.seriesUrl}?${query.filter(Boolean).join("&")}`);
+  },
+  now,
+  timers: { setTimeout: (fn, ms) => setTimeout(fn, ms) },
+  changed: () => scheduleRender(),
 });
 
 // The server renders its newest reading into the page; hold it until the snapshot comes.
@@ -137,32 +162,82 @@ socket.on("random_number", (data) => sync.reading(data));
 
 // ---- controls ---------------------------------------------------------------
 
-/** The window chosen last time; otherwise 5 minutes, or 1 on a phone-sized screen. */
-function savedWindow() {
-  const fallback = window.matchMedia("(max-width: 40rem)").matches ? 60 : 300;
+const rangeInputs = [...document.querySelectorAll('input[name="window"]')];
+
+/** The range chosen last time; otherwise 5 minutes, or 1 on a phone-sized screen. */
+function savedView() {
+  const fallback = liveView(window.matchMedia("(max-width: 40rem)").matches ? 60 : 300);
   try {
-    const saved = Number(window.localStorage.getItem(WINDOW_KEY));
-    return WINDOWS.includes(saved) ? saved : fallback;
+    const saved = window.localStorage.getItem(WINDOW_KEY);
+    const preset = PRESETS.find((p) => String(p.span ?? "all") === saved);
+    return preset ? liveView(preset.span) : fallback;
   } catch {
     return fallback;
   }
 }
 
-for (const input of document.querySelectorAll('input[name="window"]')) {
-  input.checked = Number(input.value) === view.windowSeconds;
-  input.addEventListener("change", () => {
-    if (!input.checked) {
-      return;
+/**
+ * Show another view. `push`: a new entry in the browser's history (back returns to the
+ * view before); popstate applies a view without one.
+ */
+function setView(next, { push = true } = {}) {
+  if (sameView(next, view.shown)) {
+    return;
+  }
+  view.shown = next;
+  if (push) {
+    window.history.pushState(null, "", withView(window.location.search, next));
+  }
+  showView();
+}
+
+/** The controls and the remembered range, as the view is. */
+function showView() {
+  const shown = view.shown;
+  if (shown.live) {
+    view.lastLive = shown;
+    const preset = PRESETS.find((p) => p.span === shown.span);
+    if (preset) {
+      try {
+        window.localStorage.setItem(WINDOW_KEY, String(preset.span ?? "all"));
+      } catch {
+        // private mode: the choice lasts for this page only
+      }
     }
-    view.windowSeconds = Number(input.value);
-    try {
-      window.localStorage.setItem(WINDOW_KEY, String(view.windowSeconds));
-    } catch {
-      // private mode: the choice lasts for this page only
+  }
+  for (const radio of rangeInputs) {
+    radio.checked = shown.live && radio.dataset.range === spanKey(shown.span);
+  }
+  el.live.hidden = shown.live;
+  scheduleRender();
+}
+
+for (const radio of rangeInputs) {
+  radio.addEventListener("change", () => {
+    if (radio.checked) {
+      setView(liveView(radio.value === "all" ? null : Number(radio.value)));
     }
-    scheduleRender();
   });
 }
+
+el.live.addEventListener("click", () => setView(view.lastLive ?? liveView(300)));
+
+window.addEventListener("popstate", () => {
+  setView(parseView(window.location.search, view.lastLive ?? savedView()), { push: false });
+});
+
+// The chart's pointer and keys: a readout of what is under them, zoom, pan, back to live.
+const input = new ChartInput(el.chart, el.selection, {
+  drawn: () => drawn,
+  hooks: {
+    changed: () => scheduleRender(),
+    announce: (item) => { el.announcer.textContent = readoutOf(item); },
+    zoom: (factor, at) => setView(zoom(view.shown, drawn.bounds, factor, at, serverNow())),
+    pan: (fraction) => setView(pan(view.shown, drawn.bounds, fraction, serverNow())),
+    select: (a, b) => setView(select(a, b, serverNow())),
+    live: () => setView(view.lastLive ?? liveView(300)),
+  },
+});
 
 function togglePause() {
   if (view.paused) {
@@ -200,10 +275,14 @@ function scheduleRender() {
   });
 }
 
+/** The server's clock, seconds, as well as the page can tell (from the live readings). */
+function serverNow() {
+  return Date.now() / 1000 + sync.clockOffset;
+}
+
 function chartEnd() {
   const newest = sync.buffer.last;
-  const serverNow = Date.now() / 1000 + sync.clockOffset;
-  return newest ? Math.max(newest.ts, serverNow) : serverNow;
+  return newest ? Math.max(newest.ts, serverNow()) : serverNow();
 }
 
 function render() {
@@ -227,31 +306,131 @@ function renderCurrent(newest) {
   setText(el.seq, newest ? String(newest.seq) : "–");
 }
 
-function renderChart(toTs, untilSeq) {
-  const { buffer } = sync;
-  const fromTs = toTs - view.windowSeconds;
-  const readings = buffer.window(fromTs, untilSeq);
-  const maxStep = Math.max(3 * config.interval, config.interval + 2); // longer silence: server down
-  let { lo, hi } = config;
-  if (config.observed) { // no declared range: the window's own, with a margin
-    const values = readings.map((r) => r.value);
-    lo = values.length ? Math.min(...values) : 0;
-    hi = values.length ? Math.max(...values) : 1;
-    const margin = hi > lo ? (hi - lo) * 0.05 : Math.max(1, Math.abs(lo) * 0.05);
-    [lo, hi] = [lo - margin, hi + margin];
-  }
-  drawLineChart(el.chart, { readings, fromTs, toTs, lo, hi, maxStep });
+// What the chart drew last: the pointer and keys find their items and times in it.
+let drawn = { items: [], at: () => 0, plot: plotArea(1, 1, 0, 1), bounds: { from: 0, to: 1, live: true } };
 
-  const gaps = buffer.gaps();
+function renderChart(toTs, untilSeq) {
+  const bounds = boundsOf(view.shown, toTs, series.start);
   const data = el.chart.dataset;
+  data.view = view.shown.live ? spanKey(view.shown.span) : `${view.shown.from}-${view.shown.to}`;
+  if (drawsReadings(bounds, sync.buffer.first?.ts ?? null)) {
+    renderReadings(bounds, untilSeq);
+  } else {
+    renderBuckets(bounds, untilSeq);
+  }
+  const { buffer } = sync;
   data.firstSeq = String(buffer.first?.seq ?? "");
   data.lastSeq = String(buffer.lastSeq ?? "");
   data.held = String(buffer.size);
-  data.missing = String(missingIn(gaps));
+  data.missing = String(missingIn(buffer.gaps()));
+  renderReadout();
+}
 
-  const text = chartCaption(readings, gaps, view.windowSeconds);
+/** A short view the page holds: every reading, joined where the seqs are. */
+function renderReadings(bounds, untilSeq) {
+  const { buffer } = sync;
+  const { from: fromTs, to: toTs } = bounds;
+  const readings = buffer.window(fromTs, untilSeq).filter((r) => bounds.live || r.ts <= toTs);
+  const maxStep = Math.max(3 * config.interval, config.interval + 2); // longer silence: server down
+  const [lo, hi] = valueRange(readings.map((r) => r.value), readings.map((r) => r.value));
+  const at = (r) => r.ts;
+  drawn = { items: readings, at, plot: plotOf(bounds), bounds, step: 0 };
+  drawLineChart(el.chart, {
+    readings, fromTs, toTs, lo, hi, maxStep, relative: bounds.live, focus: input.focused(),
+  });
+  const text = chartCaption(readings, buffer.gaps(), viewLabel(view.shown, bounds));
+  setCaption(text, { mode: "readings", drawn: readings.length, loading: false });
+}
+
+/** A longer view: the server's buckets, the newest ones kept up to date with the readings held. */
+function renderBuckets(bounds, untilSeq) {
+  const { buffer } = sync;
+  const plot = plotOf(bounds);
+  const points = pointsFor(plot.width);
+  const span = bounds.to - bounds.from;
+  const answer = series.show(requestFor(view.shown, bounds, points), {
+    serverNow: serverNow(),
+    heldFrom: buffer.first?.ts ?? null,
+    heldTo: buffer.last?.ts ?? null,
+    fallbackFrom: bounds.from,
+    fallbackStep: Math.max(config.interval, span / points),
+  });
+  const held = buffer.window(answer.series.cut ?? answer.series.to, untilSeq);
+  const merged = withReadings(answer.series, held, bounds.live ? Infinity : bounds.to);
+  const { step } = merged;
+  const buckets = bucketsIn(merged.buckets, step, bounds.from, bounds.to);
+  const [lo, hi] = valueRange(buckets.map((b) => b.min), buckets.map((b) => b.max));
+  drawn = { items: buckets, at: (b) => b.t + step / 2, plot, bounds, step };
+  drawBucketChart(el.chart, {
+    buckets, step, fromTs: bounds.from, toTs: bounds.to, lo, hi,
+    live: bounds.live && !view.paused, focus: input.focused(),
+  });
+  let text = seriesCaption(viewLabel(view.shown, bounds), buckets, step);
+  if (answer.error !== null) {
+    text += `; the server's buckets are unavailable right now (${answer.error}), trying again`;
+  } else if (!answer.exact) {
+    text += "; loading…";
+  }
+  const data = el.chart.dataset;
+  data.step = String(step);
+  data.count = String(extentOf(buckets).count);
+  const newest = buckets[buckets.length - 1];
+  data.newestT = newest ? String(newest.t) : "";
+  data.newestCount = newest ? String(newest.count) : "";
+  setCaption(text, { mode: "buckets", drawn: buckets.length, loading: !answer.exact });
+}
+
+function plotOf(bounds) {
+  return plotArea(el.chart.clientWidth, el.chart.clientHeight, bounds.from, bounds.to);
+}
+
+/** The y axis: the stream's declared range, or without one the values' own, with a margin. */
+function valueRange(lows, highs) {
+  if (!config.observed) {
+    return [config.lo, config.hi];
+  }
+  let lo = lows.length ? Math.min(...lows) : 0;
+  let hi = highs.length ? Math.max(...highs) : 1;
+  const margin = hi > lo ? (hi - lo) * 0.05 : Math.max(1, Math.abs(lo) * 0.05);
+  [lo, hi] = [lo - margin, hi + margin];
+  return [lo, hi];
+}
+
+function setCaption(text, { mode, drawn: count, loading }) {
   setText(el.chartSummary, `${text}.`);
   el.chart.setAttribute("aria-label", `Line chart. ${text}.`);
+  const data = el.chart.dataset;
+  data.mode = mode;
+  data.drawn = String(count);
+  data.loading = String(loading);
+}
+
+function readoutOf(item) {
+  return "seq" in item ? readingReadout(item) : bucketReadout(item, drawn.step);
+}
+
+/** The line under the chart: the bucket or reading under the pointer or the keyboard's mark. */
+function renderReadout() {
+  const item = input.focused();
+  const data = el.readout.dataset;
+  for (const key of Object.keys(data)) {
+    delete data[key];
+  }
+  if (item === null) {
+    data.kind = "";
+    const at = input.focusTs;
+    setText(el.readout, at === null ? "\u00a0" : `${formatClock(at, { date: true, seconds: true })}: no readings here`);
+    return;
+  }
+  setText(el.readout, readoutOf(item));
+  if ("seq" in item) {
+    Object.assign(data, { kind: "reading", seq: String(item.seq), value: String(item.value), ts: String(item.ts) });
+  } else {
+    Object.assign(data, {
+      kind: "bucket", t: String(item.t), count: String(item.count), min: String(item.min), max: String(item.max),
+      mean: String(item.mean),
+    });
+  }
 }
 
 const STAT_FIELDS = [
@@ -376,4 +555,5 @@ new ResizeObserver(() => scheduleRender()).observe(el.histogram);
 setInterval(scheduleRender, 1000);
 
 el.interval.textContent = formatInterval(config.interval);
-scheduleRender();
+window.history.replaceState(null, "", withView(window.location.search, view.shown));
+showView();

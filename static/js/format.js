@@ -52,3 +52,53 @@ export function formatValue(v) {
   }
   return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(6)));
 }
+
+/** A stretch of time as people say it: "30 s", "5 min", "1 h 30 min", "24 h", "7 days". */
+export function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) {
+    return `${s} s`;
+  }
+  if (s < 3600) {
+    const rest = s % 60;
+    return `${Math.floor(s / 60)} min${rest ? ` ${rest} s` : ""}`;
+  }
+  if (s < 2 * 86400) {
+    const rest = Math.floor((s % 3600) / 60);
+    return `${Math.floor(s / 3600)} h${rest ? ` ${rest} min` : ""}`;
+  }
+  const days = Math.floor(s / 86400);
+  const rest = Math.floor((s % 86400) / 3600);
+  return `${days} days${rest ? ` ${rest} h` : ""}`;
+}
+
+const WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const two = (n) => String(n).padStart(2, "0");
+
+/** "Mon 3 Jun", in the viewer's time zone. */
+export function formatDate(ts) {
+  const d = new Date(ts * 1000);
+  return `${WEEKDAYS[d.getDay()]} ${d.getDate()} ${MONTHS[d.getMonth()]}`;
+}
+
+/**
+ * A moment on the viewer's clock: "22:05", with seconds "22:05:13" (and tenths when the
+ * seconds are not whole and `tenths`), with the date first when `date`.
+ */
+export function formatClock(ts, { date = false, seconds = false, tenths = false } = {}) {
+  const d = new Date(ts * 1000);
+  let text = `${two(d.getHours())}:${two(d.getMinutes())}`;
+  if (seconds) {
+    text += `:${two(d.getSeconds())}`;
+    if (tenths) {
+      text += `.${Math.floor(d.getMilliseconds() / 100)}`;
+    }
+  }
+  return date ? `${formatDate(ts)} ${text}` : text;
+}
+
+/** Whether two moments fall on the same day of the viewer's calendar. */
+export function sameDay(a, b) {
+  return new Date(a * 1000).toDateString() === new Date(b * 1000).toDateString();
+}

@@ -94,11 +94,12 @@ export function missingIn(gaps) {
 
 /**
  * What the chart shows, in words (its caption and aria-label, without the final stop):
- * the window, how many readings, their seqs and extremes, and the gaps among them.
- * `readings` are the shown ones, oldest first; `gaps` all the gaps held.
+ * the view ("Last 5 min", or its seconds), how many readings, their seqs and extremes, and
+ * the gaps among them. `readings` are the shown ones, oldest first; `gaps` all the gaps held.
  */
-export function chartCaption(readings, gaps, windowSeconds) {
-  let text = `Last ${formatInterval(windowSeconds)}: ${formatCount(readings.length)} readings`;
+export function chartCaption(readings, gaps, view) {
+  const label = typeof view === "number" ? `Last ${formatInterval(view)}` : view;
+  let text = `${label}: ${formatCount(readings.length)} readings`;
   if (readings.length) {
     text += ` (seq ${readings[0].seq}–${readings[readings.length - 1].seq})`;
     const values = readings.map((r) => r.value);

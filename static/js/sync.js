@@ -223,7 +223,11 @@ export class Sync {
       this.#applyStream(data.stream);
     }
     const readings = readingsOf(data);
-    if (readings.some((r) => this.buffer.conflicts(r))) {
+    // Readings older than all held are no contradiction in an answer that also holds a held
+    // one unchanged (the snapshot after the reading rendered into the page).
+    const first = this.buffer.first?.seq ?? null;
+    const anchored = readings.some((r) => this.buffer.get(r.seq) !== null && !this.buffer.conflicts(r));
+    if (readings.some((r) => this.buffer.conflicts(r) && !(anchored && r.seq < first))) {
       this.#startOver();
     }
     this.#ingest(readings, false);

@@ -133,6 +133,11 @@ describe("chartCaption", () => {
     const wide = [r(1), r(2000)];
     assert.ok(chartCaption(wide, gaps, 900).endsWith("1 gap (1,998 missing readings, shaded)"));
   });
+
+  test("a zoomed stretch names itself", () => {
+    assert.equal(chartCaption([r(3, 7)], [], "Mon 3 Jun 21:58:00 to 22:00:00 (2 min)"),
+      "Mon 3 Jun 21:58:00 to 22:00:00 (2 min): 1 readings (seq 3–3), lowest 7, highest 7");
+  });
 });
 
 describe("pauseNote", () => {

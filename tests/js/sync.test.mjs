@@ -407,6 +407,22 @@ describe("stream identity", () => {
     assert.ok(!same.events.includes("startOver"));
   });
 
+  test("the snapshot after the rendered reading holds older ones too: they are no contradiction", () => {
+    // The server renders its newest reading; its snapshot is the readings up to (at least)
+    // that one, so most are below it. Before: every page load started over (dropped what
+    // it held, fetched the statistics again, un-paused).
+    const p = page({ stream: A });
+    p.sync.hold(r(500));
+    p.sync.history(of(A, run(480, 503)));
+    assert.deepEqual(seqs(p.sync.buffer), run(480, 503).map((x) => x.seq));
+    assert.ok(!p.events.includes("startOver"));
+    // Readings below a held one that does not match still mean another stream.
+    const other = page();
+    other.sync.hold(r(500));
+    other.sync.history({ readings: run(480, 503, fresh) });
+    assert.ok(other.events.includes("startOver"));
+  });
+
   test("a server that names no stream keeps the rules from before ids", () => {
     const p = page();
     p.sync.history(of(A, run(1, 12)));

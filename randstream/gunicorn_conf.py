@@ -1,0 +1,22 @@
+"""gunicorn's settings for this app, read by gunicorn from gunicorn.conf.py at the project
+root (which imports this); an installed app names it: `gunicorn -c python:randstream.gunicorn_conf`.
+
+Options on gunicorn's command line win over these.
+"""
+
+from randstream import hosting
+
+_settings = hosting.settings_or_exit()  # RANDOM_STREAM_*, checked once, before any worker
+
+# The gevent worker serves at most this many connections at once and leaves the next one
+# waiting, silently (gunicorn's default is 1,000): every session of --max-connections
+# (RANDOM_STREAM_MAX_CONNECTIONS) and a reserve, so that the app's 503 comes first.
+worker_connections = hosting.worker_connections(_settings)
+
+# As random_stream.py's own listener asks (Linux caps it at net.core.somaxconn, 4096):
+# a restart's herd of reconnects waits in the kernel rather than being refused.
+backlog = hosting.LISTEN_BACKLOG
+
+# Each worker tells the app what it serves at once (threads, greenlets), and how many
+# workers share the port: past that a clear 503, never a client left waiting.
+post_worker_init = hosting.worker_ready
