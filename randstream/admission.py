@@ -24,10 +24,10 @@ import time
 
 from .counters import Counters
 from .limits import TokenBucket, client_address
+from .refusals import RETRY_AFTER  # noqa: F401  (routes and layers import it from here)
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER = 5  # seconds, sent with the 503 at the connection cap and the 429 per address
 ADDRESS_TABLE = 4096  # addresses whose handshake allowance is remembered before pruning
 ADDRESS = "random_stream.client_address"  # environ: the address the limits count
 CROSS_SITE = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site values refused without Origin

@@ -33,8 +33,7 @@ import socket
 import time
 from collections import deque
 
-from .admission import RETRY_AFTER
-from .refusals import refusal_bytes
+from .refusals import RETRY_AFTER, refusal_bytes
 from .waiting import unread_bytes
 
 log = logging.getLogger(__name__)

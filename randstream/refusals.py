@@ -7,6 +7,8 @@ from http import HTTPStatus
 
 from .headers import SECURITY_HEADERS
 
+RETRY_AFTER = 5  # seconds, sent with every 503 and 429 (the connection cap, per address, busy)
+
 
 def refusal_bytes(code: int, message: str, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 error response: JSON body, security headers, connection closed."""

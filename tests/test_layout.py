@@ -155,3 +155,16 @@ def test_the_websocket_protocol_imports_no_io_and_no_library():
     imported = top_level_imports(ROOT / PACKAGE / "transport" / "protocol.py")
     assert imported <= {"__future__", "enum", "logging"}, imported
     assert not imported & set(IO_OR_LIBRARY)
+
+
+def test_the_module_that_patches_imports_nothing_gevent_must_patch_first():
+    """random_stream.py imports randstream.server to monkey-patch before anything else: if
+    that import pulls in ssl (engine.io's does), gevent warns on every start and patches
+    late (failed when server.py's arrivals imported admission, and so engine.io)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, randstream.server; print(sorted({'ssl', 'engineio', 'flask'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    assert out == "[]"
