@@ -24,7 +24,6 @@ import time
 
 from .counters import Counters
 from .limits import TokenBucket, client_address
-from .refusals import RETRY_AFTER  # noqa: F401  (routes and layers import it from here)
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections import OrderedDict
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .admission import RETRY_AFTER
 from .history import History, Reading
+from .refusals import RETRY_AFTER
 from .web import BadRequest, bad_request, check_args, foreign_stream, int_arg
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,10 @@ from urllib.parse import parse_qs
 from werkzeug.wsgi import ClosingIterator
 
 from . import sse
-from .admission import RETRY_AFTER, Admission
+from .admission import Admission
 from .headers import SECURITY_HEADERS
 from .limits import query_problem, upgrade_problem
+from .refusals import RETRY_AFTER
 from .transport.hooks import EngineHooks
 from .waiting import ANSWERS_PER_ADDRESS, PLAIN_ANSWERS
 
