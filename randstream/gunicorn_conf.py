@@ -20,3 +20,8 @@ backlog = hosting.LISTEN_BACKLOG
 # Each worker tells the app what it serves at once (threads, greenlets), and how many
 # workers share the port: past that a clear 503, never a client left waiting.
 post_worker_init = hosting.worker_ready
+
+# A worker that stops closes its clients (with a close packet, so they reconnect to another
+# worker at once) and gives up the lease, as random_stream.py does, instead of leaving
+# them open until --graceful-timeout or cut off.
+worker_exit = hosting.worker_exiting

@@ -26,7 +26,7 @@ from .server import FD_RESERVE, LISTEN_BACKLOG
 from .waiting import PLAIN_ANSWERS, WAITING_LIMIT
 
 __all__ = ["LISTEN_BACKLOG", "Host", "Slots", "describe_worker", "settings_or_exit",
-           "worker_connections", "worker_ready"]
+           "worker_connections", "worker_exiting", "worker_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ MIN_RESERVE = 2
 # answers in progress (stack.Answering: clients that stop reading may hold all 256), and
 # a reserve, so that a client past --max-connections still gets the app's 503.
 WAITING_SLOTS = WAITING_LIMIT + PLAIN_ANSWERS + FD_RESERVE
+STOP_CHECK = 0.25  # seconds between looks at whether gunicorn is stopping the worker
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def worker_ready(worker) -> None:
     # worker hears the cluster's readings before its first client asks for them.
     stream.collections.start()
     stream.start()
+    if hasattr(worker, "alive"):
+        stream.socketio.start_background_task(stop_with, worker, stream)
     if host.slots is None:
         log.info("%s (pid %d): its capacity is unknown; no limit on long-lived requests "
                  "besides --max-connections", host.name, os.getpid())
@@ -137,3 +140,40 @@ def worker_ready(worker) -> None:
              "requests take at most %d at once, past that a new one gets 503%s",
              host.name, os.getpid(), host.workers, host.slots, host.unit, host.long_lived,
              "; polling handshakes get 400 (several workers)" if host.workers > 1 else "")
+
+
+def stop_with(worker, stream) -> None:
+    """Stop the stream as soon as gunicorn stops the worker.
+
+    gunicorn stops a worker gracefully (SIGTERM, a reload, --max-requests) by clearing
+    `worker.alive`, then waits up to --graceful-timeout (30 s) for its requests to end, and
+    no hook runs before it has. A WebSocket or a long poll never ends by itself: its client
+    saw nothing for 30 s (threads) or lost its connection without a close packet (gevent,
+    where gunicorn no longer counts handed-over WebSockets), and the lease stayed taken
+    until it expired. So the worker is watched, and stops as random_stream.py's own server
+    stops (server.serve): the ticker and its lease, then every client with a close packet;
+    they reconnect to another worker at once, and gunicorn's wait ends with them.
+    """
+    while worker.alive:
+        stream.socketio.sleep(STOP_CHECK)
+    stop_serving(stream)
+
+
+def worker_exiting(server, worker) -> None:
+    """gunicorn's worker_exit hook, in the worker after it stopped serving (also after a
+    SIGINT/SIGQUIT, which gives no graceful time): the same stop if it has not happened,
+    then the store is closed."""
+    stream = getattr(worker.wsgi, "extensions", {}).get("stream")
+    if stream is None:
+        return
+    stop_serving(stream)
+    stream.close()
+
+
+def stop_serving(stream) -> None:
+    """The stream's stop and every client's close packet, once."""
+    if stream.hooks.stopping:
+        return
+    log.info("stopping: %d client(s) connected", stream.live.clients)
+    stream.stop()
+    stream.hooks.close_all()

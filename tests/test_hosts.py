@@ -490,3 +490,34 @@ def test_a_killed_lease_holding_worker_is_replaced_and_its_clients_resume_gap_fr
     after = re.findall(r"\[(\d+)\] INFO randstream.scaleout: leading", log[before:])
     assert after and killed not in after, log  # another worker ticks on
     assert f"Worker (pid:{killed}) was sent SIGKILL" in log and log.count("Booting worker") == 3, log
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("worker", [("-k", "gevent"), ("--threads", "20")], ids=["gevent", "threads"])
+def test_a_stopping_gunicorn_worker_closes_its_clients_and_gives_up_the_lease(
+        host, redis_url, worker):
+    """gunicorn's graceful stop (SIGTERM) runs no hook until the worker has exited: before,
+    its WebSocket clients were cut off without a close packet (gevent) or left waiting for
+    --graceful-timeout (threads), and the lease stayed taken until it expired. Now they get
+    Socket.IO's server disconnect, as from random_stream.py, and the lease is released."""
+    if worker[1] == "gevent":
+        pytest.importorskip("gevent")
+    port = free_port()
+    h = host(*gunicorn("-w", "1", "--graceful-timeout", "120", *worker, port=port), port=port,
+             env={"RANDOM_STREAM_MESSAGE_QUEUE": redis_url, "RANDOM_STREAM_DB": ""})
+    h.wait_until_answering()
+    reasons: list[str] = []
+    gone = threading.Event()
+    client = socketio.Client(reconnection=False)
+    client.on("disconnect", lambda reason=None: (reasons.append(reason), gone.set()))
+    client.connect(h.url, transports=["websocket"], wait_timeout=10)
+    try:
+        os.killpg(h.proc.pid, signal.SIGTERM)
+        assert gone.wait(60), h.log()  # (gunicorn's own wait would be 120 s)
+        assert reasons == [client.reason.SERVER_DISCONNECT], (reasons, h.log())
+        h.proc.wait(60)
+    finally:
+        client.disconnect()
+    log = h.log()
+    assert "stopping: 1 client(s) connected" in log, log
+    assert "lease released at seq" in log, log
