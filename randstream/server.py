@@ -15,7 +15,7 @@ from functools import partial
 
 from .arrivals import RECHECK, Arrivals
 from .config import ENV_PREFIX, ConfigError
-from .waiting import PLAIN_ANSWERS, WAITING_LIMIT, Waiting
+from .waiting import ANSWER_DESCRIPTORS, PLAIN_ANSWERS, WAITING_LIMIT, Waiting
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ SEND_BUFFER = 64 * 1024
 REQUEST_TIMEOUT = 5.0  # seconds a connection may wait (idle or half-sent) for its next request
 ACCEPT_BATCH = 16  # connections accepted in a row before other tasks get a turn
 FD_RESERVE = 64  # descriptors besides clients: the listener, the database, Redis, logs
+ANSWERS_FDS = PLAIN_ANSWERS * ANSWER_DESCRIPTORS  # the plain answers' share of descriptors
 WEBSOCKET_LINGER = 5.0  # threading: seconds an ended WebSocket's reader has to finish its close
 # accept() errors that mean "out of descriptors or memory": wait and retry, never exit.
 EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -88,8 +89,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def fd_budget(max_connections: int) -> int:
     """Descriptors the server plans for: every session, the waiting connections, the plain
-    answers in progress (stack.Answering), a reserve."""
-    return max_connections + WAITING_LIMIT + PLAIN_ANSWERS + FD_RESERVE
+    answers in progress (stack.Answering, two each), a reserve."""
+    return max_connections + WAITING_LIMIT + ANSWERS_FDS + FD_RESERVE
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -119,7 +120,7 @@ def waiting_limit(max_connections: int, limit: int | None) -> int:
     the plain answers."""
     if limit is None:
         return WAITING_LIMIT
-    return max(16, min(WAITING_LIMIT, limit - max_connections - PLAIN_ANSWERS - FD_RESERVE))
+    return max(16, min(WAITING_LIMIT, limit - max_connections - ANSWERS_FDS - FD_RESERVE))
 
 
 def pool_size(max_connections: int, waiting: Waiting) -> int:

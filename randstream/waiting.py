@@ -36,6 +36,9 @@ KEYS_KEPT = 4096  # client addresses whose key is remembered
 # each takes milliseconds, unless its client stops reading a large one (then up to the
 # send timeout).
 PLAIN_ANSWERS = 256
+# Descriptors one of them holds: its socket, and a static file's own (send_file keeps the
+# file open until its client has read it all).
+ANSWER_DESCRIPTORS = 2
 # Of them for one client address (limits.client_address: behind --trusted-proxies, the
 # forwarded one): without it one address's stalled answers took all 256, and the page was
 # a 503 for everyone. A browser loads at most 6 at once: 64 is ten page loads in the same

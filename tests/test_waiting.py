@@ -26,7 +26,13 @@ from randstream.limits import (
     body_to_read,
     peer_key,
 )
-from randstream.waiting import PER_ADDRESS, PLAIN_ANSWERS, WAITING_LIMIT, Waiting
+from randstream.waiting import (
+    ANSWERS_PER_ADDRESS,
+    PER_ADDRESS,
+    PLAIN_ANSWERS,
+    WAITING_LIMIT,
+    Waiting,
+)
 
 MODES = ["eventlet", "gevent"]
 SLOW_BODY = 60_000  # bytes announced: within BODY_LIMIT, 12 s to arrive at BODY_RATE
@@ -394,3 +400,37 @@ def http_get_raw(port: int, path: str) -> bytes:
     with connect(port, "127.0.0.99", f"GET {path} HTTP/1.1\r\nHost: x\r\n"
                  "Connection: close\r\n\r\n".encode()) as sock:
         return answer(sock, 5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_descriptor_budget_holds_every_plain_answer_in_progress(server_factory, mode):
+    """Fails before: a static file's answer holds two descriptors (its socket, and the file
+    send_file keeps open until the client has read it), but the budget counted one per
+    plain answer: 256 stalled downloads took 512, eating the reserve for the database,
+    Redis and the listener."""
+    from randstream.server import FD_RESERVE, fd_budget
+
+    server = server_factory("--async-mode", mode)
+    assert http_get(server.url + "/healthz")[0] == 200
+    before = descriptors(server.proc.pid)
+    requests = b"GET /static/js/dashboard.js HTTP/1.1\r\nHost: x\r\n\r\n" * 12
+    held = []
+    try:
+        for i in range(PLAIN_ANSWERS):  # from as many addresses as their per-address share needs
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # full after one answer
+            sock.bind((f"127.0.0.{2 + i // ANSWERS_PER_ADDRESS}", 0))
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(requests)
+            held.append(sock)
+        deadline = time.monotonic() + 10
+        while descriptors(server.proc.pid) - before < 2 * PLAIN_ANSWERS:  # every answer stalled
+            assert time.monotonic() < deadline, descriptors(server.proc.pid) - before
+            time.sleep(0.1)
+        time.sleep(0.5)
+        answers_hold = descriptors(server.proc.pid) - before
+    finally:
+        for sock in held:
+            sock.close()
+    planned = fd_budget(0) - WAITING_LIMIT - FD_RESERVE  # the plain answers' share
+    assert answers_hold <= planned, (answers_hold, planned)
