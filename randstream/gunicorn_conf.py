@@ -17,6 +17,9 @@ worker_connections = hosting.worker_connections(_settings)
 # a restart's herd of reconnects waits in the kernel rather than being refused.
 backlog = hosting.LISTEN_BACKLOG
 
+# What cannot work (--preload with the gevent worker) is one line and exit status 2.
+on_starting = hosting.master_starting
+
 # Each worker tells the app what it serves at once (threads, greenlets), and how many
 # workers share the port: past that a clear 503, never a client left waiting.
 post_worker_init = hosting.worker_ready

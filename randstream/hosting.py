@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from .server import FD_RESERVE, LISTEN_BACKLOG
 from .waiting import PLAIN_ANSWERS, WAITING_LIMIT
 
-__all__ = ["LISTEN_BACKLOG", "Host", "Slots", "describe_worker", "settings_or_exit",
-           "worker_connections", "worker_exiting", "worker_ready"]
+__all__ = ["LISTEN_BACKLOG", "Host", "Slots", "describe_worker", "master_starting",
+           "settings_or_exit", "worker_connections", "worker_exiting", "worker_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,26 @@ def settings_or_exit(environ=None):
     except ConfigError as exc:
         print(f"random_stream: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def master_starting(server) -> None:
+    """gunicorn's on_starting hook, in the master before it listens: refuses what cannot work.
+
+    `--preload` makes the app in the master, before a gevent worker patches the standard
+    library: the app takes threads for its async mode, and under the patched worker it
+    answered nothing (health checks and clients timed out). One line and exit status 2.
+    """
+    import sys
+
+    if server.cfg.preload_app and _is_gevent(server.cfg.worker_class):
+        print("random_stream: error: gunicorn --preload with the gevent worker makes the app "
+              "before gevent patches the standard library, and it would answer nothing: "
+              "leave --preload out (each worker makes its own app)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _is_gevent(worker_class) -> bool:
+    return any(cls.__name__ == "GeventWorker" for cls in getattr(worker_class, "__mro__", ()))
 
 
 def worker_connections(settings) -> int:

@@ -521,3 +521,17 @@ def test_a_stopping_gunicorn_worker_closes_its_clients_and_gives_up_the_lease(
     log = h.log()
     assert "stopping: 1 client(s) connected" in log, log
     assert "lease released at seq" in log, log
+
+
+def test_gunicorn_preload_with_the_gevent_worker_is_refused_in_one_line(host):
+    """Fails before: with --preload the app was made in the master before gevent patched the
+    standard library, took threads for its async mode, and the gevent worker answered
+    nothing. Now gunicorn.conf.py refuses it before listening: one line, exit status 2."""
+    pytest.importorskip("gevent")
+    port = free_port()
+    h = host(*gunicorn("--preload", "-w", "1", "-k", "gevent", port=port), port=port)
+    assert h.proc.wait(60) == 2, h.log()
+    errors = [line for line in h.log().splitlines() if line.startswith("random_stream: error:")]
+    assert errors == [errors[0]] and "--preload" in errors[0], h.log()
+    with pytest.raises(OSError):
+        http_get(h.url + "/healthz", timeout=1)
