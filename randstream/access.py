@@ -25,10 +25,9 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import threading
 import time
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from flask import Blueprint, current_app, redirect, render_template, request
 
@@ -37,6 +36,7 @@ from .config import MAX_TOKEN
 from .counters import Counters
 from .limits import TokenBucket
 from .live import origin_policy
+from .redaction import RedactTokens
 from .sources import INGEST_PATH
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class Guard:
             return self._refuse(environ, start_response, failed)
         if kind is not None:
             environ[CREDENTIAL] = kind
-            return self.app(environ, _private(start_response))
+            return self.app(environ, start_response if engineio else _private(start_response))
         if engineio:
             return self.app(environ, start_response)  # the CONNECT decides
         clear = [("Set-Cookie", self.access.cleared_cookie(environ))] if stale else []
@@ -385,54 +385,6 @@ def same_origin() -> bool:
     if origin is None:
         return request.headers.get("Sec-Fetch-Site", "").lower() not in CROSS_SITE
     return _same_origin(origin, request.environ)
-
-
-# Logs --------------------------------------------------------------------------------------
-
-_QUERY = re.compile(r"\?[^\s\"']*")
-_SECRET_ATOMS = ("{cookie}i", "{authorization}i", "{set-cookie}o", "{http_cookie}e",
-                 "{http_authorization}e")
-
-
-def redact(text: str) -> str:
-    """`text` with the value of every `token` query parameter in its URLs replaced."""
-    if "?" not in text:
-        return text
-    return _QUERY.sub(lambda m: "?" + redact_query(m.group()[1:]), text)
-
-
-def redact_query(query: str) -> str:
-    """A query string with the value of every `token` parameter replaced (`%74oken` too)."""
-    parts = []
-    for part in query.split("&"):
-        name, eq, _ = part.partition("=")
-        parts.append(f"{name}=[redacted]" if eq and unquote(name).lower() == "token" else part)
-    return "&".join(parts)
-
-
-def redact_atoms(atoms: dict) -> dict:
-    """gunicorn's access log atoms without tokens, cookies or Authorization headers."""
-    for key in ("r", "{raw_uri}e", "{request_uri}e"):
-        if isinstance(atoms.get(key), str):
-            atoms[key] = redact(atoms[key])
-    for key in ("q", "{query_string}e"):
-        if isinstance(atoms.get(key), str):
-            atoms[key] = redact_query(atoms[key])
-    for key in _SECRET_ATOMS:
-        if key in atoms:
-            atoms[key] = "[redacted]"
-    return atoms
-
-
-class RedactTokens(logging.Filter):
-    """Werkzeug's request lines (`flask run`) print the whole URL: `?token=` redacted."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        return True
 
 
 def init_app(app, access: Access | None) -> None:
