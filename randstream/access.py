@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from flask import Blueprint, current_app, redirect, render_template, request
 
-from .admission import CROSS_SITE, Admission
+from .admission import Admission
 from .config import MAX_TOKEN
 from .counters import Counters
 from .limits import TokenBucket
@@ -379,12 +379,17 @@ _same_origin = origin_policy(())
 
 
 def same_origin() -> bool:
-    """A sign-in or sign-out posted by the page's own origin (or by a client that is no
-    browser: browsers send Origin with every POST, or at least Sec-Fetch-Site)."""
+    """A sign-in or sign-out posted from the page's own origin, or by a client that is no
+    browser (no CSRF without one). Browsers say where a request comes from in
+    Sec-Fetch-Site, which no page's script can set; Origin is no help on its own here:
+    under the app's `Referrer-Policy: no-referrer` a browser sends `Origin: null` with
+    every form POST, its own site's too. A browser without Sec-Fetch-Site (before 2023)
+    is believed when its Origin is ours."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.lower() == "same-origin"
     origin = request.headers.get("Origin")
-    if origin is None:
-        return request.headers.get("Sec-Fetch-Site", "").lower() not in CROSS_SITE
-    return _same_origin(origin, request.environ)
+    return origin is None or _same_origin(origin, request.environ)
 
 
 def init_app(app, access: Access | None) -> None:

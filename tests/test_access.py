@@ -272,12 +272,19 @@ def test_sign_in_and_out_refuse_another_sites_posts(private):
     server = private()
     session = fetch(server, f"/?token={TOKEN}").session()
     for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
-                    {"Sec-Fetch-Site": "cross-site"}):
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": server.url, "Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "null", "Sec-Fetch-Site": "cross-site"}):
         signin = fetch(server, "/signin", "POST", {**headers, **FORM}, form(TOKEN))
         assert signin.status == 403 and not signin.cookies, headers
         signout = fetch(server, "/signout", "POST", {**headers, "Cookie": session, **FORM}, b"")
         assert signout.status == 403 and not signout.cookies, headers
     assert fetch(server, "/", headers={"Cookie": session}).status == 200
+    # What a browser sends from the page itself (no-referrer: Origin null), and a script.
+    for headers in ({"Origin": "null", "Sec-Fetch-Site": "same-origin"}, {"Origin": server.url},
+                    {}):
+        signin = fetch(server, "/signin", "POST", {**headers, **FORM}, form(TOKEN))
+        assert signin.status == 303 and signin.cookies, headers
 
 
 def test_sign_out_clears_the_cookie_and_goes_back_to_the_form(private):
@@ -534,3 +541,44 @@ def test_default_is_public_and_has_no_sign_in(server_factory):
     assert client.connect(server, "websocket", auth={"token": "anything-at-all-here"})
     client.wait_for("history")
     client.close()
+
+
+# ---- configuration -----------------------------------------------------------------------------
+
+
+def test_tokens_come_from_the_flag_or_the_environment_comma_separated():
+    from randstream.config import load
+
+    assert load([], {}).access_token == ()
+    assert load([], {"RANDOM_STREAM_ACCESS_TOKEN": ""}).access_token == ()
+    env = {"RANDOM_STREAM_ACCESS_TOKEN": f" {TOKEN} , {OTHER},{TOKEN}"}
+    assert load([], env).access_token == (TOKEN, OTHER)
+    assert load(["--access-token", OTHER], env).access_token == (OTHER,)
+    assert TOKEN not in repr(load([], env))  # never in a repr, a traceback's locals, a log
+
+
+@pytest.mark.parametrize("tokens, message", [
+    ("short-token", "token 1 is not one"),
+    (f"{TOKEN},short", "token 2 is not one"),
+    (f"{TOKEN},{'é' * 20}", "token 2 is not one"),
+    ("x" * 513, "token 1 is not one"),
+    (", ,", "holds no token"),
+])
+def test_bad_tokens_stop_the_server_with_one_line_that_does_not_show_them(tokens, message):
+    from test_config import assert_one_clear_line, run_cli
+
+    result = run_cli("--access-token", tokens, "--db", ":memory:")
+    assert result.returncode == 2
+    assert_one_clear_line(result, message)
+    for part in tokens.split(","):
+        if len(part.strip()) > 3:
+            assert part.strip() not in result.stderr
+
+
+def test_the_access_token_may_not_be_the_ingest_token():
+    from test_config import assert_one_clear_line, run_cli
+
+    result = run_cli("--source", "http", "--ingest-token", TOKEN, "--access-token",
+                     f"{OTHER},{TOKEN}", "--db", ":memory:")
+    assert_one_clear_line(result, "--access-token must differ from --ingest-token (token 2")
+    assert TOKEN not in result.stderr
