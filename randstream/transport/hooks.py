@@ -80,8 +80,8 @@ class EngineHooks:
         self.limits: dict[str, ClientLimit] = {}  # eio sid -> allowance
         self.address_of: dict[str, str] = {}  # eio sid -> client address
         self.joins = JoinTimeout(socketio, counters, self.close, join_timeout, clock)
-        self.access = access  # None: a public dashboard
-        self.unverified: set[str] = set()  # eio sids whose handshake carried no credential
+        # A private dashboard's CONNECT check; None: public.
+        self.credentials = (Credentials(self, access) if access is not None else None)
         self.stopping = False  # close_all() at the stop: the process is about to exit
 
     def install(self) -> None:
@@ -101,8 +101,8 @@ class EngineHooks:
         address = self.address_of[eio_sid] = self.admission.address(environ)
         self.admission.opened(address)
         self.joins.watch(eio_sid)
-        if self.access is not None and not environ.get(CREDENTIAL):
-            self.unverified.add(eio_sid)
+        if self.credentials is not None:
+            self.credentials.opened(eio_sid, environ)
         try:
             return self.on_connect(eio_sid, environ)
         except BaseException:  # engine.io drops the socket without a disconnect event
@@ -126,8 +126,8 @@ class EngineHooks:
         if problem is not None:
             self._bad_input(eio_sid, problem, MESSAGE_PROBLEMS[problem])
             return
-        if self.access is not None and data[:1] == "0":
-            data = self._admit(eio_sid, data)
+        if self.credentials is not None and data[:1] == "0":
+            data = self.credentials.admit(eio_sid, data)
             if data is None:
                 return
         try:
@@ -142,7 +142,8 @@ class EngineHooks:
         if self.limits.pop(eio_sid, None) is not None:
             self.admission.closed(self.address_of.pop(eio_sid, None))
         self.joins.forget(eio_sid)
-        self.unverified.discard(eio_sid)
+        if self.credentials is not None:
+            self.credentials.forget(eio_sid)
         if self.stopping:
             # Nothing reads the Socket.IO bookkeeping once the process exits. And on
             # the libraries' own path python-socketio's disconnect scans every room of
@@ -243,42 +244,6 @@ class EngineHooks:
                 message = f"too many messages: at most {EVENT_RATE:g} a second; ignored"
                 self.server.emit("error", {"message": message}, to=sid)
 
-    def _admit(self, eio_sid: str, data: str) -> str | None:
-        """A CONNECT on a private dashboard: the packet to hand on (its auth's `token` taken
-        out), or None when refused (a CONNECT_ERROR went to the client, which is closed)."""
-        if eio_sid not in self.unverified and '"token"' not in data:
-            return data  # the handshake's cookie or bearer token: nothing to take out
-        try:
-            pkt = self.server.packet_class(encoded_packet=data)
-        except Exception:
-            pkt = None
-        auth = pkt.data if pkt is not None and isinstance(pkt.data, dict) else {}
-        given = auth.pop("token", None)
-        if eio_sid in self.unverified:
-            tried = (self.access.attempt(self.address_of.get(eio_sid, "unknown"), given)
-                     if isinstance(given, str) else None)
-            if tried is None or tried.index is None:
-                self._unauthorized(eio_sid, pkt.namespace if pkt is not None else None, tried)
-                return None
-            self.unverified.discard(eio_sid)
-        return pkt.encode() if given is not None else data
-
-    def _unauthorized(self, eio_sid: str, namespace: str | None, tried) -> None:
-        """Socket.IO's answer to a CONNECT it refuses, then the end of the connection: at
-        once on a WebSocket (the close frame follows the answer); a polling client takes the
-        answer with its next request, which a closed session would refuse, so the join
-        timeout closes it (it cannot join: a second CONNECT closes it too)."""
-        message = {"message": "unauthorized"}
-        if tried is not None and tried.retry_after:
-            message = {"message": "too many wrong tokens from this address",
-                       "data": {"retry_after": tried.retry_after}}
-        self.counters.refuse("unauthorized")
-        refusal = self.server.packet_class(sio_packet.CONNECT_ERROR, data=message, namespace=namespace)
-        eio_adapter.send_prepared(self.server, eio_sid, eio_adapter.Prepared(
-            eio_packet.Packet(eio_packet.MESSAGE, refusal.encode())))
-        if eio_adapter.on_websocket(self.eio, eio_sid):
-            self.close(eio_sid)
-
     def _screen_event(self, data: str) -> str | None:
         """Why an EVENT packet is dropped here (limits.event_problem), or None to hand it
         to python-socketio."""
@@ -293,6 +258,62 @@ class EngineHooks:
         self.counters.reject(reason)
         self.counters.log_once(log, reason, "closed a client that sent %s", detail)
         self.close(eio_sid)
+
+
+class Credentials:
+    """A private dashboard's CONNECT check (access.py). A session whose handshake carried a
+    credential (Guard marked its environ) joins as any; the others only with a good
+    `token` in the CONNECT's auth. The token is taken out of the auth either way."""
+
+    def __init__(self, hooks: EngineHooks, access: Access) -> None:
+        self.hooks = hooks
+        self.server = hooks.server
+        self.access = access
+        self.unverified: set[str] = set()  # eio sids whose handshake carried no credential
+
+    def opened(self, eio_sid: str, environ) -> None:
+        if not environ.get(CREDENTIAL):
+            self.unverified.add(eio_sid)
+
+    def forget(self, eio_sid: str) -> None:
+        self.unverified.discard(eio_sid)
+
+    def admit(self, eio_sid: str, data: str) -> str | None:
+        """The CONNECT packet to hand on (its auth's `token` taken out), or None when
+        refused (a CONNECT_ERROR went to the client, which is closed)."""
+        if eio_sid not in self.unverified and '"token"' not in data:
+            return data  # the handshake's cookie or bearer token: nothing to take out
+        try:
+            pkt = self.server.packet_class(encoded_packet=data)
+        except Exception:
+            pkt = None
+        auth = pkt.data if pkt is not None and isinstance(pkt.data, dict) else {}
+        given = auth.pop("token", None)
+        if eio_sid in self.unverified:
+            address = self.hooks.address_of.get(eio_sid, "unknown")
+            tried = self.access.attempt(address, given) if isinstance(given, str) else None
+            if tried is None or tried.index is None:
+                self.refuse(eio_sid, pkt.namespace if pkt is not None else None, tried)
+                return None
+            self.unverified.discard(eio_sid)
+        return pkt.encode() if given is not None else data
+
+    def refuse(self, eio_sid: str, namespace: str | None, tried) -> None:
+        """Socket.IO's answer to a CONNECT it refuses, then the end of the connection: at
+        once on a WebSocket (the close frame follows the answer); a polling client takes the
+        answer with its next request, which a closed session would refuse, so the join
+        timeout closes it (it cannot join: a second CONNECT closes it too)."""
+        message = {"message": "unauthorized"}
+        if tried is not None and tried.retry_after:
+            message = {"message": "too many wrong tokens from this address",
+                       "data": {"retry_after": tried.retry_after}}
+        self.hooks.counters.refuse("unauthorized")
+        refusal = self.server.packet_class(sio_packet.CONNECT_ERROR, data=message,
+                                           namespace=namespace)
+        eio_adapter.send_prepared(self.server, eio_sid, eio_adapter.Prepared(
+            eio_packet.Packet(eio_packet.MESSAGE, refusal.encode())))
+        if eio_adapter.on_websocket(self.server.eio, eio_sid):
+            self.hooks.close(eio_sid)
 
 
 class JoinTimeout:
