@@ -5,8 +5,15 @@ Their request logs print every URL whole: `/?token=...` must come out redacted.
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
-from conftest import free_port
+from conftest import ROOT, free_port
 from test_access import OTHER, TOKEN, WRONG, Client, bearer, fetch
 from test_hosts import Host, flask_run, gunicorn
 
@@ -99,3 +106,51 @@ def test_every_process_of_a_cluster_takes_the_others_sessions(server_factory, tm
         assert fetch(servers[0], "/api/latest", headers={"Cookie": back}).status in (200, 404)
     finally:
         redis_server.kill()
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
+def test_nginx_logs_a_sign_in_link_without_its_token(server_factory, tmp_path):
+    """docs/nginx/random_stream.conf as it is, but for its ports, upstream and log path."""
+    server = server_factory("--interval", "0.2", "--trusted-proxies", "127.0.0.1",
+                            env={"RANDOM_STREAM_ACCESS_TOKEN": TOKEN})
+    port = free_port()
+    site = (ROOT / "docs/nginx/random_stream.conf").read_text()
+    site = re.sub(r"upstream random_stream \{.*?\n\}", "upstream random_stream { server "
+                  f"127.0.0.1:{server.port}; }}", site, flags=re.S)
+    site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};").replace(
+        "/var/log/nginx/random_stream.access.log", str(tmp_path / "access.log"))
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"daemon off; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{ access_log off; client_body_temp_path {tmp_path}/body; "
+        f"proxy_temp_path {tmp_path}/proxy; include {tmp_path}/site.conf; }}\n")
+    nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        proxy = SimpleNamespace(port=port, url=f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fetch(proxy, "/healthz")
+                break
+            except OSError:
+                assert nginx.poll() is None and time.monotonic() < deadline, nginx.stderr.read()
+                time.sleep(0.1)
+        link = fetch(proxy, f"/?range=1h&token={TOKEN}&x=1")
+        assert link.status == 303 and link.headers["Location"] == "/?range=1h&x=1"
+        session = link.session()
+        assert fetch(proxy, "/", headers={"Cookie": session}).status == 200
+        assert fetch(proxy, "/api/stats", headers=bearer()).status == 200  # passed on
+        assert fetch(proxy, f"/?token={WRONG}&token={OTHER}").status == 401
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+    log = (tmp_path / "access.log").read_text()
+    assert '"GET /?range=1h&token=[redacted]&x=1 HTTP/1.1" 303' in log, log
+    assert '"GET /?token=[redacted]&token=[redacted] HTTP/1.1" 401' in log, log
+    for secret in (TOKEN, WRONG, OTHER, session.split("=", 1)[1]):
+        assert secret not in log
