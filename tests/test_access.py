@@ -582,3 +582,14 @@ def test_the_access_token_may_not_be_the_ingest_token():
                      f"{OTHER},{TOKEN}", "--db", ":memory:")
     assert_one_clear_line(result, "--access-token must differ from --ingest-token (token 2")
     assert TOKEN not in result.stderr
+
+
+def test_without_tokens_no_guard_is_built(app, stream):
+    """The default path: no layer in the stack, no CONNECT check, no sign-in route."""
+    layer, names = app.wsgi_app, []
+    while layer is not None:
+        names.append(type(layer).__name__)
+        layer = getattr(layer, "app", None)
+    assert "Guard" not in names and "Admit" in names, names
+    assert stream.access is None and stream.hooks.credentials is None
+    assert "access" not in app.blueprints
