@@ -593,3 +593,57 @@ def test_without_tokens_no_guard_is_built(app, stream):
     assert "Guard" not in names and "Admit" in names, names
     assert stream.access is None and stream.hooks.credentials is None
     assert "access" not in app.blueprints
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../api/latest", "/static/%2e%2e/api/latest", "/signin/../api/latest",
+    "/signout/../metrics", "/socket.io/../api/latest", "/socket.iox/../api/latest",
+    "//api/latest", "/./api/latest", "/healthz/../api/latest", "http://x/api/latest"])
+def test_no_open_path_leads_to_the_readings(private, path):
+    """The paths that need no credential (static files, sign-in, Engine.IO, /healthz) are
+    matched by prefix: none of them, walked out of, reaches a route with readings."""
+    import socket
+
+    server = private()
+    wait_for_reading(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    assert status in (400, 401, 404), (path, data[:200])
+    assert b'"seq"' not in data and b"random_stream_ticks_total" not in data
+
+
+def test_a_flood_of_addresses_costs_a_bounded_table():
+    from randstream.access import ADDRESS_TABLE, WrongTokens
+
+    clock = [0.0]
+    wrong = WrongTokens(clock=lambda: clock[0])
+    for _ in range(10):
+        wrong.failed("198.51.100.1")
+    assert wrong.retry_after("198.51.100.1") == pytest.approx(6.0)
+    for i in range(3 * ADDRESS_TABLE):
+        wrong.failed(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    assert len(wrong.buckets) == ADDRESS_TABLE
+    assert wrong.retry_after("198.51.100.1") == 0  # the oldest forgotten first
+    for _ in range(10):  # a newcomer is limited as any, the table full or not
+        wrong.failed("203.0.113.9")
+    assert wrong.retry_after("203.0.113.9") == pytest.approx(6.0)
+    assert len(wrong.buckets) == ADDRESS_TABLE
+    clock[0] += 6.0
+    assert wrong.retry_after("203.0.113.9") == 0  # one more try after 6 s: 10 a minute
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('"GET /?token=abc HTTP/1.1" 303', '"GET /?token=[redacted] HTTP/1.1" 303'),
+    ('"GET /?range=7d&token=abc&x=1 HTTP/1.1"', '"GET /?range=7d&token=[redacted]&x=1 HTTP/1.1"'),
+    ('"GET /?%74oken=abc HTTP/1.1"', '"GET /?%74oken=[redacted] HTTP/1.1"'),
+    ('"GET /?tokens=abc&atoken=b HTTP/1.1"', '"GET /?tokens=abc&atoken=b HTTP/1.1"'),
+    ("no url here", "no url here"),
+])
+def test_redaction_of_log_lines(line, expected):
+    from randstream.redaction import redact
+
+    assert redact(line) == expected
