@@ -427,6 +427,36 @@ def test_a_refused_connect_gets_no_packet_of_the_stream_and_is_closed(private):
     assert b"history" not in body and b"random_number" not in body
 
 
+def test_a_page_on_another_allowed_origin_joins_with_the_token_in_its_auth(private):
+    """A browser on a --cors-origins site sends the Origin and none of our cookies
+    (SameSite=Lax): the token in the CONNECT's auth is its way in."""
+    server = private("--cors-origins", "https://other.example")
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
+
+    def join(auth: dict) -> list[str]:
+        ws = websocket.create_connection(url, timeout=10, origin="https://other.example")
+        frames = []
+        try:
+            assert ws.recv().startswith("0")
+            ws.send("40" + json.dumps(auth))
+            while len(frames) < 2:
+                frame = ws.recv()
+                if not frame or frame == "1":
+                    break
+                frames.append(frame)
+        except websocket.WebSocketConnectionClosedException:
+            pass
+        finally:
+            ws.close()
+        return frames
+
+    joined = join({"token": TOKEN, "after": 0})
+    assert joined[0].startswith('40{"sid":') and joined[1].startswith('42["history"'), joined
+    assert join({"after": 0}) == ['44{"message":"unauthorized"}']
+    with pytest.raises(websocket.WebSocketBadStatusException):  # a foreign origin, as before
+        websocket.create_connection(url, timeout=10, origin="https://evil.example")
+
+
 def test_wrong_connect_tokens_are_limited_too(private):
     server = private()
     client = None
