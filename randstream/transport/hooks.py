@@ -21,9 +21,10 @@ handlers in live.py stay plain.
 - A connection that has not joined the namespace within JOIN_TIMEOUT seconds is closed.
 - Private dashboards (access.py): a session whose handshake carried no credential joins
   only with a good `token` in its CONNECT's auth; else it gets a CONNECT_ERROR
-  `{"message": "unauthorized"}` and is closed, before python-socketio, which (always_connect)
-  would acknowledge the CONNECT before any handler ran, sees the packet. The token is taken
-  out of the auth before it goes on: no handler or log of the libraries ever has it.
+  `{"message": "unauthorized"}` and is closed (a polling one by the join timeout, after its
+  next poll took the answer), before python-socketio sees the packet: with always_connect
+  it would acknowledge the CONNECT before any handler of ours could refuse it. The token
+  is taken out of the auth before it goes on: no handler or log of the libraries has it.
 - At the stop, close_all() closes every session at once.
 
 The rules are limits.py's; what is refused is counted in counters.py. engine.io's
