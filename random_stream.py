@@ -18,10 +18,11 @@ if __name__ == "__main__":
 import logging
 import os
 import sys
+import time
 
 from flask import Flask
 
-from randstream import config, paths, sources, sse, stack, topology, web
+from randstream import access, config, paths, sources, sse, stack, topology, web
 from randstream.config import ConfigError, Settings
 from randstream.history import StoreError
 from randstream.server import fd_budget, raise_fd_limit
@@ -76,13 +77,15 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
     web.init_app(app)
     sources.init_app(app, stream.source)
     sse.init_app(app)
+    access.init_app(app, stream.access)  # private dashboards: the sign-in routes
     # SocketIO(app) left Flask-SocketIO's middleware in app.wsgi_app: the stack goes around it.
     # What is too late for an answer goes on to the server: gevent's and every WSGI host's
     # log it; eventlet's, as main() runs it, would drop it (log_output=False).
     app.wsgi_app = stack.build(app.wsgi_app, stream.admission, stream.hooks,
                                start_on_first_request=stream if wsgi_host else None,
                                host_logs_failures=wsgi_host or settings.async_mode != "eventlet",
-                               hand_over=transport.hand_over)
+                               hand_over=transport.hand_over, access=stream.access,
+                               healthy=lambda: not stream.problems(time.time()))
     transport.log_choice()
     return app
 

@@ -1,7 +1,9 @@
-"""Make the README's screenshots of the dashboard, light and dark.
+"""Make the README's screenshots of the dashboard, light and dark, and of the sign-in form.
 
-    .venv/bin/python docs/screenshots.py   # writes docs/img/dashboard-{light,dark}.png
-                                           # and docs/img/dashboard-7d-{light,dark}.png
+    .venv/bin/python docs/screenshots.py   # writes docs/img/dashboard-{light,dark}.png,
+                                           # docs/img/dashboard-7d-{light,dark}.png and
+                                           # docs/img/signin-{light,dark,phone}.png
+    .venv/bin/python docs/screenshots.py --only signin   # the sign-in form's alone (seconds)
 
 Starts a real `python random_stream.py` on 127.0.0.1 and a free port (a reading every
 0.2 s, nothing stored, a fixed seed), waits until a minute of readings is there, opens the
@@ -10,7 +12,9 @@ with `prefers-color-scheme: light` and once dark, shows the 1-minute window (ful
 then) and writes one PNG each. Then the 7-day view: a second server on a database of a
 week of readings, one a second (made here as an older version of the program left it, so
 the server builds its rollups at start; no readings for three hours two days ago), the
-pointer on a bucket for its readout. The servers are stopped at the end, on errors and on
+pointer on a bucket for its readout. Then a private dashboard's sign-in form (a server with
+--access-token): light, dark after a wrong token (its error shown), and at a phone's width.
+The servers are stopped at the end, on errors and on
 Ctrl-C. Needs the test packages (`bash tests/run --co -q` installs them into .venv).
 """
 
@@ -39,6 +43,10 @@ WINDOW = 60  # the chart window shown, seconds (the page's "1 min")
 VIEWPORT = {"width": 1280, "height": 800}
 WEEK = 7 * 86_400
 OUTAGE = (2 * 86_400, 2 * 86_400 - 3 * 3600)  # seconds before now with no readings, for the 7-day view
+PHONE = {"width": 390, "height": 760}
+# The sign-in form's shots: (file, colour scheme, viewport, a wrong token tried first)
+SIGNIN_SHOTS = (("signin-light", "light", VIEWPORT, False), ("signin-dark", "dark", VIEWPORT, True),
+                ("signin-phone", "light", PHONE, False))
 
 
 def free_port() -> int:
@@ -65,6 +73,27 @@ def wait_for_readings(server: subprocess.Popen, url: str, count: int, log: Path)
         if time.monotonic() > deadline:
             raise RuntimeError(f"fewer than {count} readings in time:\n{log.read_text()}")
         time.sleep(0.5)
+
+
+def wait_for_answer(server: subprocess.Popen, url: str, log: Path) -> None:
+    """Until the server answers /healthz (which stays open on a private dashboard)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # an answer all the same
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not answer:\n{log.read_text()}") from None
+            time.sleep(0.2)
+
+
+def report(paths: list[Path]) -> None:
+    for path in paths:
+        print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
+              f"({path.stat().st_size // 1024} KB)")
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -159,14 +188,61 @@ def shoot(url: str, out: Path, week_url: str | None = None) -> list[Path]:
     return written
 
 
+def shoot_signin(url: str, out: Path) -> list[Path]:
+    """A private dashboard's page without a session: the sign-in form."""
+    from playwright.sync_api import sync_playwright
+
+    written = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for name, scheme, viewport, wrong in SIGNIN_SHOTS:
+                context = browser.new_context(viewport=viewport, color_scheme=scheme,
+                                              reduced_motion="reduce")
+                page = context.new_page()
+                page.goto(url + "/")
+                if wrong:
+                    page.fill("#token", "not-the-right-token")
+                    page.click("button[type=submit]")
+                    page.wait_for_selector("[role=alert]")
+                page.wait_for_timeout(200)
+                path = out / f"{name}.png"
+                page.screenshot(path=str(path), full_page=True)
+                written.append(path)
+                context.close()
+        finally:
+            browser.close()
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img",
                         help="folder for the PNGs")
+    parser.add_argument("--only", choices=("dashboard", "signin"),
+                        help="make only these (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only != "dashboard":
+        shots(args.out, "signin")
+    if args.only != "signin":
+        shots(args.out, "dashboard")
+
+
+def shots(out: Path, which: str) -> None:
     port, week_port = free_port(), free_port()
     url, week_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{week_port}"
+    if which == "signin":
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "private.log"
+            server = start_server(port, log, "--db", ":memory:",
+                                  "--access-token", "screenshots-only-token-0123")
+            try:
+                wait_for_answer(server, f"http://127.0.0.1:{port}", log)
+                report(shoot_signin(f"http://127.0.0.1:{port}", out))
+            finally:
+                stop(server)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         log, week_log = Path(tmp) / "server.log", Path(tmp) / "week.log"
         db = Path(tmp) / "week.sqlite3"
@@ -176,9 +252,7 @@ def main() -> None:
         try:
             print(f"servers on {url} and {week_url}; waiting {WINDOW} s for a full chart", flush=True)
             wait_for_readings(server, url, round(WINDOW / INTERVAL) + 5, log)
-            for path in shoot(url, args.out, week_url):
-                print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
-                      f"({path.stat().st_size // 1024} KB)")
+            report(shoot(url, out, week_url))
         finally:
             stop(server)
             stop(week)

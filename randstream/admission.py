@@ -23,7 +23,7 @@ import threading
 import time
 
 from .counters import Counters
-from .limits import TokenBucket, client_address
+from .limits import TokenBucket, client_address, over_https
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,10 @@ class Admission:
     def address(self, environ) -> str:
         """The address a connection counts for (refusal() has noted it in the environ)."""
         return environ.get(ADDRESS) or client_address(environ, self.trusted)
+
+    def over_https(self, environ) -> bool:
+        """Whether the request came over HTTPS, here or to one of --trusted-proxies."""
+        return over_https(environ, self.trusted)
 
     def opened(self, address: str) -> None:
         """A connection from `address` is open: it counts until closed(address)."""

@@ -42,6 +42,9 @@ class Settings:
     log_level: str = "INFO"
     source: str = "random"  # random, stdin, http, or module:callable / path.py:callable
     ingest_token: str | None = field(default=None, repr=False)  # --source http only
+    # Private dashboards (access.py): the tokens that open the page, the API and the stream;
+    # several for rotation. None: public, as without the flag.
+    access_token: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -111,6 +114,7 @@ def validate(s: Settings) -> None:
     if s.fast_path not in FAST_PATHS:
         raise ConfigError(f"--fast-path must be auto or off (got {s.fast_path!r})")
     check_source(s)
+    check_access_tokens(s)
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR (got {s.log_level!r})")
 
@@ -137,6 +141,24 @@ def check_source(s: Settings) -> None:
             "lease holder; run a push source in one process, or scale out a pull source "
             "(module:callable)"
         )
+
+
+MAX_TOKEN = 512
+
+
+def check_access_tokens(s: Settings) -> None:
+    """Each token long enough to resist guessing, and sendable in a header, a cookie-less URL
+    and a form alike; never the ingest token (a viewer could post readings). The messages
+    say which token is wrong by its place, never by its text."""
+    for place, token in enumerate(s.access_token, 1):
+        if not (MIN_TOKEN <= len(token) <= MAX_TOKEN and token.isascii() and token.isprintable()
+                and " " not in token):
+            raise ConfigError(
+                f"--access-token takes comma-separated tokens of {MIN_TOKEN} to {MAX_TOKEN} "
+                f"printable ASCII characters without spaces (token {place} is not one)")
+        if token == s.ingest_token:
+            raise ConfigError(f"--access-token must differ from --ingest-token (token {place} is "
+                              "the same: whoever may watch could post readings)")
 
 
 def check_redis_url(url: str) -> None:
@@ -187,6 +209,8 @@ def _parser() -> _Parser:
     add("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     add("--source", help="random (default), stdin, http, or module:callable / file.py:callable")
     add("--ingest-token", help="bearer token for POST /api/readings (--source http)")
+    add("--access-token", help="token(s) that open the page, the API and the stream, "
+                               "comma-separated for rotation (default none: public)")
     return p
 
 
@@ -203,6 +227,11 @@ def _convert(name: str, raw: str, source: str):
         return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     if name == "trusted_proxies":
         return tuple(p.strip() for p in raw.split(",") if p.strip())
+    if name == "access_token":  # duplicates dropped, the order kept; "" is none: public
+        tokens = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
+        if raw and not tokens:
+            raise ConfigError(f"{source} holds no token (got only commas and spaces)")
+        return tokens
     if name == "log_level":
         return raw.upper()
     if name == "fast_path":

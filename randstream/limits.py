@@ -56,6 +56,11 @@ class TokenBucket:
             return True
         return False
 
+    def wait(self, now: float) -> float:
+        """Seconds until take() would succeed (0 if it would now); takes nothing."""
+        tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
 
 class ClientLimit:
     """One connection's allowance: messages, then strikes for messages over the limit."""
@@ -207,6 +212,20 @@ def client_address(environ, trusted: tuple = ()) -> str:
             if not _is_trusted(ip, trusted):
                 break
     return limit_key(address)
+
+
+def over_https(environ, trusted: tuple = ()) -> bool:
+    """Whether the client's request came over HTTPS: to this server, or to a trusted proxy
+    that says so in X-Forwarded-Proto (its first value: the proxy nearest the client). From
+    anyone else the header is ignored, as X-Forwarded-For is."""
+    if environ.get("wsgi.url_scheme") == "https":
+        return True
+    proto = environ.get("HTTP_X_FORWARDED_PROTO")
+    if not proto or not trusted:
+        return False
+    peer = _ip(environ.get("REMOTE_ADDR") or "")
+    return (peer is not None and _is_trusted(peer, trusted)
+            and proto.split(",")[0].strip().lower() == "https")
 
 
 def peer_key(peer, trusted: tuple = ()) -> str | None:

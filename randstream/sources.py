@@ -333,10 +333,11 @@ class HttpSource:
         return {"kind": self.kind, "accepted": self.accepted, **self.problems.health()}
 
 
+INGEST_PATH = "/api/readings"  # guarded by --ingest-token; access.py's guard lets it through
 ingest = Blueprint("ingest", __name__)
 
 
-@ingest.post("/api/readings")
+@ingest.post(INGEST_PATH)
 def post_readings():
     source: HttpSource = current_app.extensions["stream"].ticker.source
     if not source.authorized(request.headers.get("Authorization")):

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 from werkzeug.wsgi import ClosingIterator
 
 from . import sse
+from .access import Guard
 from .admission import Admission
 from .headers import SECURITY_HEADERS
 from .limits import query_problem, upgrade_problem
@@ -28,14 +29,15 @@ log = logging.getLogger(__name__)
 
 
 def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first_request=None,
-          host_logs_failures: bool = True, hand_over=None):
+          host_logs_failures: bool = True, hand_over=None, access=None, healthy=None):
     """The server's WSGI app around `socketio_app`, the middleware SocketIO(app) made.
 
     `hooks` checks polling bodies (check_post); `start_on_first_request` is the stream of
     a WSGI host's app, whose ticker starts with the first request (main() starts its own),
     and whose `slots` the host's limits count; `host_logs_failures`: whether the server
     logs what the boundary must pass on to it; `hand_over`: the transport's layer that lets
-    a host's worker hand a WebSocket over to the direct path (transport/gunicorn.py).
+    a host's worker hand a WebSocket over to the direct path (transport/gunicorn.py);
+    `access`: a private dashboard's (access.py), with `healthy()` for /healthz's bare status.
     """
     host_stream = start_on_first_request
     layers = [
@@ -54,6 +56,10 @@ def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first
                          "path": socketio_app.engineio_path}),
            (StartOnFirstRequest, {"stream": host_stream})]
           if host_stream is not None else []),
+        # A private dashboard: a credential on every way to the readings. Inside the
+        # counting layers (its 401s are answers like any) and the first request's start.
+        *([(Guard, {"access": access, "engineio_path": socketio_app.engineio_path,
+                    "healthy": healthy})] if access is not None else []),
         # Outside Flask-SocketIO's middleware, which passes a copy of the environ on.
         (Unbuffered, {"path": sse.PATH}),
     ]

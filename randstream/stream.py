@@ -14,6 +14,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from . import config
+from .access import Access
 from .admission import Admission
 from .config import ConfigError, Settings
 from .counters import Counters
@@ -73,7 +74,10 @@ class Stream:
         self.admission = Admission(self.counters, origin_allowed,
                                    max_per_address=settings.max_per_address,
                                    trusted_proxies=settings.trusted_proxies)
-        self.hooks = EngineHooks(socketio, self.admission, self.counters)
+        # Private dashboards (--access-token, access.py); None: public, as by default.
+        self.access = (Access(settings.access_token, self.admission, self.counters)
+                       if settings.access_token else None)
+        self.hooks = EngineHooks(socketio, self.admission, self.counters, access=self.access)
         self.slots = Slots()  # a WSGI host worker's, once gunicorn.conf.py described it
         transport.install(socketio, self.hooks)
         self.broadcast_seconds = Histogram(BROADCAST_BUCKETS)

@@ -327,6 +327,12 @@ def session_state(eio, eio_sid) -> str | None:
     return "closed" if eio_socket.closed else "open"
 
 
+def on_websocket(eio, eio_sid) -> bool:
+    """Whether a session's packets go over a WebSocket now (opened on one, or upgraded)."""
+    eio_socket = engine_socket(eio, eio_sid)
+    return eio_socket is not None and bool(eio_socket.upgraded)
+
+
 def open_sessions(eio) -> list[str]:
     """The sessions engine.io holds now, closed but unreaped ones included."""
     return list(eio.sockets)

@@ -19,6 +19,12 @@ handlers in live.py stay plain.
 - A frame nesting brackets deeper than MAX_NESTING is refused before any JSON decoder
   sees it (Python's recurses, and a RecursionError would end in a traceback).
 - A connection that has not joined the namespace within JOIN_TIMEOUT seconds is closed.
+- Private dashboards (access.py): a session whose handshake carried no credential joins
+  only with a good `token` in its CONNECT's auth; else it gets a CONNECT_ERROR
+  `{"message": "unauthorized"}` and is closed (a polling one by the join timeout, after its
+  next poll took the answer), before python-socketio sees the packet: with always_connect
+  it would acknowledge the CONNECT before any handler of ours could refuse it. The token
+  is taken out of the auth before it goes on: no handler or log of the libraries has it.
 - At the stop, close_all() closes every session at once.
 
 The rules are limits.py's; what is refused is counted in counters.py. engine.io's
@@ -32,6 +38,10 @@ import logging
 import threading
 import time
 
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from ..access import CREDENTIAL, Access
 from ..admission import Admission
 from ..counters import Counters
 from ..limits import (
@@ -61,7 +71,8 @@ class EngineHooks:
     """The limits on one Socket.IO server's connections and client messages."""
 
     def __init__(self, socketio, admission: Admission, counters: Counters, *,
-                 join_timeout: float = JOIN_TIMEOUT, clock=time.monotonic) -> None:
+                 access: Access | None = None, join_timeout: float = JOIN_TIMEOUT,
+                 clock=time.monotonic) -> None:
         self.server = socketio.server
         self.eio = socketio.server.eio
         self.admission = admission
@@ -70,6 +81,8 @@ class EngineHooks:
         self.limits: dict[str, ClientLimit] = {}  # eio sid -> allowance
         self.address_of: dict[str, str] = {}  # eio sid -> client address
         self.joins = JoinTimeout(socketio, counters, self.close, join_timeout, clock)
+        # A private dashboard's CONNECT check; None: public.
+        self.credentials = (Credentials(self, access) if access is not None else None)
         self.stopping = False  # close_all() at the stop: the process is about to exit
 
     def install(self) -> None:
@@ -89,6 +102,8 @@ class EngineHooks:
         address = self.address_of[eio_sid] = self.admission.address(environ)
         self.admission.opened(address)
         self.joins.watch(eio_sid)
+        if self.credentials is not None:
+            self.credentials.opened(eio_sid, environ)
         try:
             return self.on_connect(eio_sid, environ)
         except BaseException:  # engine.io drops the socket without a disconnect event
@@ -112,6 +127,10 @@ class EngineHooks:
         if problem is not None:
             self._bad_input(eio_sid, problem, MESSAGE_PROBLEMS[problem])
             return
+        if self.credentials is not None and data[:1] == "0":
+            data = self.credentials.admit(eio_sid, data)
+            if data is None:
+                return
         try:
             self.on_message(eio_sid, data)
         except Exception as exc:  # the Socket.IO packet did not decode
@@ -124,6 +143,8 @@ class EngineHooks:
         if self.limits.pop(eio_sid, None) is not None:
             self.admission.closed(self.address_of.pop(eio_sid, None))
         self.joins.forget(eio_sid)
+        if self.credentials is not None:
+            self.credentials.forget(eio_sid)
         if self.stopping:
             # Nothing reads the Socket.IO bookkeeping once the process exits. And on
             # the libraries' own path python-socketio's disconnect scans every room of
@@ -238,6 +259,62 @@ class EngineHooks:
         self.counters.reject(reason)
         self.counters.log_once(log, reason, "closed a client that sent %s", detail)
         self.close(eio_sid)
+
+
+class Credentials:
+    """A private dashboard's CONNECT check (access.py). A session whose handshake carried a
+    credential (Guard marked its environ) joins as any; the others only with a good
+    `token` in the CONNECT's auth. The token is taken out of the auth either way."""
+
+    def __init__(self, hooks: EngineHooks, access: Access) -> None:
+        self.hooks = hooks
+        self.server = hooks.server
+        self.access = access
+        self.unverified: set[str] = set()  # eio sids whose handshake carried no credential
+
+    def opened(self, eio_sid: str, environ) -> None:
+        if not environ.get(CREDENTIAL):
+            self.unverified.add(eio_sid)
+
+    def forget(self, eio_sid: str) -> None:
+        self.unverified.discard(eio_sid)
+
+    def admit(self, eio_sid: str, data: str) -> str | None:
+        """The CONNECT packet to hand on (its auth's `token` taken out), or None when
+        refused (a CONNECT_ERROR went to the client, which is closed)."""
+        if eio_sid not in self.unverified and '"token"' not in data:
+            return data  # the handshake's cookie or bearer token: nothing to take out
+        try:
+            pkt = self.server.packet_class(encoded_packet=data)
+        except Exception:
+            pkt = None
+        auth = pkt.data if pkt is not None and isinstance(pkt.data, dict) else {}
+        given = auth.pop("token", None)
+        if eio_sid in self.unverified:
+            address = self.hooks.address_of.get(eio_sid, "unknown")
+            tried = self.access.attempt(address, given) if isinstance(given, str) else None
+            if tried is None or tried.index is None:
+                self.refuse(eio_sid, pkt.namespace if pkt is not None else None, tried)
+                return None
+            self.unverified.discard(eio_sid)
+        return pkt.encode() if given is not None else data
+
+    def refuse(self, eio_sid: str, namespace: str | None, tried) -> None:
+        """Socket.IO's answer to a CONNECT it refuses, then the end of the connection: at
+        once on a WebSocket (the close frame follows the answer); a polling client takes the
+        answer with its next request, which a closed session would refuse, so the join
+        timeout closes it (it cannot join: a second CONNECT closes it too)."""
+        message = {"message": "unauthorized"}
+        if tried is not None and tried.retry_after:
+            message = {"message": "too many wrong tokens from this address",
+                       "data": {"retry_after": tried.retry_after}}
+        self.hooks.counters.refuse("unauthorized")
+        refusal = self.server.packet_class(sio_packet.CONNECT_ERROR, data=message,
+                                           namespace=namespace)
+        eio_adapter.send_prepared(self.server, eio_sid, eio_adapter.Prepared(
+            eio_packet.Packet(eio_packet.MESSAGE, refusal.encode())))
+        if eio_adapter.on_websocket(self.server.eio, eio_sid):
+            self.hooks.close(eio_sid)
 
 
 class JoinTimeout:

@@ -3,6 +3,7 @@
 // to the page, and draws at most once per animation frame.
 // Knows the page's elements and events, not the wire format nor the sync rules.
 
+import { toSignIn, unauthorized } from "./access.js";
 import { bucketsIn, extentOf, pointsFor, withReadings } from "./buckets.js";
 import { drawBucketChart, drawHistogram, drawLineChart, plotArea } from "./chart.js";
 import { ChartInput } from "./chartinput.js";
@@ -70,6 +71,9 @@ function readConfig(data) {
 
 async function getJson(url) {
   const response = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
+  if (response.status === 401) {
+    signedOut(); // a private dashboard's session ended
+  }
   if (!response.ok) {
     throw new Error(`HTTP ${response.status}`);
   }
@@ -150,8 +154,26 @@ socket.on("reconnect_attempt", ({ delay }) => {
 });
 
 socket.on("connect_error", (data) => {
+  if (unauthorized(data)) {
+    signedOut();
+    return;
+  }
   showNotice(`The server refused the connection: ${data?.message ?? "no reason given"}`);
 });
+
+/** A private dashboard refused this page's session: to the sign-in form, not a retry loop. */
+function signedOut() {
+  socket.close();
+  let storage = null;
+  try {
+    storage = window.sessionStorage;
+  } catch {
+    // storage refused: no reload (toSignIn cannot tell a loop)
+  }
+  if (!toSignIn({ storage, reload: () => window.location.reload(), now: Date.now() })) {
+    showNotice("The server refused this page's session: reload the page to sign in again.");
+  }
+}
 
 socket.on("error", (data) => {
   showNotice(`The server reported: ${data?.message ?? "an error"}`);

@@ -1,0 +1,87 @@
+"""A private dashboard in Debian's Chromium: the sign-in form, the live page, the sign-out, and
+a session that ends while the page is open (it goes back to the form, no reconnect loop)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_access import OTHER, PROXY, TOKEN, WRONG
+from test_browser import Dashboard
+
+pytestmark = pytest.mark.browser
+WAIT = 30_000
+
+
+@pytest.fixture
+def private_page(browser, server_factory):
+    contexts = []
+
+    def open_page(tokens: str = TOKEN):
+        server = server_factory("--interval", "0.2", "--trusted-proxies", PROXY,
+                                env={"RANDOM_STREAM_ACCESS_TOKEN": tokens})
+        board = Dashboard(browser, server, viewport={"width": 1280, "height": 800})
+        contexts.append(board.context)
+        board.page.goto(server.url + "/?range=1m")
+        return server, board
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def signed_in_live(board: Dashboard, token: str) -> None:
+    page = board.page
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#current-value", timeout=WAIT)
+    board.wait_for("() => document.getElementById('connection-status').dataset.state === 'live'"
+                   " && document.getElementById('current-value').dataset.seq !== ''")
+
+
+def test_sign_in_go_live_sign_out(private_page):
+    server, board = private_page()
+    page = board.page
+    assert page.locator("#current-value").count() == 0
+    assert page.locator("label[for=token]").inner_text() == "Access token"
+    assert page.evaluate("document.activeElement.id") == "token"  # ready to paste
+    page.fill("#token", WRONG)
+    page.click("button[type=submit]")
+    alert = page.locator("[role=alert]")
+    assert "not right" in alert.inner_text()
+    assert page.get_attribute("#token", "aria-invalid") == "true"
+    assert page.evaluate("document.cookie") == ""
+    signed_in_live(board, TOKEN)
+    assert page.url == server.url + "/?range=1m"  # the view asked for, the token nowhere
+    (cookie,) = board.context.cookies()
+    assert cookie["name"] == "random_stream_session" and cookie["httpOnly"]
+    assert cookie["sameSite"] == "Lax" and TOKEN not in cookie["value"]
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+    first = int(page.get_attribute("#current-value", "data-seq"))
+    board.wait_seq_at_least(first + 3)
+    page.click("text=Sign out")
+    page.wait_for_selector("#token", timeout=WAIT)
+    assert page.url == server.url + "/signin"
+    assert board.context.cookies() == []
+    page.goto(server.url + "/")
+    assert page.locator("#token").count() == 1 and page.locator("#current-value").count() == 0
+    board.assert_clean(allow=("401",))  # the refused page's status, as Chromium logs it
+
+
+def test_a_session_that_ends_while_the_page_is_open_brings_back_the_form(private_page):
+    server, board = private_page(tokens=f"{TOKEN},{OTHER}")
+    page = board.page
+    signed_in_live(board, TOKEN)
+    loads = []
+    page.on("load", lambda: loads.append(time.monotonic()))
+    server.stop()
+    server.env["RANDOM_STREAM_ACCESS_TOKEN"] = OTHER  # the page's token retired
+    server.start()
+    # The page reconnects, its CONNECT is refused as unauthorized, it reloads: the form.
+    page.wait_for_selector("#token", timeout=WAIT)
+    assert page.url == server.url + "/?range=1m"
+    time.sleep(3)
+    assert len(loads) == 1, loads  # one reload, no loop
+    page.fill("#token", OTHER)
+    page.click("button[type=submit]")
+    board.wait_for("() => document.getElementById('connection-status').dataset.state === 'live'")
