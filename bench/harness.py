@@ -203,6 +203,24 @@ class ServerProcess:
                 pass
         return total
 
+    def metrics(self) -> dict[str, float]:
+        """The unlabelled samples of its /metrics (histograms' _sum and _count included);
+        {} from a server without them (the peers)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, OSError, UnicodeDecodeError):
+            return {}
+        samples = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if line and not line.startswith("#") and "{" not in name:
+                try:
+                    samples[name] = float(value)
+                except ValueError:
+                    pass
+        return samples
+
     def stop(self) -> None:
         stop(self.proc)
         self.log.close()

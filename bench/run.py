@@ -310,8 +310,10 @@ def run_one(
                 )
             )
         ramp_timeout = args.connect_timeout * (clients / args.batch + 2) + 60
+        before_ramp = server.metrics()
         ramped = [g.read("ramped", ramp_timeout) for g in gens]
-        time.sleep(CLIENT_SETTLE)
+        time.sleep(CLIENT_SETTLE)  # > one presence period: the ramp's last `viewers` is out
+        after_ramp = server.metrics()
         rss_idle = server.rss()
         processes = len(server.processes())
         spread = established_per_process(server, port)
@@ -343,6 +345,7 @@ def run_one(
             )
         server_cpu = min(server_cpus) if server_cpus else 0
         busy0 = harness.cpu_busy_seconds(server_cpu)
+        window_metrics = [server.metrics()]
         cpu0, gcpu0 = server.cpu_seconds(), sum(g.cpu_seconds() for g in gens)
         wall0 = time.monotonic()
         for g in gens:
@@ -350,6 +353,7 @@ def run_one(
         for g in gens:
             g.read("window_end", args.duration + 30)
         cpu1, gcpu1 = server.cpu_seconds(), sum(g.cpu_seconds() for g in gens)
+        window_metrics.append(server.metrics())
         wall = time.monotonic() - wall0
         busy1 = harness.cpu_busy_seconds(server_cpu)
         rss_end = server.rss()
@@ -428,7 +432,25 @@ def run_one(
         },
         "processes": processes,
         "spread": spread,
+        # The server's own figures (/metrics; "-" for the peers): the mean time to hand one
+        # reading to every client in the window, and the `viewers` broadcasts during the
+        # ramp (a herd of joins: one a presence period at most) and in the window (none:
+        # nobody joins or leaves).
+        "bcast_ms": _ratio(window_metrics, "random_stream_broadcast_seconds_sum",
+                           "random_stream_broadcast_seconds_count", 1e3),
+        "viewers_ramp": _delta([before_ramp, after_ramp], "random_stream_viewers_broadcasts_total"),
+        "viewers_window": _delta(window_metrics, "random_stream_viewers_broadcasts_total"),
     }
+
+
+def _delta(samples: list[dict], name: str) -> float | None:
+    first, last = samples[0].get(name), samples[-1].get(name)
+    return None if first is None or last is None else last - first
+
+
+def _ratio(samples: list[dict], top: str, bottom: str, scale: float = 1.0) -> float | None:
+    a, b = _delta(samples, top), _delta(samples, bottom)
+    return None if a is None or not b else a / b * scale
 
 
 def established_per_process(server, port: int) -> list[int]:
@@ -786,16 +808,21 @@ COLUMNS = [
     ("jitter_p99_ms", "jit99 ms", "{:.2f}", "low"),
     ("arrival_jitter_p99_ms", "arr jit99", "{:.1f}", "low"),
     ("cpu_us_per_msg", "CPU us/msg", "{:.1f}", "low"),
+    ("bcast_ms", "bcast ms", "{:.2f}", "low"),
     ("server_cpu_pct", "srv CPU%", "{:.0f}", "low"),
     ("rss_mb", "RSS MB", "{:.0f}", "low"),
     ("kb_per_client", "KB/client", "{:.1f}", "low"),
     ("gen_cpu_pct", "gen CPU%", "{:.0f}", None),
     ("gen_lag_p99_ms", "gen lag99", "{:.0f}", None),
     ("other_cpu_pct", "other%", "{:.0f}", None),
+    ("ramp_s", "ramp s", "{:.1f}", None),
+    ("viewers_ramp", "viewers/ramp", "{:.0f}", None),
+    ("viewers_window", "viewers/win", "{:.0f}", None),
 ]
 
 
-SKIP_RATIO = ("period ms", "drift %", "other%", "gen lag99")
+SKIP_RATIO = ("period ms", "drift %", "other%", "gen lag99", "ramp s", "viewers/ramp",
+              "viewers/win")
 
 
 def fmt(fmt_: str, value) -> str:

@@ -1,7 +1,8 @@
 """Make the README's screenshots of the dashboard, light and dark, and of the sign-in form.
 
     .venv/bin/python docs/screenshots.py   # writes docs/img/dashboard-{light,dark}.png,
-                                           # docs/img/dashboard-7d-{light,dark}.png and
+                                           # docs/img/dashboard-7d-{light,dark}.png,
+                                           # docs/img/dashboard-phone-{light,dark}.png and
                                            # docs/img/signin-{light,dark,phone}.png
     .venv/bin/python docs/screenshots.py --only signin   # the sign-in form's alone (seconds)
 
@@ -9,7 +10,9 @@ Starts a real `python random_stream.py` on 127.0.0.1 and a free port (a reading 
 0.2 s, nothing stored, a fixed seed), waits until a minute of readings is there, opens the
 dashboard in headless Chromium (Playwright for Python, Debian's /usr/bin/chromium) once
 with `prefers-color-scheme: light` and once dark, shows the 1-minute window (full by
-then) and writes one PNG each. Then the 7-day view: a second server on a database of a
+then) and writes one PNG each; two event streams (GET /api/stream) are open beside the
+page, so its header says "3 watching". Then the same at a phone's width (390 x 760, the
+screen's worth). Then the 7-day view: a second server on a database of a
 week of readings, one a second (made here as an older version of the program left it, so
 the server builds its rollups at start; no readings for three hours two days ago), the
 pointer on a bucket for its readout. Then a private dashboard's sign-in form (a server with
@@ -41,6 +44,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 INTERVAL = 0.2  # seconds between readings: the 1-minute window holds 300
 WINDOW = 60  # the chart window shown, seconds (the page's "1 min")
 VIEWPORT = {"width": 1280, "height": 800}
+OTHER_VIEWERS = 2  # event streams open beside the page: the header says "3 watching"
 WEEK = 7 * 86_400
 OUTAGE = (2 * 86_400, 2 * 86_400 - 3 * 3600)  # seconds before now with no readings, for the 7-day view
 PHONE = {"width": 390, "height": 760}
@@ -141,30 +145,42 @@ def start_server(port: int, log: Path, *args: str) -> subprocess.Popen:
         )
 
 
+def event_stream(url: str) -> socket.socket:
+    """An open GET /api/stream that reads nothing (for a few seconds the server buffers)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.sendall(f"GET /api/stream HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    return sock
+
+
 def shoot(url: str, out: Path, week_url: str | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     written = []
+    others = [event_stream(url) for _ in range(OTHER_VIEWERS)]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            for scheme in ("light", "dark"):
-                # Reduced motion stops the pulsing status dot, so each run draws the same frame.
-                context = browser.new_context(viewport=VIEWPORT, color_scheme=scheme,
-                                              reduced_motion="reduce")
-                page = context.new_page()
-                page.goto(url + "/")
-                page.click(f'label[for="window-{WINDOW}"]')
-                page.wait_for_function(
-                    "() => document.getElementById('connection-status').dataset.state === 'live'"
-                    " && document.getElementById('stat-count').dataset.value !== ''"
-                    " && document.getElementById('chart-summary').textContent.startsWith('Last 1 min')"
-                )
-                page.wait_for_timeout(500)  # a few more readings and the next animation frame
-                path = out / f"dashboard-{scheme}.png"
-                page.screenshot(path=str(path), full_page=True)
-                written.append(path)
-                context.close()
+            for size, viewport in (("", VIEWPORT), ("phone-", PHONE)):
+                for scheme in ("light", "dark"):
+                    # Reduced motion stops the pulsing status dot: each run draws the same frame.
+                    context = browser.new_context(viewport=viewport, color_scheme=scheme,
+                                                  reduced_motion="reduce")
+                    page = context.new_page()
+                    page.goto(url + "/")
+                    page.click(f'label[for="window-{WINDOW}"]')
+                    page.wait_for_function(
+                        "(n) => document.getElementById('connection-status').dataset.state === 'live'"
+                        " && document.getElementById('stat-count').dataset.value !== ''"
+                        " && document.getElementById('viewers').dataset.count === String(n)"
+                        " && document.getElementById('chart-summary').textContent.startsWith('Last 1 min')",
+                        arg=OTHER_VIEWERS + 1,
+                    )
+                    page.wait_for_timeout(500)  # a few more readings and the next animation frame
+                    path = out / f"dashboard-{size}{scheme}.png"
+                    page.screenshot(path=str(path), full_page=not size)
+                    written.append(path)
+                    context.close()
             for scheme in ("light", "dark") if week_url else ():
                 context = browser.new_context(viewport=VIEWPORT, color_scheme=scheme,
                                               reduced_motion="reduce")
@@ -185,6 +201,8 @@ def shoot(url: str, out: Path, week_url: str | None = None) -> list[Path]:
                 context.close()
         finally:
             browser.close()
+            for sock in others:
+                sock.close()
     return written
 
 

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from flask import request
 from flask_socketio import SocketIO, emit
@@ -34,7 +35,7 @@ class Live:
     """The Socket.IO side of the stream. Clients read; nothing they send changes it."""
 
     def __init__(self, socketio: SocketIO, history: History, stream_info: dict, history_size: int,
-                 transport: Transport) -> None:
+                 transport: Transport, welcome: Callable[[], object] | None = None) -> None:
         self.socketio = socketio
         self.transport = transport
         self.history = history
@@ -45,6 +46,7 @@ class Live:
         self.disconnects = 0
         self.resumes = 0
         self.rejected: dict[str, int] = {}
+        self.welcome = welcome  # a prepared event each client gets after its `history`
         self._snapshot: tuple[int, object] | None = None
         self.answers = Answers(self)
 
@@ -62,10 +64,11 @@ class Live:
     def on_connect(self, auth=None) -> None:
         self.clients += 1
         self.connects += 1
-        if isinstance(auth, dict) and "after" in auth and self.resume_on_connect(auth):
-            return
-        # emit(), minus encoding the same snapshot again for every client (on the fast path).
-        self.transport.send_prepared(self.socketio, request.sid, self.snapshot())
+        if not (isinstance(auth, dict) and "after" in auth and self.resume_on_connect(auth)):
+            # emit(), minus encoding the same snapshot again for every client (on the fast path).
+            self.transport.send_prepared(self.socketio, request.sid, self.snapshot())
+        if self.welcome is not None:  # a resume answer that must wait (Answers) comes after it
+            self.transport.send_prepared(self.socketio, request.sid, self.welcome())
 
     def resume_on_connect(self, auth) -> bool:
         """A client back after a drop says what it holds, in its CONNECT packet's auth

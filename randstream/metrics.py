@@ -64,11 +64,12 @@ class Metrics:
     """/metrics from the parts named here, each read at scrape time.
 
     `counters` (counters.py) has `rejected` and `refused` (dicts of counts by reason),
-    `open_connections` and `max_connections`; `sends()` is the transport's (Transport.sends).
+    `open_connections` and `max_connections`; `sends()` is the transport's (Transport.sends);
+    `presence` (presence.py) has `here()`, `count()`, `processes` and `broadcasts`.
     """
 
     def __init__(self, *, ticker, history, live, feed, source, counters,
-                 sends: Callable[[], Sends], broadcast_seconds: Histogram) -> None:
+                 sends: Callable[[], Sends], broadcast_seconds: Histogram, presence) -> None:
         self.ticker = ticker
         self.history = history
         self.live = live
@@ -77,6 +78,7 @@ class Metrics:
         self.counters = counters
         self.sends = sends
         self.broadcast_seconds = broadcast_seconds
+        self.presence = presence
 
     def exposition(self) -> bytes:
         return "".join(_lines(self)).encode()
@@ -158,6 +160,22 @@ def _lines(s: Metrics) -> Iterator[str]:
         s.history.store_errors,
     )
     yield from _source_lines(s)
+    yield from _presence_lines(s)
+
+
+def _presence_lines(s: Metrics) -> Iterator[str]:
+    """Viewers: this process's (they add up across processes), and the stream's total."""
+    p = s.presence
+    yield from _gauge("random_stream_viewers",
+                      "Viewers connected to this process: Socket.IO clients and SSE readers",
+                      p.here())
+    yield from _gauge("random_stream_cluster_viewers",
+                      "Viewers of the stream in every process, as this process last learnt "
+                      "(what the viewers event says)", p.count())
+    yield from _gauge("random_stream_cluster_processes",
+                      "Processes counted in random_stream_cluster_viewers", p.processes)
+    yield from _counter("random_stream_viewers_broadcasts", "viewers events broadcast",
+                        p.broadcasts)
 
 
 def _source_lines(s: Metrics) -> Iterator[str]:

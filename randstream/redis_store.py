@@ -15,6 +15,7 @@ Keys (prefix `random_stream:`, one stream per Redis database):
             same script that stores it (subscription.py hears it in every process)
   minutes, hours, tiers
             the rollup tiers for /api/series, kept by the same script (redis_tiers.py)
+  viewers   each process's viewers and when it last reported them (redis_presence.py)
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Keys(NamedTuple):
     minutes: str
     hours: str
     tiers: str
+    viewers: str
 
     @classmethod
     def with_prefix(cls, prefix: str = PREFIX) -> Keys:

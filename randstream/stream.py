@@ -23,6 +23,7 @@ from .history import History
 from .hosting import Slots
 from .live import Live, origin_policy
 from .metrics import BROADCAST_BUCKETS, Histogram, Metrics
+from .presence import Presence, drop_after, period_for
 from .server import FullCollections
 from .sources import make_source
 from .sse import Feed
@@ -69,7 +70,14 @@ class Stream:
         # client compares with the one its readings came from, and what the page draws with.
         self.info = {"id": self.history.stream_id, "min": settings.min, "max": settings.max,
                      "interval": settings.interval}
-        self.live = Live(socketio, self.history, self.info, settings.history, transport)
+        # Who watches (presence.py): this process's Socket.IO clients and SSE readers, and
+        # scaled out every process's; reported and broadcast at most once a period.
+        period = period_for(settings.interval)
+        self.presence = Presence(socketio, transport, topology.tally(drop_after(period)),
+                                 here=lambda: self.live.clients + self.feed.clients,
+                                 period=period)
+        self.live = Live(socketio, self.history, self.info, settings.history, transport,
+                         welcome=self.presence.greeting)  # `viewers`, after `history`
         self.counters = Counters(settings.max_connections)
         self.admission = Admission(self.counters, origin_allowed,
                                    max_per_address=settings.max_per_address,
@@ -94,7 +102,7 @@ class Stream:
         self.metrics = Metrics(
             ticker=self.ticker, history=self.history, live=self.live, feed=self.feed,
             source=self.source, counters=self.counters, sends=transport.sends,
-            broadcast_seconds=self.broadcast_seconds,
+            broadcast_seconds=self.broadcast_seconds, presence=self.presence,
         )
         self.started_at: float | None = None
         self._start_lock = threading.Lock()
@@ -107,10 +115,12 @@ class Stream:
                 self.topology.start(self.fanout.publish, self.socketio)
                 self.socketio.start_background_task(self.ticker.run)
                 self.feed.start_heartbeat(self.socketio.start_background_task, self.socketio.sleep)
+                self.socketio.start_background_task(self.presence.run)
 
     def stop(self) -> None:
         self.ticker.stop()
         self.topology.stop()
+        self.presence.stop()  # scaled out, the other processes stop counting this one's now
         self.feed.close()  # every GET /api/stream ends now, so the server's stop is not held
 
     def stats_json(self) -> dict:

@@ -8,6 +8,7 @@ Each choice provides the parts that differ, and nothing else differs:
 | the keeper (fan-out step 1)  | fanout.Keep: stats, store  | scaleout.Follower: ring and stats follow   |
 | the ticker                   | ticker.Ticker              | scaleout.SharedTicker: the lease holder's  |
 | how readings reach us        | the ticker                 | the ticker, and the channel (subscription) |
+| the viewers' tally           | presence.Alone: its own    | redis_presence.RedisTally: every process's |
 
 python-socketio's client manager is this process's own in both (randstream/transport/__init__.py): a cluster
 shares readings, not Socket.IO traffic. redis is imported only by the Cluster choice.
@@ -24,6 +25,7 @@ from . import paths, sources
 from .config import ConfigError, Settings
 from .fanout import Keep
 from .history import History, Reading
+from .presence import Alone
 from .stats import ObservedStats, Stats
 from .store import SqliteStore
 from .ticker import Ticker
@@ -62,6 +64,10 @@ class Local:
             sleep=socketio.sleep, source=source, spawn=socketio.start_background_task,
             off_loop=sources.off_loop(socketio.async_mode),
         )
+
+    def tally(self, drop_after: float) -> Alone:
+        """Its viewers are all the stream has."""
+        return Alone()
 
     def start(self, publish: Callable[[Reading], object], socketio) -> None:
         """Readings reach this process from its own ticker alone: nothing to start."""
@@ -108,6 +114,13 @@ class Cluster:
             link=self.link, source=source, spawn=socketio.start_background_task,
             off_loop=sources.off_loop(socketio.async_mode),
         )
+
+    def tally(self, drop_after: float):
+        """Every process's viewers, summed in Redis; a process silent for `drop_after`
+        seconds is no longer counted."""
+        from .redis_presence import RedisTally
+
+        return RedisTally(self.store, self.link, drop_after)
 
     def start(self, publish: Callable[[Reading], object], socketio) -> None:
         """The one subscription to the channel of readings, from now on (before the ticker:

@@ -163,6 +163,13 @@ def stats():
     return jsonify(stream().stats_json())
 
 
+@bp.get("/api/viewers")
+def viewers():
+    check_args(set())
+    presence = stream().presence
+    return jsonify(count=presence.count(), processes=presence.processes)
+
+
 @bp.get("/healthz")
 def healthz():
     s, now = stream(), time.time()

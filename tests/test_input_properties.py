@@ -22,8 +22,9 @@ from randstream.config import Settings
 from randstream.live import parse_resume
 
 ROUTES = ["/", "/api/latest", "/api/history", "/api/history.csv", "/api/stats", "/healthz",
-          "/metrics", "/api/series"]
-JSON_ROUTES = {"/api/latest", "/api/history", "/api/stats", "/healthz", "/api/series"}
+          "/metrics", "/api/series", "/api/viewers"]
+JSON_ROUTES = {"/api/latest", "/api/history", "/api/stats", "/healthz", "/api/series",
+               "/api/viewers"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -87,7 +88,7 @@ def connected(app):
     socketio = app.extensions["socketio"]
     client = socketio.test_client(app)
     received = client.get_received()
-    assert [r["name"] for r in received] == ["history"]
+    assert [r["name"] for r in received] == ["history", "viewers"]
     return socketio, client
 
 
@@ -142,7 +143,7 @@ def test_arbitrary_socketio_packets_never_raise_or_change_the_stream(world, raw)
     socketio.server.eio.handlers["message"](client.eio_sid, raw)  # must not raise
     if client.is_connected():  # a raw DISCONNECT ("1") ends the test client's session
         for answer in client.get_received():
-            assert answer["name"] in ("history", "error")
+            assert answer["name"] in ("history", "error", "viewers")
         # Leave through the hooks too: after a binary packet header ("5..", "6..") the server
         # waits for an attachment, and a plain DISCONNECT is then a bad packet it must survive.
         socketio.server.eio.handlers["message"](client.eio_sid, "1")
@@ -165,9 +166,9 @@ def test_any_connect_payload_gets_its_history_and_changes_nothing(world, auth):
     received = client.get_received()
     after = parse_after(auth["after"]) if auth and "after" in auth else None
     if isinstance(after, str):
-        assert [r["name"] for r in received] == ["error", "history"]
+        assert [r["name"] for r in received] == ["error", "history", "viewers"]
         received = received[1:]
-    assert [r["name"] for r in received] == ["history"]
+    assert [r["name"] for r in received] == ["history", "viewers"]
     readings = received[0]["args"][0]["readings"]
     if isinstance(after, int) and after <= stream.history.last_seq:
         assert [r["seq"] for r in readings] == list(range(after + 1, stream.history.last_seq + 1))[
@@ -199,6 +200,9 @@ def test_any_query_parameters_get_a_valid_answer_or_a_json_400(world, route, par
         assert data["from"] <= data["to"]
         assert len(data["buckets"]) <= int(dict(params).get("points", 600))
         assert sum(b["count"] for b in data["buckets"]) <= stream.history.last_seq
+    if response.status_code == 200 and route == "/api/viewers":
+        assert response.get_json() == {"count": stream.live.clients + stream.feed.clients,
+                                       "processes": 1}
     if response.status_code == 200 and route == "/api/history.csv":
         rows = list(csv.reader(io.StringIO(body.decode())))
         assert rows[0] == ["seq", "value", "ts"]

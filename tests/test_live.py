@@ -82,7 +82,7 @@ def test_a_connect_after_a_seq_of_another_stream_gets_the_snapshot(stream, app):
     socketio = app.extensions["socketio"]
     client = socketio.test_client(app, auth={"after": 3, "stream": "0123456789abcdef"})
     received = client.get_received()
-    assert [e["name"] for e in received] == ["history"]
+    assert [e["name"] for e in received] == ["history", "viewers"]
     assert received[0]["args"][0]["readings"] == [r.to_dict() for r in drawn]
     own = socketio.test_client(app, auth={"after": 3, "stream": stream.history.stream_id})
     assert [r["seq"] for r in events(own, "history")[0]["readings"]] == [4, 5]
@@ -93,7 +93,7 @@ def test_a_connect_auth_that_is_not_ours_is_ignored(stream, app, auth):
     drawn = tick(stream, 5)
     client = app.extensions["socketio"].test_client(app, auth=auth)
     received = client.get_received()
-    assert [e["name"] for e in received] == ["history"]
+    assert [e["name"] for e in received] == ["history", "viewers"]
     assert received[0]["args"][0]["readings"] == [r.to_dict() for r in drawn]
 
 
@@ -108,7 +108,7 @@ def test_a_malformed_connect_auth_gets_an_error_and_the_snapshot(stream, app, au
     client = app.extensions["socketio"].test_client(app, auth=auth)
     assert client.is_connected()
     received = client.get_received()
-    assert [e["name"] for e in received] == ["error", "history"]
+    assert [e["name"] for e in received] == ["error", "history", "viewers"]
     assert word in received[0]["args"][0]["message"]
     assert received[1]["args"][0]["readings"] == [r.to_dict() for r in drawn]
 

@@ -21,6 +21,7 @@ import {
   PRESETS, READINGS_SPAN, boundsOf, drawsReadings, liveView, pan, parseView, sameView, select, spanKey,
   withView, zoom,
 } from "./view.js";
+import { ViewerCount } from "./viewers.js";
 
 const ANNOUNCE_EVERY_MS = 60000; // the screen-reader readout speaks at most this often
 const NOTICE_MS = 15000;
@@ -181,6 +182,10 @@ socket.on("error", (data) => {
 
 socket.on("history", (data) => sync.history(data));
 socket.on("random_number", (data) => sync.reading(data));
+
+const viewers = new ViewerCount({ box: $("viewers"), text: $("viewers-text"), label: $("viewers-label") });
+socket.on("viewers", (data) => viewers.show(data));
+socket.on("disconnect", () => viewers.clear());
 
 // ---- controls ---------------------------------------------------------------
 
