@@ -36,7 +36,7 @@ from .config import MAX_TOKEN
 from .counters import Counters
 from .limits import TokenBucket
 from .live import origin_policy
-from .redaction import RedactTokens
+from .redaction import redact_request_logs
 from .sources import INGEST_PATH
 
 log = logging.getLogger(__name__)
@@ -394,14 +394,12 @@ def same_origin() -> bool:
 
 def init_app(app, access: Access | None) -> None:
     """With tokens: the sign-in routes, `private` for the page (its sign-out button), and
-    Werkzeug's request lines redacted (once per process: apps come and go in tests)."""
+    the request lines of the servers' logs redacted."""
     if access is None:
         return
     app.extensions["access"] = access
     app.register_blueprint(bp)
     app.context_processor(lambda: {"private": True})
-    werkzeug = logging.getLogger("werkzeug")
-    if not any(isinstance(f, RedactTokens) for f in werkzeug.filters):
-        werkzeug.addFilter(RedactTokens())
+    redact_request_logs()
     log.info("private dashboard: %d access token(s); sessions last %d days", access.count,
              LIFETIME // 86_400)

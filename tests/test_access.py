@@ -559,6 +559,31 @@ def test_no_log_line_shows_a_token_or_a_cookie(private):
         assert secret not in log
 
 
+QUOTED = """it's-a-"quoted"-token"""  # printable ASCII: quotes are allowed in a token
+
+
+def test_no_log_line_shows_a_token_with_quotes_nor_a_malformed_request_line(private):
+    """gevent's server logs a malformed request line whole (the token in it), and a token
+    may hold quotes, which end no URL in a log line."""
+    import socket
+    from urllib.parse import quote
+
+    server = private(tokens=QUOTED, env={"RANDOM_STREAM_ASYNC_MODE": "gevent"})
+    assert fetch(server, f"/?token={quote(QUOTED)}").status == 303  # as a browser sends it
+    for line in (f"GET /?token={QUOTED} HTTP/1.1",  # as curl sends it
+                 f"GET /?token={QUOTED} HTTP/1.1 extra", f"GET /?token={QUOTED} HTTP/2.0"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"{line}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            while sock.recv(65536):
+                pass
+    server.stop()
+    log = server.log()
+    assert "Invalid HTTP method" in log, log  # it was written to
+    for secret in (QUOTED, quote(QUOTED), 'quoted"-token', "quoted%22-token"):
+        assert secret not in log
+    assert "token=[redacted]" in log
+
+
 def test_default_is_public_and_has_no_sign_in(server_factory):
     server = server_factory("--interval", "0.2")
     assert fetch(server, "/signin").status == 404
@@ -672,6 +697,12 @@ def test_a_flood_of_addresses_costs_a_bounded_table():
     ('"GET /?%74oken=abc HTTP/1.1"', '"GET /?%74oken=[redacted] HTTP/1.1"'),
     ('"GET /?tokens=abc&atoken=b HTTP/1.1"', '"GET /?tokens=abc&atoken=b HTTP/1.1"'),
     ("no url here", "no url here"),
+    # A token may hold quotes: the value runs to the next blank.
+    ("""\"GET /?token=it's-a-"quoted"-one&x=1 HTTP/1.1" 303""",
+     '"GET /?token=[redacted]&x=1 HTTP/1.1" 303'),
+    # gunicorn and gevent quote a malformed request line whole, its token too.
+    ("Invalid HTTP request line: 'GET\\t/?token=abc\\tHTTP/1.1'",
+     "Invalid HTTP request line: 'GET\\t/?token=[redacted]"),
 ])
 def test_redaction_of_log_lines(line, expected):
     from randstream.redaction import redact
