@@ -328,6 +328,9 @@ def sign_in_form():
     keep = kept_query(request.query_string.decode("utf-8", "replace"))
     given = request.args.get("token")
     if given is not None:
+        if not opened_as_page():
+            return _form(403, "A sign-in link signs in when it is opened, not fetched by "
+                              "another page.", keep)
         return _sign_in(given, keep)
     return _form(401 if request.environ.get(REFUSED_PAGE) else 200, keep=keep)
 
@@ -373,6 +376,16 @@ def _form(status: int, error: str | None = None, keep: str = ""):
     if status == 401:
         response.headers["WWW-Authenticate"] = REALM
     return response
+
+
+def opened_as_page() -> bool:
+    """Whether a sign-in link was opened (a navigation to a document), not fetched as an
+    image, script or frame: another site's page could fetch ten links with wrong tokens
+    from its visitor's browser and spend the address's wrong tokens, locking everyone at
+    that address out of signing in. Browsers say which in Sec-Fetch-Dest, which no page
+    can set; a client without it (curl, a link preview, a browser before 2023) is tried."""
+    dest = request.headers.get("Sec-Fetch-Dest")
+    return dest is None or dest == "document"
 
 
 _same_origin = origin_policy(())

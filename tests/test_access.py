@@ -300,6 +300,29 @@ def test_sign_out_clears_the_cookie_and_goes_back_to_the_form(private):
 # ---- wrong tokens ----------------------------------------------------------------------------
 
 
+def test_a_link_fetched_by_another_page_tries_no_token(private):
+    """Another site's page can make its visitors' browsers fetch links (<img>, <script>,
+    <iframe>): with wrong tokens in them it would lock everyone at a visitor's address out
+    of signing in. Only a link that is opened is tried."""
+    server = private()
+    for i in range(12):
+        for dest in ("image", "script", "iframe", "empty"):
+            answer = fetch(server, f"/?token={WRONG}{i}", headers={
+                "Sec-Fetch-Dest": dest, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "cross-site"})
+            assert answer.status == 403 and not answer.cookies, (dest, answer.status)
+        assert fetch(server, f"/signin?token={WRONG}{i}",
+                     headers={"Sec-Fetch-Dest": "image"}).status == 403
+    assert fetch(server, f"/?token={TOKEN}", headers={"Sec-Fetch-Dest": "image"}).status == 403
+    # Not one wrong token was counted: the address signs in, by link, bearer or form.
+    opened = {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate",
+              "Sec-Fetch-Site": "cross-site"}  # a link in a mail, opened
+    assert fetch(server, f"/?token={TOKEN}", headers=opened).status == 303
+    assert fetch(server, f"/?token={WRONG}", headers=opened).status == 401
+    assert fetch(server, "/api/stats", headers=bearer()).status == 200
+    metrics = fetch(server, "/metrics", headers=bearer()).text
+    assert 'random_stream_rejected_inputs_total{reason="wrong_token"} 1.0' in metrics, metrics
+
+
 def test_wrong_tokens_are_limited_per_address(private):
     server = private()
     attacker, someone = "203.0.113.5", "203.0.113.6"

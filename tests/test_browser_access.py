@@ -85,3 +85,40 @@ def test_a_session_that_ends_while_the_page_is_open_brings_back_the_form(private
     page.fill("#token", OTHER)
     page.click("button[type=submit]")
     board.wait_for("() => document.getElementById('connection-status').dataset.state === 'live'")
+
+
+
+def test_another_sites_images_spend_no_wrong_tokens_of_their_viewers_address(
+        browser, server_factory, tmp_path):
+    """A page on another site (localhost is not 127.0.0.1's site) whose images are sign-in
+    links with wrong tokens: a visitor's Chromium fetches them all, and its address can
+    still sign in."""
+    import functools
+    import http.server
+    import threading
+
+    from conftest import free_port
+    from test_access import bearer, fetch
+
+    server = server_factory("--interval", "0.2", env={"RANDOM_STREAM_ACCESS_TOKEN": TOKEN})
+    port = free_port()
+    images = "".join(f'<img src="{server.url}/?token={WRONG}{i}">' for i in range(12))
+    (tmp_path / "index.html").write_text(f"<!doctype html><title>elsewhere</title>{images}")
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        fetched = []  # answered; Chromium then blocks each answer (ORB: HTML is no image)
+        for ended in ("requestfinished", "requestfailed"):
+            page.on(ended, lambda r: "token=" in r.url and fetched.append(r.url))
+        page.goto(f"http://localhost:{port}/", wait_until="load")
+        assert len(fetched) == 12, fetched
+        assert fetch(server, "/api/stats", headers=bearer()).status == 200  # not 429
+        page.goto(server.url + f"/?token={TOKEN}")  # the visitor's own link still signs in
+        page.wait_for_selector("#current-value", timeout=WAIT)
+    finally:
+        context.close()
+        site.shutdown()
+        site.server_close()
