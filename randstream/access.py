@@ -8,7 +8,8 @@ the Socket.IO namespace. Three credentials, each checked against every token:
   SameSite=Lax, Secure over HTTPS; it holds a signed session, never the token:
   `1.<fingerprint>.<issued>.<expires>.<mac>`, HMAC-SHA256 under a key derived from the token
   it was signed for. So every process with the same tokens accepts it, a restart without
-  that token refuses it, and during a rotation a session of any current token is good;
+  that token refuses it, and during a rotation a session of any current token is good.
+  It counts from the page's own origin and those --cors-origins names, not from all `*` admits;
 - a Socket.IO CONNECT's auth `{"token": ...}`, for clients on another allowed origin
   (checked in transport/hooks.py before python-socketio sees the CONNECT).
 
@@ -153,13 +154,17 @@ class Access:
     """The tokens, the sessions and the wrong-token limit of one server."""
 
     def __init__(self, tokens: tuple[str, ...], admission: Admission, counters: Counters,
-                 clock=time.time) -> None:
+                 origins: tuple[str, ...] = (), clock=time.time) -> None:
         self.tokens = Tokens(tokens)
         self.count = len(tokens)
         self.admission = admission
         self.counters = counters
         self.clock = clock
         self.wrong = WrongTokens()
+        # Where a session cookie counts: the page's own origin and those --cors-origins
+        # names. Not every origin `*` lets in: a page on another port of this host or a
+        # sibling subdomain is the same site, so the browser sends it the viewer's cookie.
+        self.session_origin = origin_policy(tuple(o for o in origins if o != "*"))
 
     def attempt(self, address: str, given: str) -> Attempt:
         """Try a token from `address`: a wrong one counts against it (and is logged once)."""
@@ -180,7 +185,8 @@ class Access:
     def credential(self, environ) -> tuple[str | None, Attempt | None, bool]:
         """(kind, failed, stale): kind "bearer" or "session" for a good credential, else None;
         `failed` the attempt of a wrong bearer token; `stale` when a session cookie was sent
-        that is no longer good (it counts as none, and the answer clears it)."""
+        that is no longer good (it counts as none, and the answer clears it). A cookie sent
+        with an Origin other than session_origin's counts as none."""
         header = environ.get("HTTP_AUTHORIZATION")
         if header:
             scheme, _, given = header.partition(" ")
@@ -188,8 +194,9 @@ class Access:
                 tried = self.attempt(self.admission.address(environ), given.strip())
                 return ("bearer", None, False) if tried.index is not None else (None, tried, False)
         sessions = cookie_values(environ.get("HTTP_COOKIE", ""))
-        if not sessions:
-            return None, None, False
+        origin = environ.get("HTTP_ORIGIN")
+        if not sessions or (origin and not self.session_origin(origin, environ)):
+            return None, None, False  # another origin's page brings the token itself
         now = self.clock()
         if any(self.tokens.valid(s, now) for s in sessions):
             return "session", None, False
