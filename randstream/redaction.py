@@ -1,9 +1,9 @@
 """What no log line may show: access tokens in URLs, cookies, Authorization headers.
 
 Pure and light (the standard library only): gunicorn's master reads it through
-gunicorn_conf.py before its gevent worker patches anything. access.py installs the filter on
-the loggers that print a URL whole (redact_request_logs); gunicorn_conf.py's logger redacts
-the atoms of gunicorn's access log.
+gunicorn_conf.py before its gevent worker patches anything. signin.init_app installs the
+filter on the loggers that print a URL whole (redact_request_logs); gunicorn_conf.py's
+logger redacts the atoms of gunicorn's access log.
 """
 
 from __future__ import annotations
