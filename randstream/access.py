@@ -9,7 +9,7 @@ the Socket.IO namespace. Three credentials, each checked against every token:
   `1.<fingerprint>.<issued>.<expires>.<mac>`, HMAC-SHA256 under a key derived from the token
   it was signed for. So every process with the same tokens accepts it, a restart without
   that token refuses it, and during a rotation a session of any current token is good.
-  It counts from the page's own origin and those --cors-origins names, not from all `*` admits;
+  It counts from the page's own origin and the --cors-origins named, not all `*` admits;
 - a Socket.IO CONNECT's auth `{"token": ...}`, for clients on another allowed origin
   (checked in transport/hooks.py before python-socketio sees the CONNECT).
 
