@@ -22,7 +22,7 @@ import time
 
 from flask import Flask
 
-from randstream import access, config, paths, sources, sse, stack, topology, web
+from randstream import config, paths, signin, sources, sse, stack, topology, web
 from randstream.config import ConfigError, Settings
 from randstream.history import StoreError
 from randstream.server import fd_budget, raise_fd_limit
@@ -77,7 +77,7 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
     web.init_app(app)
     sources.init_app(app, stream.source)
     sse.init_app(app)
-    access.init_app(app, stream.access)  # private dashboards: the sign-in routes
+    signin.init_app(app, stream.access)  # private dashboards: the sign-in routes
     # SocketIO(app) left Flask-SocketIO's middleware in app.wsgi_app: the stack goes around it.
     # What is too late for an answer goes on to the server: gevent's and every WSGI host's
     # log it; eventlet's, as main() runs it, would drop it (log_output=False).

@@ -153,84 +153,82 @@ def event_stream(url: str) -> socket.socket:
     return sock
 
 
-def shoot(url: str, out: Path, week_url: str | None = None) -> list[Path]:
+def screenshots(out: Path, shots) -> list[Path]:
+    """Each of `shots`, (file name, colour scheme, viewport, prepare(page)), in a browser
+    context of its own: prepare() brings the page to what is shown, then a PNG of the whole
+    page (of the screen's worth at a phone's width)."""
     from playwright.sync_api import sync_playwright
 
     written = []
-    others = [event_stream(url) for _ in range(OTHER_VIEWERS)]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            for size, viewport in (("", VIEWPORT), ("phone-", PHONE)):
-                for scheme in ("light", "dark"):
-                    # Reduced motion stops the pulsing status dot: each run draws the same frame.
-                    context = browser.new_context(viewport=viewport, color_scheme=scheme,
-                                                  reduced_motion="reduce")
-                    page = context.new_page()
-                    page.goto(url + "/")
-                    page.click(f'label[for="window-{WINDOW}"]')
-                    page.wait_for_function(
-                        "(n) => document.getElementById('connection-status').dataset.state === 'live'"
-                        " && document.getElementById('stat-count').dataset.value !== ''"
-                        " && document.getElementById('viewers').dataset.count === String(n)"
-                        " && document.getElementById('chart-summary').textContent.startsWith('Last 1 min')",
-                        arg=OTHER_VIEWERS + 1,
-                    )
-                    page.wait_for_timeout(500)  # a few more readings and the next animation frame
-                    path = out / f"dashboard-{size}{scheme}.png"
-                    page.screenshot(path=str(path), full_page=not size)
-                    written.append(path)
-                    context.close()
-            for scheme in ("light", "dark") if week_url else ():
-                context = browser.new_context(viewport=VIEWPORT, color_scheme=scheme,
+            for name, scheme, viewport, prepare in shots:
+                # Reduced motion stops the pulsing status dot, so each run draws the same frame.
+                context = browser.new_context(viewport=viewport, color_scheme=scheme,
                                               reduced_motion="reduce")
                 page = context.new_page()
-                page.goto(week_url + "/?range=7d")
-                page.wait_for_function(
-                    "() => { const c = document.getElementById('line-chart').dataset;"
-                    " return c.view === '7d' && c.loading === 'false' && Number(c.drawn) > 0"
-                    " && document.getElementById('stat-count').dataset.value !== ''; }"
-                )
-                box = page.locator("#line-chart").bounding_box()
-                page.mouse.move(box["x"] + 40 + (box["width"] - 52) * 0.62, box["y"] + box["height"] / 2)
-                page.wait_for_function("() => document.getElementById('chart-readout').dataset.kind === 'bucket'")
-                page.wait_for_timeout(300)
-                path = out / f"dashboard-7d-{scheme}.png"
-                page.screenshot(path=str(path), full_page=True)
+                prepare(page)
+                path = out / f"{name}.png"
+                page.screenshot(path=str(path), full_page=viewport != PHONE)
                 written.append(path)
                 context.close()
         finally:
             browser.close()
-            for sock in others:
-                sock.close()
     return written
+
+
+def shoot(url: str, out: Path, week_url: str | None = None) -> list[Path]:
+    def last_minute(page) -> None:
+        page.goto(url + "/")
+        page.click(f'label[for="window-{WINDOW}"]')
+        page.wait_for_function(
+            "(n) => document.getElementById('connection-status').dataset.state === 'live'"
+            " && document.getElementById('stat-count').dataset.value !== ''"
+            " && document.getElementById('viewers').dataset.count === String(n)"
+            " && document.getElementById('chart-summary').textContent.startsWith('Last 1 min')",
+            arg=OTHER_VIEWERS + 1,
+        )
+        page.wait_for_timeout(500)  # a few more readings and the next animation frame
+
+    def a_week(page) -> None:
+        page.goto(week_url + "/?range=7d")
+        page.wait_for_function(
+            "() => { const c = document.getElementById('line-chart').dataset;"
+            " return c.view === '7d' && c.loading === 'false' && Number(c.drawn) > 0"
+            " && document.getElementById('stat-count').dataset.value !== ''; }"
+        )
+        box = page.locator("#line-chart").bounding_box()
+        page.mouse.move(box["x"] + 40 + (box["width"] - 52) * 0.62, box["y"] + box["height"] / 2)
+        page.wait_for_function("() => document.getElementById('chart-readout').dataset.kind === 'bucket'")
+        page.wait_for_timeout(300)
+
+    shots = [(f"dashboard-{size}{scheme}", scheme, viewport, last_minute)
+             for size, viewport in (("", VIEWPORT), ("phone-", PHONE)) for scheme in ("light", "dark")]
+    if week_url:
+        shots += [(f"dashboard-7d-{scheme}", scheme, VIEWPORT, a_week) for scheme in ("light", "dark")]
+    others = [event_stream(url) for _ in range(OTHER_VIEWERS)]
+    try:
+        return screenshots(out, shots)
+    finally:
+        for sock in others:
+            sock.close()
 
 
 def shoot_signin(url: str, out: Path) -> list[Path]:
     """A private dashboard's page without a session: the sign-in form."""
-    from playwright.sync_api import sync_playwright
+    def form(wrong: bool):
+        def prepare(page) -> None:
+            page.goto(url + "/")
+            if wrong:
+                page.fill("#token", "not-the-right-token")
+                page.click("button[type=submit]")
+                page.wait_for_selector("[role=alert]")
+            page.wait_for_timeout(200)
+        return prepare
 
-    written = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            for name, scheme, viewport, wrong in SIGNIN_SHOTS:
-                context = browser.new_context(viewport=viewport, color_scheme=scheme,
-                                              reduced_motion="reduce")
-                page = context.new_page()
-                page.goto(url + "/")
-                if wrong:
-                    page.fill("#token", "not-the-right-token")
-                    page.click("button[type=submit]")
-                    page.wait_for_selector("[role=alert]")
-                page.wait_for_timeout(200)
-                path = out / f"{name}.png"
-                page.screenshot(path=str(path), full_page=True)
-                written.append(path)
-                context.close()
-        finally:
-            browser.close()
-    return written
+    return screenshots(out, [(name, scheme, viewport, form(wrong))
+                             for name, scheme, viewport, wrong in SIGNIN_SHOTS])
 
 
 def main() -> None:

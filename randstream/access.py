@@ -8,14 +8,15 @@ the Socket.IO namespace. Three credentials, each checked against every token:
   SameSite=Lax, Secure over HTTPS; it holds a signed session, never the token:
   `1.<fingerprint>.<issued>.<expires>.<mac>`, HMAC-SHA256 under a key derived from the token
   it was signed for. So every process with the same tokens accepts it, a restart without
-  that token refuses it, and during a rotation a session of any current token is good;
+  that token refuses it, and during a rotation a session of any current token is good.
+  It counts from the page's own origin and the --cors-origins named, not all `*` admits;
 - a Socket.IO CONNECT's auth `{"token": ...}`, for clients on another allowed origin
   (checked in transport/hooks.py before python-socketio sees the CONNECT).
 
 Guard is the WSGI layer (stack.build lists it): requests without a credential get the
 sign-in form (the page), a 401 (the rest), or /healthz's status alone. Static files, the
-sign-in routes and Engine.IO's own requests pass: a Socket.IO client's credential is
-checked at its namespace CONNECT. Wrong tokens are limited per client address.
+sign-in routes (signin.py) and Engine.IO's own requests pass: a Socket.IO client's
+credential is checked at its namespace CONNECT. Wrong tokens are limited per client address.
 """
 
 from __future__ import annotations
@@ -27,16 +28,13 @@ import json
 import logging
 import threading
 import time
-from urllib.parse import parse_qsl, urlencode
-
-from flask import Blueprint, current_app, redirect, render_template, request
+from urllib.parse import parse_qsl
 
 from .admission import Admission
 from .config import MAX_TOKEN
 from .counters import Counters
 from .limits import TokenBucket
 from .live import origin_policy
-from .redaction import RedactTokens
 from .sources import INGEST_PATH
 
 log = logging.getLogger(__name__)
@@ -153,13 +151,17 @@ class Access:
     """The tokens, the sessions and the wrong-token limit of one server."""
 
     def __init__(self, tokens: tuple[str, ...], admission: Admission, counters: Counters,
-                 clock=time.time) -> None:
+                 origins: tuple[str, ...] = (), clock=time.time) -> None:
         self.tokens = Tokens(tokens)
         self.count = len(tokens)
         self.admission = admission
         self.counters = counters
         self.clock = clock
         self.wrong = WrongTokens()
+        # Where a session cookie counts: the page's own origin and those --cors-origins
+        # names. Not every origin `*` lets in: a page on another port of this host or a
+        # sibling subdomain is the same site, so the browser sends it the viewer's cookie.
+        self.session_origin = origin_policy(tuple(o for o in origins if o != "*"))
 
     def attempt(self, address: str, given: str) -> Attempt:
         """Try a token from `address`: a wrong one counts against it (and is logged once)."""
@@ -180,7 +182,8 @@ class Access:
     def credential(self, environ) -> tuple[str | None, Attempt | None, bool]:
         """(kind, failed, stale): kind "bearer" or "session" for a good credential, else None;
         `failed` the attempt of a wrong bearer token; `stale` when a session cookie was sent
-        that is no longer good (it counts as none, and the answer clears it)."""
+        that is no longer good (it counts as none, and the answer clears it). A cookie sent
+        with an Origin other than session_origin's counts as none."""
         header = environ.get("HTTP_AUTHORIZATION")
         if header:
             scheme, _, given = header.partition(" ")
@@ -188,8 +191,9 @@ class Access:
                 tried = self.attempt(self.admission.address(environ), given.strip())
                 return ("bearer", None, False) if tried.index is not None else (None, tried, False)
         sessions = cookie_values(environ.get("HTTP_COOKIE", ""))
-        if not sessions:
-            return None, None, False
+        origin = environ.get("HTTP_ORIGIN")
+        if not sessions or (origin and not self.session_origin(origin, environ)):
+            return None, None, False  # another origin's page brings the token itself
         now = self.clock()
         if any(self.tokens.valid(s, now) for s in sessions):
             return "session", None, False
@@ -304,104 +308,3 @@ def _private(start_response):
 
 def has_token(query: str) -> bool:
     return any(name == "token" for name, _ in parse_qsl(query, keep_blank_values=True))
-
-
-def kept_query(query: str) -> str:
-    """A query to keep across signing in (`range=7d`...), without the token; the redirect
-    goes to "/" with it, nowhere else."""
-    pairs = [(k, v) for k, v in parse_qsl(query[:2048], keep_blank_values=True) if k != "token"]
-    return urlencode(pairs)
-
-
-# The sign-in routes ------------------------------------------------------------------------
-
-bp = Blueprint("access", __name__)
-
-
-def _access() -> Access:
-    return current_app.extensions["access"]
-
-
-@bp.get(SIGN_IN)
-def sign_in_form():
-    """The form; with `?token=` (a link, also `/?token=` forwarded by Guard) the sign-in."""
-    keep = kept_query(request.query_string.decode("utf-8", "replace"))
-    given = request.args.get("token")
-    if given is not None:
-        return _sign_in(given, keep)
-    return _form(401 if request.environ.get(REFUSED_PAGE) else 200, keep=keep)
-
-
-@bp.post(SIGN_IN)
-def sign_in():
-    if not same_origin():
-        return _form(403, "This sign-in came from another site. Sign in here instead.")
-    return _sign_in(request.form.get("token", ""), kept_query(request.form.get("keep", "")))
-
-
-@bp.post(SIGN_OUT)
-def sign_out():
-    if not same_origin():
-        return _form(403, "This sign-out came from another site; you are still signed in.")
-    response = redirect(SIGN_IN, 303)
-    response.headers["Set-Cookie"] = _access().cleared_cookie(request.environ)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _sign_in(given: str, keep: str):
-    access = _access()
-    tried = access.attempt(access.admission.address(request.environ), given.strip())
-    if tried.retry_after:
-        response = _form(429, f"Too many wrong tokens from your address. Try again in "
-                              f"{tried.retry_after} seconds.", keep)
-        response.headers["Retry-After"] = str(tried.retry_after)
-        return response
-    if tried.index is None:
-        return _form(401, "That token is not right. Check it and try again.", keep)
-    # 303: the browser follows with a GET of "/", and the token leaves the address bar.
-    response = redirect("/" + (f"?{keep}" if keep else ""), 303)
-    response.headers["Set-Cookie"] = access.session_cookie(tried.index, request.environ)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _form(status: int, error: str | None = None, keep: str = ""):
-    response = current_app.make_response(
-        (render_template("signin.html", error=error, keep=keep), status))
-    response.headers["Cache-Control"] = "no-store"
-    if status == 401:
-        response.headers["WWW-Authenticate"] = REALM
-    return response
-
-
-_same_origin = origin_policy(())
-
-
-def same_origin() -> bool:
-    """A sign-in or sign-out posted from the page's own origin, or by a client that is no
-    browser (no CSRF without one). Browsers say where a request comes from in
-    Sec-Fetch-Site, which no page's script can set; Origin is no help on its own here:
-    under the app's `Referrer-Policy: no-referrer` a browser sends `Origin: null` with
-    every form POST, its own site's too. A browser without Sec-Fetch-Site (before 2023)
-    is believed when its Origin is ours."""
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None:
-        return site.lower() == "same-origin"
-    origin = request.headers.get("Origin")
-    return origin is None or _same_origin(origin, request.environ)
-
-
-def init_app(app, access: Access | None) -> None:
-    """With tokens: the sign-in routes, `private` for the page (its sign-out button), and
-    Werkzeug's request lines redacted (once per process: apps come and go in tests)."""
-    if access is None:
-        return
-    app.extensions["access"] = access
-    app.register_blueprint(bp)
-    app.context_processor(lambda: {"private": True})
-    werkzeug = logging.getLogger("werkzeug")
-    if not any(isinstance(f, RedactTokens) for f in werkzeug.filters):
-        werkzeug.addFilter(RedactTokens())
-    log.info("private dashboard: %d access token(s); sessions last %d days", access.count,
-             LIFETIME // 86_400)

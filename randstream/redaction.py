@@ -1,9 +1,9 @@
 """What no log line may show: access tokens in URLs, cookies, Authorization headers.
 
 Pure and light (the standard library only): gunicorn's master reads it through
-gunicorn_conf.py before its gevent worker patches anything. access.py installs the filter on
-Werkzeug's request lines (`flask run` prints each URL whole, `/?token=` included);
-gunicorn_conf.py's logger redacts the atoms of gunicorn's access log.
+gunicorn_conf.py before its gevent worker patches anything. signin.init_app installs the
+filter on the loggers that print a URL whole (redact_request_logs); gunicorn_conf.py's
+logger redacts the atoms of gunicorn's access log.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import logging
 import re
 from urllib.parse import unquote
 
-_QUERY = re.compile(r"\?[^\s\"']*")
+# A query runs to the next blank: a token may hold quotes (printable ASCII), and Werkzeug
+# decodes %27 and %22 before it logs, so a quote is no end of the value.
+_QUERY = re.compile(r"\?\S*")
 # gunicorn's access log atoms: request headers ({name}i), response headers ({name}o) and
 # environ variables ({name}e) a log format may name.
 _SECRET_ATOMS = ("{cookie}i", "{authorization}i", "{set-cookie}o", "{http_cookie}e",
@@ -50,6 +52,12 @@ def redact_atoms(atoms: dict) -> dict:
     return atoms
 
 
+# The loggers that print a request's URL whole: Werkzeug's request lines (`flask run`), and
+# the errors of gevent's server (server.py names that logger) and of gunicorn's workers,
+# which quote a malformed request line as it came.
+REQUEST_LOGGERS = ("werkzeug", "gevent.pywsgi", "gunicorn.error")
+
+
 class RedactTokens(logging.Filter):
     """On a logger whose lines carry URLs: `?token=...` redacted."""
 
@@ -59,3 +67,11 @@ class RedactTokens(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
+
+
+def redact_request_logs() -> None:
+    """RedactTokens on each of REQUEST_LOGGERS, once per process (apps come and go in tests)."""
+    for name in REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())

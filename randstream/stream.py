@@ -83,7 +83,8 @@ class Stream:
                                    max_per_address=settings.max_per_address,
                                    trusted_proxies=settings.trusted_proxies)
         # Private dashboards (--access-token, access.py); None: public, as by default.
-        self.access = (Access(settings.access_token, self.admission, self.counters)
+        self.access = (Access(settings.access_token, self.admission, self.counters,
+                              origins=settings.cors_origins)
                        if settings.access_token else None)
         self.hooks = EngineHooks(socketio, self.admission, self.counters, access=self.access)
         self.slots = Slots()  # a WSGI host worker's, once gunicorn.conf.py described it

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT, free_port
-from test_access import OTHER, TOKEN, WRONG, Client, bearer, fetch
+from test_access import OTHER, QUOTED, TOKEN, WRONG, Client, bearer, fetch
 from test_hosts import Host, flask_run, gunicorn
 
 ENV = {"RANDOM_STREAM_INTERVAL": "0.1", "RANDOM_STREAM_DB": ":memory:", "PYTHONUNBUFFERED": "1",
@@ -82,6 +82,34 @@ def test_gunicorns_access_log_hides_the_token(host):
     assert "GET /?token=[redacted]&range=1h HTTP/1.1 303 token=[redacted]&range=1h" in h.log()
     assert "cookie=[redacted]" in h.log() and "auth=[redacted]" in h.log()
     assert_log_redacted(h, session)
+
+
+@pytest.mark.parametrize("kind", ["flask run", "gunicorn"])
+def test_a_token_with_quotes_stays_out_of_the_hosts_logs(host, kind):
+    """Werkzeug decodes %27 and %22 before it logs a request line; gunicorn's error log
+    quotes a malformed request line whole."""
+    import socket
+    from urllib.parse import quote
+
+    port = free_port()
+    if kind == "gunicorn":
+        pytest.importorskip("gunicorn")
+        command = gunicorn("-w", "1", "-k", "gevent", "--access-logfile", "-", port=port)
+    else:
+        command = flask_run(port=port)
+    h = host(*command, port=port, env={"RANDOM_STREAM_ACCESS_TOKEN": QUOTED})
+    link = fetch(h, f"/?token={quote(QUOTED)}&range=1h")  # as a browser sends it
+    assert link.status == 303 and link.headers["Location"] == "/?range=1h"
+    for line in (f"GET /?token={QUOTED} HTTP/1.1", f"GET\t/?token={QUOTED}\tHTTP/1.1"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"{line}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            while sock.recv(65536):
+                pass
+    time.sleep(0.5)  # the host's log lines are written after the answers
+    log = h.log()
+    assert "token=[redacted]" in log, log[-3000:]
+    for secret in (QUOTED, quote(QUOTED), 'quoted"-token', "quoted%22-token"):
+        assert secret not in log, log[-3000:]
 
 
 @pytest.mark.redis

@@ -85,3 +85,85 @@ def test_a_session_that_ends_while_the_page_is_open_brings_back_the_form(private
     page.fill("#token", OTHER)
     page.click("button[type=submit]")
     board.wait_for("() => document.getElementById('connection-status').dataset.state === 'live'")
+
+
+
+
+@pytest.fixture
+def elsewhere(tmp_path):
+    """elsewhere(html) -> the port of another web server on 127.0.0.1 serving that page at
+    "/": open it as http://localhost:PORT/ (another site) or http://127.0.0.1:PORT/ (the
+    same site as the dashboard, another origin)."""
+    import functools
+    import http.server
+    import threading
+
+    servers = []
+
+    def serve(html: str) -> int:
+        (tmp_path / "index.html").write_text(html)
+        site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+            http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        servers.append(site)
+        return site.server_address[1]
+
+    yield serve
+    for site in servers:
+        site.shutdown()
+        site.server_close()
+
+
+@pytest.fixture
+def context(browser):
+    context = browser.new_context()  # no Dashboard: this page is another origin's
+    yield context
+    context.close()
+
+
+def test_another_sites_images_spend_no_wrong_tokens_of_their_viewers_address(
+        server_factory, elsewhere, context):
+    """A page on another site (localhost is not 127.0.0.1's site) whose images are sign-in
+    links with wrong tokens: a visitor's Chromium fetches them all, and its address can
+    still sign in."""
+    from test_access import bearer, fetch
+
+    server = server_factory("--interval", "0.2", env={"RANDOM_STREAM_ACCESS_TOKEN": TOKEN})
+    images = "".join(f'<img src="{server.url}/?token={WRONG}{i}">' for i in range(12))
+    port = elsewhere(f"<!doctype html><title>elsewhere</title>{images}")
+    page = context.new_page()
+    fetched = []  # answered; Chromium then blocks each answer (ORB: HTML is no image)
+    for ended in ("requestfinished", "requestfailed"):
+        page.on(ended, lambda r: "token=" in r.url and fetched.append(r.url))
+    page.goto(f"http://localhost:{port}/", wait_until="load")
+    assert len(fetched) == 12, fetched
+    assert fetch(server, "/api/stats", headers=bearer()).status == 200  # not 429
+    page.goto(server.url + f"/?token={TOKEN}")  # the visitor's own link still signs in
+    page.wait_for_selector("#current-value", timeout=WAIT)
+
+
+def test_a_same_site_page_that_cors_star_lets_in_reads_nothing_with_the_viewers_cookie(
+        server_factory, elsewhere, context):
+    """Another port of the dashboard's host is the same site: Chromium sends the viewer's
+    SameSite=Lax cookie with its polling requests, and `--cors-origins *` lets it read the
+    answers. Its CONNECT is refused all the same: the cookie is the dashboard's own."""
+    server = server_factory("--interval", "0.2", "--cors-origins", "*",
+                            env={"RANDOM_STREAM_ACCESS_TOKEN": TOKEN})
+    script = """<script>
+      const base = "BASE/socket.io/?EIO=4&transport=polling";
+      (async () => {
+        const get = async (query, init) => (await fetch(base + query, {credentials: "include", ...init})).text();
+        const sid = JSON.parse((await get("")).slice(1)).sid;
+        await get("&sid=" + sid, {method: "POST", body: "40"});
+        window.answer = await get("&sid=" + sid);
+      })();
+    </script>""".replace("BASE", server.url)
+    port = elsewhere(f"<!doctype html><title>same site</title>{script}")
+    page = context.new_page()
+    page.goto(server.url + f"/?token={TOKEN}")  # the viewer signs in
+    page.wait_for_selector("#current-value", timeout=WAIT)
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_function("window.answer !== undefined", timeout=WAIT)
+    answer = page.evaluate("window.answer")
+    assert answer.startswith('44{"message":"unauthorized"}'), answer
+    assert "history" not in answer and "random_number" not in answer
