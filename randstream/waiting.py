@@ -17,6 +17,7 @@ import itertools
 import logging
 import socket
 import struct
+import time
 from collections import OrderedDict
 
 try:
@@ -67,9 +68,14 @@ class Waiting:
     """
 
     SCAN = 64
+    # A scan that found no silent connection is not repeated for this long: until the loop
+    # has turned, nobody read anything, and a burst of new connections from one address
+    # (3,000 half-sent headers) made every accept scan its 64 again: 440,000 ioctl calls,
+    # a second of work, and a /healthz waited behind it.
+    RESCAN = 0.002
 
     def __init__(self, limit: int, per_address: int = PER_ADDRESS, counters=None,
-                 trusted: tuple = ()) -> None:
+                 trusted: tuple = (), clock=time.monotonic) -> None:
         self.limit = limit
         self.per_address = per_address
         # Evictions and cut bodies by reason, for /metrics; the first of each kind is logged.
@@ -79,6 +85,8 @@ class Waiting:
         self.sockets: OrderedDict = OrderedDict()  # socket -> its address key, oldest first
         self.addresses: dict[str, OrderedDict] = {}  # address key -> its sockets, oldest first
         self.evicted = 0
+        self.clock = clock
+        self.scanned_full: dict = {}  # address key (None: all) -> when a scan found none silent
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -91,7 +99,7 @@ class Waiting:
         if key is not None:
             mine = self.addresses.setdefault(key, OrderedDict())
             mine[sock] = None
-            while len(mine) > self.per_address and self._evict_from(mine, "waiting_per_address"):
+            while len(mine) > self.per_address and self._evict_from(mine, "waiting_per_address", key):
                 pass
         while len(self.sockets) > self.limit and self.evict():
             pass
@@ -117,6 +125,7 @@ class Waiting:
             del mine[sock]
             if not mine:
                 del self.addresses[key]
+                self.scanned_full.pop(key, None)
 
     def has_room(self) -> bool:
         """Whether another connection may be accepted, closing a silent one if need be."""
@@ -125,11 +134,15 @@ class Waiting:
     def evict(self) -> bool:
         """Close the longest-waiting silent connection; False if the SCAN longest waiting
         all have their requests unread (the server is behind) or none waits."""
-        return self._evict_from(self.sockets, "waiting_limit")
+        return self._evict_from(self.sockets, "waiting_limit", None)
 
-    def _evict_from(self, sockets: OrderedDict, reason: str) -> bool:
+    def _evict_from(self, sockets: OrderedDict, reason: str, key) -> bool:
+        now = self.clock()
+        if now - self.scanned_full.get(key, float("-inf")) < self.RESCAN:
+            return False  # found none silent a moment ago: the server is behind
         sock = next((s for s in itertools.islice(sockets, self.SCAN) if not unread_bytes(s)), None)
         if sock is None:
+            self.scanned_full[key] = now
             return False
         self.discard(sock)
         self.evicted += 1

@@ -119,6 +119,42 @@ def test_waiting_connections_count_by_peer_and_trusted_proxies_by_none():
     assert peer_key("/run/socket") is None
 
 
+def test_a_burst_from_one_address_is_not_scanned_again_on_every_accept(monkeypatch):
+    """Fails before: while the server had read none of them (one turn of the loop takes up
+    to 256 new connections), every connection past an address's share scanned its 64
+    oldest for a silent one again, each with an ioctl: 3,000 half-sent headers from one
+    address cost 440,000 calls, a second of work that a /healthz waited behind
+    (bench/abuse.py slowloris). Now a scan that found none silent waits RESCAN."""
+    import randstream.waiting as waiting_module
+
+    calls = []
+    real = waiting_module.unread_bytes
+    monkeypatch.setattr(waiting_module, "unread_bytes", lambda sock: calls.append(1) or real(sock))
+    now = [1000.0]
+    with socket.create_server(("127.0.0.1", 0), backlog=200) as listener:
+        peers, accepted = [], []
+        try:
+            for _ in range(3 * PER_ADDRESS):
+                peers.append(socket.create_connection(listener.getsockname()))
+                peers[-1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half-sent, and unread
+                accepted.append(listener.accept()[0])
+            time.sleep(0.1)
+            waiting = Waiting(limit=10_000, clock=lambda: now[0])
+            for sock in accepted[:-1]:
+                waiting.add(sock, ("192.0.2.1", 1))
+            assert len(calls) == waiting.SCAN, "one scan found none silent; the rest waited"
+            assert len(waiting.addresses["192.0.2.1"]) == len(accepted) - 1, "none was closed"
+            accepted[0].recv(100)  # the server read the oldest: it is silent now
+            now[0] += 2 * waiting.RESCAN
+            waiting.add(accepted[-1], ("192.0.2.1", 1))
+            assert accepted[0] not in waiting.sockets, "a moment later the scan found it"
+            peers[0].settimeout(2)
+            assert peers[0].recv(1) == b"", "and closed it"
+        finally:
+            for sock in peers + accepted:
+                sock.close()
+
+
 def test_past_its_share_an_address_loses_its_own_oldest_silent_connection():
     """Fails on the old code: Waiting counted no addresses."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
