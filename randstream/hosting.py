@@ -176,7 +176,7 @@ def stop_with(worker, stream) -> None:
     """
     while worker.alive:
         stream.socketio.sleep(STOP_CHECK)
-    stop_serving(stream)
+    stream.stop_serving()
 
 
 def worker_exiting(server, worker) -> None:
@@ -186,14 +186,6 @@ def worker_exiting(server, worker) -> None:
     stream = getattr(worker.wsgi, "extensions", {}).get("stream")
     if stream is None:
         return
-    stop_serving(stream)
+    stream.stop_serving()
     stream.close()
 
-
-def stop_serving(stream) -> None:
-    """The stream's stop and every client's close packet, once."""
-    if stream.hooks.stopping:
-        return
-    log.info("stopping: %d client(s) connected", stream.live.clients)
-    stream.stop()
-    stream.hooks.close_all()

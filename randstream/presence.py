@@ -112,11 +112,15 @@ class Presence:
 
     def run(self) -> None:
         """The background task: report, maybe broadcast, sleep a period; until stop()."""
+        failing = False
         while not self.stopped:
             try:
                 self.beat()
-            except Exception:  # the count must outlive one bad report
-                log.exception("presence report failed; it goes on")
+                failing = False
+            except Exception:  # the count must outlive a bad report; one trace per spell
+                if not failing:
+                    log.exception("presence report failed; it goes on (repeats not logged)")
+                failing = True
             self.socketio.sleep(self.period)
 
     def beat(self) -> None:

@@ -229,12 +229,7 @@ def serve(app, sock: socket.socket) -> None:
                            send_timeout, make_arrivals)
 
     def shutdown() -> None:
-        log.info("stopping: %d client(s) connected", stream.live.clients)
-        stream.stop()
-        # Clients told to go come straight back: refused now, they retry against the next
-        # server instead of joining this one (or waiting in its backlog) as it stops.
-        stopper.stop_accepting()
-        stream.hooks.close_all()  # every client, with a close packet, waiting for none
+        stream.stop_serving(stopper.stop_accepting)
         stopper.stop()
 
     def on_signal(signum, frame) -> None:

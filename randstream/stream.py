@@ -31,6 +31,8 @@ from .stats import ObservedStats, Stats
 from .transport import Transport
 from .transport.hooks import EngineHooks
 
+log = logging.getLogger(__name__)
+
 
 class Stream:
     """One running stream: its ticker, history and statistics, its live clients.
@@ -123,6 +125,19 @@ class Stream:
         self.topology.stop()
         self.presence.stop()  # scaled out, the other processes stop counting this one's now
         self.feed.close()  # every GET /api/stream ends now, so the server's stop is not held
+
+    def stop_serving(self, stop_accepting=None) -> None:
+        """A serving process's stop, once (server.serve's, and a gunicorn worker's:
+        hosting.py): the stream, then every client with a close packet, waiting for none.
+        `stop_accepting`, the server's, goes in between: clients told to go come straight
+        back, and are refused now rather than joining (or queueing for) a server that stops."""
+        if self.hooks.stopping:
+            return
+        log.info("stopping: %d client(s) connected", self.live.clients)
+        self.stop()
+        if stop_accepting is not None:
+            stop_accepting()
+        self.hooks.close_all()
 
     def stats_json(self) -> dict:
         """/api/stats: an observed source's histogram is of the readings new clients get."""
