@@ -18,7 +18,6 @@ if __name__ == "__main__":
 import logging
 import os
 import sys
-import time
 
 from flask import Flask
 
@@ -84,8 +83,7 @@ def _create_app(settings: Settings, *, wsgi_host: bool) -> Flask:
     app.wsgi_app = stack.build(app.wsgi_app, stream.admission, stream.hooks,
                                start_on_first_request=stream if wsgi_host else None,
                                host_logs_failures=wsgi_host or settings.async_mode != "eventlet",
-                               hand_over=transport.hand_over, access=stream.access,
-                               healthy=lambda: not stream.problems(time.time()))
+                               hand_over=transport.hand_over, access=stream.access)
     transport.log_choice()
     return app
 

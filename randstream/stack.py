@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first_request=None,
-          host_logs_failures: bool = True, hand_over=None, access=None, healthy=None):
+          host_logs_failures: bool = True, hand_over=None, access=None):
     """The server's WSGI app around `socketio_app`, the middleware SocketIO(app) made.
 
     `hooks` checks polling bodies (check_post); `start_on_first_request` is the stream of
@@ -37,7 +37,7 @@ def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first
     and whose `slots` the host's limits count; `host_logs_failures`: whether the server
     logs what the boundary must pass on to it; `hand_over`: the transport's layer that lets
     a host's worker hand a WebSocket over to the direct path (transport/gunicorn.py);
-    `access`: a private dashboard's (access.py), with `healthy()` for /healthz's bare status.
+    `access`: a private dashboard's (access.py).
     """
     host_stream = start_on_first_request
     layers = [
@@ -58,8 +58,8 @@ def build(socketio_app, admission: Admission, hooks: EngineHooks, start_on_first
           if host_stream is not None else []),
         # A private dashboard: a credential on every way to the readings. Inside the
         # counting layers (its 401s are answers like any) and the first request's start.
-        *([(Guard, {"access": access, "engineio_path": socketio_app.engineio_path,
-                    "healthy": healthy})] if access is not None else []),
+        *([(Guard, {"access": access, "engineio_path": socketio_app.engineio_path})]
+          if access is not None else []),
         # Outside Flask-SocketIO's middleware, which passes a copy of the environ on.
         (Unbuffered, {"path": sse.PATH}),
     ]

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from werkzeug.exceptions import HTTPException
 
 from . import series as ranges
+from .access import STATUS_ONLY
 from .headers import DASHBOARD_CSS
 from .history import StoreError
 from .metrics import CONTENT_TYPE
@@ -183,6 +184,8 @@ def healthz():
         "source": s.source.health(),
         "problems": problems,
     }
+    if request.environ.get(STATUS_ONLY):  # a private dashboard's, asked without a credential
+        body = {"status": body["status"]}
     return jsonify(body), 200 if not problems else 503
 
 
